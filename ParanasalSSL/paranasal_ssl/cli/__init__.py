@@ -1,0 +1,1 @@
+"""The ``paranasal-ssl`` command line: one module per subcommand."""

@@ -1,0 +1,86 @@
+"""``paranasal-ssl``: entry point and subcommand registry.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``; the function it sets
+as ``func`` receives the parsed arguments and returns an exit code. Errors the user can act on
+(``ParanasalError``) are printed in one line without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+from paranasal_ssl import __version__, progress
+from paranasal_ssl.errors import CancelledError, ParanasalError
+
+# Order is the order of --help.
+COMMAND_MODULES = [
+    "synth_cmd",
+    "crops_cmd",
+    "split_cmd",
+    "train_cae_cmd",
+    "residuals_cmd",
+    "pretrain_cmd",
+    "finetune_cmd",
+    "predict_cmd",
+    "evaluate_cmd",
+    "demo_cmd",
+    "benchmark_cmd",
+    "review_cmd",
+    "report_cmd",
+    "speed_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paranasal-ssl",
+        description="Self-supervised anomaly classification of the maxillary sinuses "
+                    "(CT and MRI): phantoms, crops, the four-stage residual method, "
+                    "prediction, evaluation and benchmarks.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"paranasal_ssl.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"paranasal_ssl.cli.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", choices=("bar", "json", "none"), default=None,
+                        help="progress display: tqdm bar (default), JSON lines on stdout "
+                             "(for the Slicer job runner), or none")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if getattr(args, "progress", None):
+        progress.set_mode(args.progress)
+    progress.reset_cancel()
+    progress.install_signal_handlers()
+    try:
+        return int(args.func(args) or 0)
+    except CancelledError:
+        print("paranasal-ssl: cancelled", file=sys.stderr)
+        return 130
+    except ParanasalError as exc:
+        print(f"paranasal-ssl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("paranasal-ssl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Sinus boxes in RAS millimetres, and their conversion to SimpleITK's LPS world.
+
+Users, manifests and Slicer give positions in RAS (x toward the patient's Right, y Anterior,
+z Superior); ITK and DICOM use LPS. The two differ by flipping the first two axes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from paranasal_ssl.errors import InputError
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])  # its own inverse
+SIDES = ("left", "right")
+
+
+def ras_to_lps(point: Sequence[float]) -> np.ndarray:
+    """A point or vector (3,) or points (N, 3) from RAS to LPS (and back: same matrix)."""
+    return np.asarray(point, dtype=float) * np.array([-1.0, -1.0, 1.0])
+
+
+lps_to_ras = ras_to_lps
+
+
+@dataclass(frozen=True)
+class SinusROI:
+    """A box around one maxillary sinus, in RAS millimetres.
+
+    ``center_ras``: box centre (mm). ``size_mm``: edge lengths along the box's own axes (mm).
+    ``axes_ras``: 3x3 matrix whose COLUMNS are the box axes in RAS (identity = R, A, S), as in a
+    Slicer Markups ROI's object-to-world rotation.
+    """
+
+    center_ras: Tuple[float, float, float]
+    size_mm: Tuple[float, float, float]
+    axes_ras: Tuple[Tuple[float, float, float], ...] = field(
+        default=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+
+    @classmethod
+    def from_values(cls, center: Sequence[float], size: Sequence[float],
+                    axes: Sequence[Sequence[float]] | None = None, source: str | None = None,
+                    field_name: str = "roi") -> SinusROI:
+        """Build and validate a ROI; ``source``/``field_name`` name the input in errors."""
+        c = np.asarray(center, dtype=float).ravel()
+        s = np.asarray(size, dtype=float).ravel()
+        if c.shape != (3,) or not np.isfinite(c).all():
+            raise InputError(source, f"ROI centre {list(c)} is not 3 finite numbers",
+                             field=field_name, expected="R A S in millimetres")
+        if s.shape != (3,) or not np.isfinite(s).all() or (s <= 0).any():
+            raise InputError(source, f"ROI size {list(s)} is invalid", field=field_name,
+                             expected="3 positive edge lengths in millimetres")
+        a = np.eye(3) if axes is None else np.asarray(axes, dtype=float).reshape(3, 3)
+        if not np.allclose(a.T @ a, np.eye(3), atol=1e-3):
+            raise InputError(source, "ROI axes are not orthonormal", field=field_name,
+                             expected="a rotation matrix (columns = box axes in RAS)")
+        return cls(tuple(c), tuple(s), tuple(map(tuple, a)))
+
+    @property
+    def axes(self) -> np.ndarray:
+        """(3, 3) float array; columns are the box axes in RAS."""
+        return np.asarray(self.axes_ras, dtype=float)
+
+    @property
+    def center(self) -> np.ndarray:
+        return np.asarray(self.center_ras, dtype=float)
+
+    @property
+    def size(self) -> np.ndarray:
+        return np.asarray(self.size_mm, dtype=float)
+
+    @property
+    def volume_ml(self) -> float:
+        return float(np.prod(self.size)) / 1000.0
+
+    def corners_ras(self) -> np.ndarray:
+        """(8, 3) corner points in RAS mm."""
+        signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+        return self.center + (signs * self.size / 2.0) @ self.axes.T
+
+    def to_dict(self) -> dict:
+        return {"center_ras": list(self.center_ras), "size_mm": list(self.size_mm),
+                "axes_ras": [list(r) for r in self.axes_ras]}
+
+
+def check_side(side: str, source: str | None = None) -> str:
+    s = str(side).strip().lower()
+    aliases = {"l": "left", "r": "right"}
+    s = aliases.get(s, s)
+    if s not in SIDES:
+        raise InputError(source, f"unknown side {side!r}", field="side", expected="left or right")
+    return s

@@ -1,0 +1,157 @@
+"""Read and write scans through SimpleITK, keeping their physical geometry.
+
+SimpleITK works in LPS world coordinates (DICOM/ITK convention); everything in this module stays
+in LPS. Conversion to and from the RAS millimetres that users and Slicer speak is in
+``geometry.py``. Arrays from ``sitk.GetArrayFromImage`` are indexed ``[k, j, i]`` (z, y, x).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from paranasal_ssl.atomic import atomic_path
+from paranasal_ssl.errors import InputError
+
+PathLike = Union[str, Path]
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def read_scan(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
+    """Read a 3D scalar scan: a NIfTI/NRRD/MHA file, or a folder holding one DICOM series.
+
+    Raises ``InputError`` naming the file for a missing or unreadable file, a 2D or 4D image,
+    a vector image, NaN/inf values, or a DICOM folder with several series (pass ``series_uid``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        image = _read_dicom_folder(path, series_uid)
+    elif path.suffix.lower() == ".dcm":
+        image = _read_dicom_folder(path.parent, series_uid or _series_of_file(path))
+    else:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            raise InputError(path, f"cannot read image ({_first_line(exc)})",
+                             expected="a NIfTI, NRRD, MHA file or a DICOM folder") from None
+    check_scan(image, path)
+    return image
+
+
+def check_scan(image: sitk.Image, source: PathLike) -> None:
+    """Refuse images the pipeline cannot use, with a message naming ``source``."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(source, f"image has {image.GetNumberOfComponentsPerPixel()} components "
+                         "per voxel", expected="a scalar (grey-value) volume")
+    size = image.GetSize()
+    if image.GetDimension() != 3:
+        raise InputError(source, f"image is {image.GetDimension()}D (size {size})",
+                         expected="a 3D volume")
+    if min(size) < 2:
+        raise InputError(source, f"image is 2D in effect (size {size})",
+                         expected="a 3D volume with at least 2 voxels along each axis")
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        array = sitk.GetArrayViewFromImage(image)
+        if not np.isfinite(array).all():
+            bad = int(np.size(array) - np.isfinite(array).sum())
+            raise InputError(source, f"{bad} voxel(s) are NaN or infinite",
+                             expected="finite intensities")
+
+
+def read_header(path: PathLike) -> dict:
+    """Geometry of an image file without reading its voxels (about 1-5 ms).
+
+    Returns size (i, j, k), spacing (mm), origin (LPS mm) and direction (row-major 3x3, LPS).
+    """
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(path, f"cannot read image header ({_first_line(exc)})") from None
+    return {
+        "size": reader.GetSize(),
+        "spacing": reader.GetSpacing(),
+        "origin": reader.GetOrigin(),
+        "direction": reader.GetDirection(),
+    }
+
+
+def write_image(image: sitk.Image, path: PathLike, compress: bool = True) -> Path:
+    """Write ``image`` atomically (temporary file, then rename). The format follows the suffix."""
+    path = Path(path)
+    if not path.name.lower().endswith(IMAGE_SUFFIXES + (".seg.nrrd",)):
+        raise InputError(path, "unknown image suffix", expected=" or ".join(IMAGE_SUFFIXES))
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), compress)
+    return path
+
+
+def image_from_array(array: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                     origin: Sequence[float] = (0.0, 0.0, 0.0),
+                     direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> sitk.Image:
+    """Build an image from a ``[k, j, i]`` array with LPS geometry (spacing in (i, j, k) order)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(o) for o in origin])
+    image.SetDirection([float(d) for d in np.asarray(direction, dtype=float).ravel()])
+    return image
+
+
+def copy_geometry(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """An image holding ``array`` (``[k, j, i]``, same shape as ``reference``) in its geometry."""
+    expected = tuple(reversed(reference.GetSize()))
+    if tuple(array.shape) != expected:
+        raise ValueError(f"array shape {array.shape} does not match image grid {expected}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.CopyInformation(reference)
+    return image
+
+
+def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    try:
+        series = list(reader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError:
+        series = []
+    if not series:
+        raise InputError(folder, "no DICOM series found in this folder",
+                         expected="a folder of DICOM slices, or a NIfTI/NRRD/MHA file")
+    if series_uid is None:
+        if len(series) > 1:
+            raise InputError(folder, f"the folder holds {len(series)} DICOM series "
+                             f"({', '.join(series)})", expected="one series; pass series_uid "
+                             "(--series-uid) to choose")
+        series_uid = series[0]
+    elif series_uid not in series:
+        raise InputError(folder, f"series {series_uid} not found", field="series_uid",
+                         expected=f"one of {series}")
+    files = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(folder, f"cannot read DICOM series {series_uid} "
+                         f"({_first_line(exc)})") from None
+
+
+def _series_of_file(path: Path) -> str:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        return reader.GetMetaData("0020|000e").strip()
+    except RuntimeError as exc:
+        raise InputError(path, f"cannot read DICOM file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # ITK messages put the useful sentence last; keep it short.
+    return lines[-1][:200] if lines else type(exc).__name__
