@@ -1,0 +1,1 @@
+"""Loaders for real scans that ship offline (no downloads)."""

@@ -1,0 +1,61 @@
+"""Small synthetic images with non-trivial geometry, and a DICOM series writer for tests."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from paranasal_ssl.scan_io import image_from_array
+
+
+def rotation(axis: int, degrees: float) -> np.ndarray:
+    t = np.deg2rad(degrees)
+    c, s = np.cos(t), np.sin(t)
+    r = np.eye(3)
+    a, b = [i for i in range(3) if i != axis]
+    r[a, a], r[a, b], r[b, a], r[b, b] = c, -s, s, c
+    return r
+
+
+def oblique_image(shape=(20, 30, 40), spacing=(0.7, 0.9, 2.5), degrees=17.0, seed=0,
+                  dtype=np.int16) -> sitk.Image:
+    """An image ``[k, j, i]`` of ``shape`` with anisotropic spacing and an oblique direction."""
+    rng = np.random.default_rng(seed)
+    array = rng.integers(-1000, 1500, size=shape).astype(dtype)
+    direction = rotation(2, degrees) @ rotation(0, degrees / 2)
+    return image_from_array(array, spacing, (-12.5, 30.25, 7.0), direction.ravel())
+
+
+def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str | None = None,
+                       description: str = "test") -> Path:
+    """Write ``image`` (int16) as one DICOM file per slice with full geometry tags."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    series_uid = series_uid or f"1.2.826.0.1.3680043.2.1125.{int(time.time() * 1e3)}.{id(image)}"
+    direction = image.GetDirection()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    tags = {
+        "0008|0060": "CT",
+        "0020|000d": series_uid + ".1",
+        "0020|000e": series_uid,
+        "0008|103e": description,
+        "0020|0037": "\\".join(f"{v:.10f}" for v in (direction[0], direction[3], direction[6],
+                                                      direction[1], direction[4], direction[7])),
+        "0028|1052": "0", "0028|1053": "1",
+    }
+    for k in range(image.GetDepth()):
+        s = image[:, :, k]
+        for tag, value in tags.items():
+            s.SetMetaData(tag, value)
+        pos = image.TransformIndexToPhysicalPoint((0, 0, k))
+        s.SetMetaData("0020|0032", "\\".join(f"{v:.10f}" for v in pos))
+        s.SetMetaData("0020|0013", str(k + 1))
+        s.SetMetaData("0008|0018", f"{series_uid}.{k + 1}")
+        s.SetMetaData("0018|0050", f"{image.GetSpacing()[2]:.6f}")
+        writer.SetFileName(str(folder / f"slice{k:04d}.dcm"))
+        writer.Execute(s)
+    return folder
