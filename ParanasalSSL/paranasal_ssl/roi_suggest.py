@@ -1,0 +1,312 @@
+"""Suggest left and right maxillary-sinus boxes on a head scan (no Slicer, no network).
+
+The maxillary sinuses are the largest paired air cavities of the face: either side of the nasal
+cavity, below the orbits, above the teeth, mirror images of each other across the mid-sagittal
+plane. The heuristic looks for exactly that:
+
+1. resample the scan onto an axis-aligned LPS grid (``grid_mm``) so oblique scans work too;
+2. head mask (largest tissue component, holes filled) and the air inside it (CT: below -400 HU;
+   MRI: darker than a tenth of the head's median, i.e. "dark cavities");
+3. drop the air within ``midline_band_mm`` of the midline (the nasal cavity), open the rest by one
+   voxel to cut the thin ostia, and label the cavities;
+4. score every left/right pair by its smaller volume, its mirror symmetry, and whether there is
+   air (the nasal cavity) between the two: frontal sinuses have a bony septum there, mastoid
+   cells the brainstem;
+5. box = the cavity's bounding box plus a margin.
+
+When only one side has a plausible cavity (the other may be opacified: exactly the cases the
+module looks for) the found side is mirrored across the midline. When nothing fits, boxes are
+placed at a typical offset from the head's centre of mass. Both fallbacks, and every MRI
+suggestion, are flagged ``confidence="low"`` so the user checks them. All positions are RAS mm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+
+from paranasal_ssl.geometry import RAS_TO_LPS, SinusROI
+
+CT_AIR_HU = -400.0
+MIN_CAVITY_ML = 0.5
+LATERAL_RANGE_MM = (12.0, 55.0)  # centre of a maxillary sinus from the midline
+MAX_ASYMMETRY_MM = 20.0
+TYPICAL_OFFSET_MM = {"lateral": 27.0, "anterior": 55.0, "inferior": 40.0}  # from head COM
+TYPICAL_SIZE_MM = (40.0, 42.0, 45.0)  # (R-L, A-P, S-I) box when nothing is measured
+
+
+@dataclass(frozen=True)
+class Cavity:
+    """One air cavity: volume (mL), centre and bounding box in the head frame's mm."""
+
+    volume_ml: float
+    center: np.ndarray
+    box_lo: np.ndarray
+    box_hi: np.ndarray
+
+
+@dataclass
+class RoiSuggestion:
+    """Suggested boxes. ``confidence``: 'high' (a symmetric pair of cavities was found) or 'low'
+    (fallback or MRI: check the boxes). ``method`` names what produced each side."""
+
+    rois: Dict[str, SinusROI]
+    confidence: str
+    method: str
+    notes: List[str] = field(default_factory=list)
+    air_ml: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.confidence != "high"
+
+
+def guess_modality(image: sitk.Image) -> str:
+    """'ct' if the image holds Hounsfield-like air (a few % of voxels below -900), else 'mri'."""
+    a = sitk.GetArrayViewFromImage(image)
+    sample = a.ravel()[:: max(1, a.size // 200000)]
+    return "ct" if np.mean(sample < -900) > 0.02 else "mri"
+
+
+def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: float = 1.5,
+                 margin_mm: float = 5.0, midline_band_mm: float = 12.0) -> RoiSuggestion:
+    """Left and right maxillary-sinus ROIs (``SinusROI``, RAS mm) for ``image``.
+
+    The boxes are aligned with the head: their axes follow the head's yaw (rotation about the
+    superior axis) estimated from the shape of the head.
+    """
+    modality = modality or guess_modality(image)
+    frame = _head_frame(image, modality, grid_mm)
+    array = frame.resample(image)
+    head = _head_mask(array, modality)
+    if not head.any():
+        raise ValueError("no head found in the image (no tissue above the background)")
+    head_com = np.array(ndi.center_of_mass(head))[::-1] * grid_mm  # frame mm (x, y, z)
+    mid_x = float(head_com[0])
+    air = _air_mask(array, modality, head)
+    cavities = _cavities(air, grid_mm, mid_x, midline_band_mm)
+    choice = _choose(cavities, air, grid_mm, mid_x)
+    notes: List[str] = []
+    if choice is None:
+        notes.append("no sinus-like cavities found; boxes placed at a typical offset from the "
+                     "head's centre: move them onto the sinuses")
+        return RoiSuggestion(_typical_boxes(frame, head_com), "low", "typical-offset", notes,
+                             {"left": 0.0, "right": 0.0})
+    found, mirrored_side = choice
+    boxes = {side: frame.roi(c, margin_mm) for side, c in found.items()}
+    ml = {side: round(c.volume_ml, 2) for side, c in found.items()}
+    if mirrored_side is not None:
+        ml[mirrored_side] = 0.0
+        notes.append(f"no air-filled {mirrored_side} sinus found (opacified?); its box mirrors "
+                     "the other side across the midline")
+        return RoiSuggestion(boxes, "low", "one-side-mirrored", notes, ml)
+    if modality == "ct":
+        return RoiSuggestion(boxes, "high", "ct-air-cavities", notes, ml)
+    notes.append("MRI: dark cavities taken as air; check the boxes")
+    return RoiSuggestion(boxes, "low", "mri-dark-cavities", notes, ml)
+
+
+# -- the head's frame ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """An LPS grid aligned with the head: ``rotation`` (3x3, columns = the frame's x, y, z axes
+    in LPS; a yaw about z), ``origin`` (LPS mm of voxel 0), ``shape`` [k, j, i], ``grid_mm``."""
+
+    rotation: np.ndarray
+    origin: np.ndarray
+    shape: Tuple[int, int, int]
+    grid_mm: float
+
+    def to_lps(self, point_mm) -> np.ndarray:
+        """Frame mm (x, y, z from voxel 0) -> LPS mm."""
+        return self.origin + self.rotation @ np.asarray(point_mm, float)
+
+    def resample(self, image: sitk.Image) -> np.ndarray:
+        reference = sitk.Image([int(v) for v in self.shape[::-1]], sitk.sitkFloat32)
+        reference.SetOrigin(self.origin.tolist())
+        reference.SetSpacing([self.grid_mm] * 3)
+        reference.SetDirection(self.rotation.ravel().tolist())
+        low = float(np.min(sitk.GetArrayViewFromImage(image)))
+        return sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(),
+                                                    sitk.sitkLinear, low, sitk.sitkFloat32))
+
+    def roi(self, cavity: Cavity, margin_mm: float) -> SinusROI:
+        center = RAS_TO_LPS @ self.to_lps((cavity.box_lo + cavity.box_hi) / 2.0)
+        size = np.clip(cavity.box_hi - cavity.box_lo + 2 * margin_mm, 20.0, 70.0)
+        return SinusROI.from_values(center, size, RAS_TO_LPS @ self.rotation @ RAS_TO_LPS)
+
+
+def _head_frame(image: sitk.Image, modality: str, grid_mm: float) -> _Frame:
+    """Estimate the head's yaw on a coarse axis-aligned grid (the long axis of the head's axial
+    outline is antero-posterior), then cover the image with a grid turned by that yaw."""
+    coarse = _covering_frame(image, np.eye(3), 3.0)
+    head = _head_mask(coarse.resample(image), modality)
+    rotation = np.eye(3)
+    if head.sum() > 100:
+        k, j, i = np.nonzero(head)
+        xy = np.stack([i, j]).astype(float)
+        xy -= xy.mean(axis=1, keepdims=True)
+        values, vectors = np.linalg.eigh(np.cov(xy))
+        long_axis = vectors[:, int(np.argmax(values))]  # (x, y)
+        yaw = np.arctan2(-long_axis[0], long_axis[1])
+        yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the axis has no sign
+        if abs(yaw) < np.deg2rad(40) and values.max() > 1.15 * values.min():
+            c, s = np.cos(yaw), np.sin(yaw)
+            rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return _covering_frame(image, rotation, grid_mm)
+
+
+def _covering_frame(image: sitk.Image, rotation: np.ndarray, grid_mm: float) -> _Frame:
+    size = np.array(image.GetSize())
+    corners = np.array([[x, y, z] for x in (0, size[0] - 1) for y in (0, size[1] - 1)
+                        for z in (0, size[2] - 1)], float)
+    points = np.array([image.TransformContinuousIndexToPhysicalPoint(c.tolist())
+                       for c in corners]) @ rotation  # in the frame's axes
+    lo, hi = points.min(0), points.max(0)
+    shape = np.ceil((hi - lo) / grid_mm).astype(int) + 1
+    return _Frame(rotation, rotation @ lo, tuple(int(v) for v in shape[::-1]), grid_mm)
+
+
+# -- steps --------------------------------------------------------------------------------------
+
+
+def _head_mask(array: np.ndarray, modality: str) -> np.ndarray:
+    if modality == "ct":
+        tissue = array > CT_AIR_HU
+    else:
+        positive = array[array > np.percentile(array, 1)]
+        tissue = array > 0.25 * np.percentile(positive, 75)
+    tissue = ndi.binary_opening(tissue, iterations=2)  # detach thin head rests and tubes
+    labels, count = ndi.label(tissue)
+    if count == 0:
+        return tissue
+    sizes = ndi.sum(tissue, labels, range(1, count + 1))
+    head = labels == int(np.argmax(sizes)) + 1
+    head = ndi.binary_closing(head, iterations=3)
+    head = np.stack([ndi.binary_fill_holes(s) for s in head])  # axial holes
+    return ndi.binary_fill_holes(head)
+
+
+def _air_mask(array: np.ndarray, modality: str, head: np.ndarray) -> np.ndarray:
+    inner = ndi.binary_erosion(head, iterations=2)  # not the air touching the skin
+    if modality == "ct":
+        dark = array < CT_AIR_HU
+    else:
+        dark = array < 0.1 * np.median(array[head])
+    return dark & inner
+
+
+def _cavities(air: np.ndarray, grid_mm: float, mid_x: float, band_mm: float) -> List[Cavity]:
+    """Air cavities away from the midline band, in frame mm."""
+    x = np.arange(air.shape[2]) * grid_mm
+    lateral = air & (np.abs(x - mid_x) > band_mm)[None, None, :]
+    lateral = ndi.binary_opening(lateral, iterations=1)
+    labels, _ = ndi.label(lateral)
+    cavities = []
+    voxel_ml = grid_mm ** 3 / 1000.0
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        mask = labels[box] == index
+        volume = float(mask.sum()) * voxel_ml
+        if volume < MIN_CAVITY_ML:
+            continue
+        kji = np.array(ndi.center_of_mass(mask)) + [s.start for s in box]
+        lo = np.array([box[2].start, box[1].start, box[0].start], float) * grid_mm
+        hi = np.array([box[2].stop - 1, box[1].stop - 1, box[0].stop - 1], float) * grid_mm
+        cavities.append(Cavity(volume, kji[::-1] * grid_mm, lo, hi))
+    return cavities
+
+
+def _side(cavity: Cavity, mid_x: float) -> str:
+    return "left" if cavity.center[0] > mid_x else "right"  # LPS-like frame: +x toward left
+
+
+def _lateral_ok(cavity: Cavity, mid_x: float) -> bool:
+    distance = abs(cavity.center[0] - mid_x)
+    return LATERAL_RANGE_MM[0] <= distance <= LATERAL_RANGE_MM[1]
+
+
+def _mirror(cavity: Cavity, mid_x: float) -> Cavity:
+    def flip(p):
+        q = np.array(p, float)
+        q[0] = 2 * mid_x - q[0]
+        return q
+
+    return Cavity(cavity.volume_ml, flip(cavity.center), flip(cavity.box_hi),
+                  flip(cavity.box_lo))
+
+
+def _air_between(air: np.ndarray, grid_mm: float, center: np.ndarray,
+                 half_mm: Tuple[float, float, float] = (8.0, 15.0, 15.0)) -> float:
+    """Air fraction of a box around ``center`` (frame mm): the nasal cavity between sinuses."""
+    c = np.asarray(center) / grid_mm
+    h = np.asarray(half_mm) / grid_mm
+    lo = np.maximum(np.floor(c - h).astype(int), 0)
+    hi = np.minimum(np.ceil(c + h).astype(int) + 1, np.array(air.shape[::-1]))
+    if (hi <= lo).any():
+        return 0.0
+    return float(air[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]].mean())
+
+
+def _choose(cavities: List[Cavity], air: np.ndarray, grid_mm: float, mid_x: float
+            ) -> Optional[Tuple[Dict[str, Cavity], Optional[str]]]:
+    """The maxillary pair, or one side plus the side to mirror; None if nothing fits.
+
+    Hypotheses are symmetric pairs with air between them, and single cavities with air medial to
+    them (the other side mirrored, half weight). Among those scoring at least a quarter of the
+    best, the most inferior wins: the maxillary sinuses lie below the frontal sinuses.
+    """
+    plausible = [c for c in cavities if _lateral_ok(c, mid_x)]
+    hypotheses = []  # (score, mean z, found, mirrored side)
+    for a in plausible:
+        for b in plausible:
+            if not (_side(a, mid_x) == "left" and _side(b, mid_x) == "right"):
+                continue
+            offset = a.center - b.center
+            separation = abs(offset[0])
+            asymmetry = float(np.hypot(offset[1], offset[2]))
+            if asymmetry > MAX_ASYMMETRY_MM or not 24.0 <= separation <= 110.0:
+                continue
+            between = _air_between(air, grid_mm, (a.center + b.center) / 2)
+            if between < 0.03:
+                continue  # no airway between them: not the maxillary pair
+            score = min(a.volume_ml, b.volume_ml) * np.exp(-asymmetry / 15.0) * (0.5 + between)
+            hypotheses.append((score, (a.center[2] + b.center[2]) / 2,
+                               {"left": a, "right": b}, None))
+    for c in plausible:
+        if c.volume_ml < 2 * MIN_CAVITY_ML:
+            continue
+        middle = c.center.copy()
+        middle[0] = mid_x
+        between = _air_between(air, grid_mm, middle)
+        if between < 0.03:
+            continue
+        side = _side(c, mid_x)
+        other = "right" if side == "left" else "left"
+        score = 0.5 * c.volume_ml * (0.5 + between)
+        hypotheses.append((score, c.center[2], {side: c, other: _mirror(c, mid_x)}, other))
+    if not hypotheses:
+        return None
+    best = max(h[0] for h in hypotheses)
+    kept = [h for h in hypotheses if h[0] >= 0.25 * best]
+    # lowest first; a pair beats a mirrored single at (nearly) the same height
+    kept.sort(key=lambda h: (round(h[1] / 10.0), h[3] is not None, -h[0]))
+    _, _, found, mirrored = kept[0]
+    return found, mirrored
+
+
+def _typical_boxes(frame: _Frame, head_com: np.ndarray) -> Dict[str, SinusROI]:
+    off = TYPICAL_OFFSET_MM
+    rois = {}
+    for side, sign in (("right", -1.0), ("left", 1.0)):  # frame x (LPS-like): +x toward left
+        # frame y runs posterior (LPS): anterior is -y; frame z superior
+        center = head_com + [sign * off["lateral"], -off["anterior"], -off["inferior"]]
+        half = np.array(TYPICAL_SIZE_MM) / 2.0
+        cavity = Cavity(0.0, center, center - half, center + half)
+        rois[side] = frame.roi(cavity, 0.0)
+    return rois

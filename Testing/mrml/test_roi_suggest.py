@@ -1,0 +1,120 @@
+"""ROI suggestion on the real head CT (Cranium) and on variants of it, and through MRML nodes.
+
+Cranium (see paranasal_ssl.datasets.cranium): both maxillary sinuses are air-filled around slices
+14-30; column 0 is taken as the patient's right, so the left sinus has the higher column index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from paranasal_ssl.datasets.cranium import find_cranium, load_cranium
+from paranasal_ssl.roi_suggest import guess_modality, suggest_rois
+from ParanasalSSLLib import mrml_bridge as bridge
+
+FLIP = np.diag([-1.0, -1.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def cranium() -> sitk.Image:
+    path = find_cranium()
+    assert path is not None, "real head CT missing: run scripts/fetch_cranium.sh"
+    return load_cranium(path)
+
+
+@pytest.fixture(scope="module")
+def craniumSuggestion(cranium):
+    return suggest_rois(cranium)
+
+
+def _index(image, roi):
+    return image.TransformPhysicalPointToIndex((FLIP @ roi.center).tolist())
+
+
+def test_both_sinuses_are_found_in_the_real_ct(cranium, craniumSuggestion):
+    s = craniumSuggestion
+    assert guess_modality(cranium) == "ct"
+    assert s.confidence == "high" and s.method == "ct-air-cavities" and not s.low_confidence
+    array = sitk.GetArrayViewFromImage(cranium)
+    for side in ("left", "right"):
+        i, j, k = _index(cranium, s.rois[side])
+        assert 14 <= k <= 30, (side, k)  # the slices where the sinuses are air-filled
+        assert array[k, j, i] < -900, side  # the centre lies in the sinus air
+        assert j > 150  # the face side (row 0 is posterior)
+        assert 2.0 < s.air_ml[side] < 8.0  # about 4 mL of air each
+        assert (s.rois[side].size >= 20).all() and (s.rois[side].size <= 70).all()
+    assert _index(cranium, s.rois["left"])[0] > 128 > _index(cranium, s.rois["right"])[0]
+    separation = np.linalg.norm(s.rois["left"].center - s.rois["right"].center)
+    assert 35 < separation < 65  # centre to centre, a few cm apart
+
+
+def test_suggested_boxes_follow_a_rotated_head(cranium, craniumSuggestion):
+    yaw = sitk.Euler3DTransform()
+    yaw.SetRotation(0.0, 0.0, np.deg2rad(12.0))
+    rotation = np.array(yaw.GetMatrix()).reshape(3, 3)
+    turned = sitk.Resample(cranium, cranium, yaw, sitk.sitkLinear, -1024)
+    s = suggest_rois(turned)
+    assert s.confidence == "high"
+    for side in ("left", "right"):
+        expected = FLIP @ rotation.T @ FLIP @ craniumSuggestion.rois[side].center
+        assert np.linalg.norm(s.rois[side].center - expected) < 8.0, side
+    angle = np.degrees(np.arctan2(s.rois["left"].axes[1, 0], s.rois["left"].axes[0, 0]))
+    base = np.degrees(np.arctan2(craniumSuggestion.rois["left"].axes[1, 0],
+                                 craniumSuggestion.rois["left"].axes[0, 0]))
+    assert abs(abs(angle - base) - 12.0) < 3.0  # the boxes turn with the head
+
+
+def test_an_opacified_sinus_gets_the_mirror_of_the_other_side_with_low_confidence(
+        cranium, craniumSuggestion):
+    array = sitk.GetArrayFromImage(cranium)
+    corners = np.array([cranium.TransformPhysicalPointToContinuousIndex((FLIP @ p).tolist())
+                        for p in craniumSuggestion.rois["right"].corners_ras()])
+    lo, hi = np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int) + 1
+    box = tuple(slice(max(lo[d], 0), hi[d]) for d in (2, 1, 0))
+    region = array[box]
+    region[region < -400] = 30  # fill the right sinus with soft tissue
+    opacified = sitk.GetImageFromArray(array)
+    opacified.CopyInformation(cranium)
+    s = suggest_rois(opacified)
+    assert s.confidence == "low" and s.method == "one-side-mirrored"
+    assert "right" in s.notes[0] and s.air_ml["right"] == 0.0
+    np.testing.assert_allclose(s.rois["left"].center, craniumSuggestion.rois["left"].center,
+                               atol=1.0)
+    assert np.linalg.norm(s.rois["right"].center - craniumSuggestion.rois["right"].center) < 15
+
+
+def test_mri_like_contrast_uses_dark_cavities_and_says_low_confidence(cranium,
+                                                                      craniumSuggestion):
+    hu = sitk.GetArrayFromImage(cranium)
+    mri = np.select([hu < -400, hu < -30, hu < 200], [5.0, 700.0, 400.0], 60.0)  # bone dark
+    mri = (mri + np.random.default_rng(0).normal(0, 15, mri.shape)).astype(np.float32)
+    image = sitk.GetImageFromArray(mri)
+    image.CopyInformation(cranium)
+    assert guess_modality(image) == "mri"
+    s = suggest_rois(image)
+    assert s.method == "mri-dark-cavities" and s.low_confidence
+    for side in ("left", "right"):
+        assert np.linalg.norm(s.rois[side].center - craniumSuggestion.rois[side].center) < 10
+
+
+def test_no_cavities_falls_back_to_a_typical_offset_with_low_confidence():
+    z, y, x = np.indices((50, 70, 60))
+    head = ((x - 30) / 28.0) ** 2 + ((y - 35) / 33.0) ** 2 + ((z - 25) / 24.0) ** 2 < 1
+    image = sitk.GetImageFromArray(np.where(head, 40, -1000).astype(np.int16))
+    image.SetSpacing((3.0, 3.0, 3.0))
+    s = suggest_rois(image)
+    assert s.method == "typical-offset" and s.low_confidence
+    assert "move them onto the sinuses" in s.notes[0]
+    assert s.rois["right"].center[0] > s.rois["left"].center[0]  # RAS: +x is the right
+
+
+def test_suggestion_through_the_slicer_nodes(slicerApp, cranium, craniumSuggestion):
+    scan = bridge.addVolumeFromImage(cranium, "Cranium")
+    s = suggest_rois(bridge.imageFromVolumeNode(scan))
+    for side in ("left", "right"):
+        node = bridge.addRoiNode(s.rois[side], f"{side} maxillary sinus")
+        back = bridge.sinusRoiFromRoiNode(node)
+        np.testing.assert_allclose(back.center, craniumSuggestion.rois[side].center, atol=1e-6)
+        np.testing.assert_allclose(back.size, craniumSuggestion.rois[side].size, atol=1e-6)
