@@ -184,3 +184,22 @@ def _cut_box(image: sitk.Image, geom: CropGeometry, pad_voxels: int) -> sitk.Ima
     if (hi < lo).any():
         return image
     return sitk.RegionOfInterest(image, [int(v) for v in (hi - lo + 1)], [int(v) for v in lo])
+
+
+def roi_box_mask(roi: SinusROI, crop: CropConfig, side: str,
+                 offset_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """``(S, S, S)`` bool: voxels of the crop (as returned by ``extract_crop``) inside the ROI box.
+
+    Crops are aligned with the ROI axes, so the box is a slab per axis, shifted by the crop's
+    jitter offset (mm) and mirrored with right-side crops.
+    """
+    s = crop.shape
+    spacing = crop.spacing_mm if crop.fov == "fixed" else float(roi.size.max()) / s
+    pos = (np.arange(s) - (s - 1) / 2.0) * spacing  # mm from the crop centre along each axis
+    off = np.asarray(offset_mm, float)
+    mirrored = crop.mirror_right and check_side(side) == "right"
+    inside = []
+    for axis in range(3):
+        p = -pos if (axis == 0 and mirrored) else pos  # array index runs the other way
+        inside.append(np.abs(p + off[axis]) <= roi.size[axis] / 2.0)
+    return inside[2][:, None, None] & inside[1][None, :, None] & inside[0][None, None, :]

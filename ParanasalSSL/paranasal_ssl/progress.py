@@ -109,7 +109,7 @@ class Progress:
             self._bar = tqdm(total=total, desc=stage, unit=unit, leave=False,
                              dynamic_ncols=True, file=sys.stderr)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         emit(self.stage, 0, self.total)
         return self
 

@@ -1,0 +1,49 @@
+"""Options shared by the training and prediction subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from paranasal_ssl.cli.main import add_progress_option
+from paranasal_ssl.experiment import PROFILES
+from paranasal_ssl.stages.run import Run, open_run
+from paranasal_ssl.training.device import DEVICE_CHOICES
+
+
+def add_run_options(p: argparse.ArgumentParser, creates: bool = False) -> None:
+    p.add_argument("--run", type=Path, required=True,
+                   help="run folder (created on first use; holds config, splits, stage outputs)")
+    p.add_argument("--manifest", type=Path,
+                   help="cohort manifest CSV" + (" (required for a new run)" if creates else
+                                                 " (default: the run's own)"))
+    p.add_argument("--profile", choices=sorted(PROFILES),
+                   help="configuration profile for a new run (default cpu-small)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE",
+                   help="override a setting, e.g. --set cae_train.epochs=5 (repeatable)")
+    add_compute_options(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted stage from its last finished epoch")
+
+
+def add_compute_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                   help="compute device (auto: CUDA, then Apple MPS, then CPU)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes for cropping scans (default: up to 2)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--cache", type=Path, help="crop cache folder shared between runs")
+    add_progress_option(p)
+
+
+def run_from_args(args: argparse.Namespace) -> Run:
+    return open_run(args.run, manifest=args.manifest, profile=args.profile,
+                    overrides=args.overrides, device=args.device, cache_dir=args.cache,
+                    workers=args.workers, threads=args.threads)
+
+
+def print_fit(stage: str, result, folder: Path) -> None:
+    print(f"{stage}: best epoch {result.best_epoch}/{result.epochs_run} "
+          f"(metric {result.best_metric:.5g}), {result.samples_per_second:.1f} samples/s, "
+          f"{result.seconds:.0f} s -> {folder}")

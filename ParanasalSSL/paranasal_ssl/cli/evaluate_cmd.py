@@ -1,0 +1,35 @@
+"""``paranasal-ssl evaluate``: metrics of a fine-tuned model on a split."""
+
+from __future__ import annotations
+
+from paranasal_ssl.cli.common import add_compute_options
+
+
+def register(sub) -> None:
+    from pathlib import Path
+
+    p = sub.add_parser("evaluate", help="AUPRC, AUROC, sensitivity@specificity, F1, Brier, "
+                       "per type, localisation",
+                       description="Evaluate a run's fine-tuned model on a split (default test) "
+                       "against the zero-label residual score: AUPRC with prevalence, AUROC, "
+                       "sensitivity at 90/95% specificity, F1 at the threshold chosen on "
+                       "validation, Brier score, 95% bootstrap intervals by subject, per "
+                       "anomaly type, and heatmap localisation where masks exist.")
+    p.add_argument("--run", type=Path, required=True, help="run folder")
+    p.add_argument("--model", help="fine-tuned model name (default: the run's model.json)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    add_compute_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from paranasal_ssl.stages.evaluate_stage import evaluate_model, report_markdown
+    from paranasal_ssl.stages.run import open_run
+
+    r = open_run(args.run, device=args.device, cache_dir=args.cache, workers=args.workers,
+                 threads=args.threads)
+    results = evaluate_model(r, args.model, args.split, n_boot=args.bootstrap)
+    print(report_markdown(results))
+    print(f"written to {results['folder']}")
+    return 0

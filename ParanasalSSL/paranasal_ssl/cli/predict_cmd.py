@@ -1,0 +1,153 @@
+"""``paranasal-ssl predict``: analyse one scan (or every scan of a manifest)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from paranasal_ssl.cli.main import add_progress_option
+from paranasal_ssl.training.device import DEVICE_CHOICES
+
+log = logging.getLogger(__name__)
+DEFAULT_ROI_SIZE = (30.0, 44.0, 48.0)  # mm (R, A, S): an adult maxillary sinus plus margin
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="anomaly probability, heatmap and region for a scan",
+        description="Per sinus side: the anomaly probability (averaged over jittered crops), "
+        "the CAE residual heatmap and its thresholded region with its volume in mL, written as "
+        "images in the SCAN's geometry (heatmap.nii.gz, region.nii.gz: 1 left, 2 right) plus "
+        "summary.json. ROIs are boxes in RAS millimetres: centre R A S, optionally followed by "
+        f"the size in mm (default {' x '.join(f'{v:g}' for v in DEFAULT_ROI_SIZE)}).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", type=Path, required=True,
+                   help="run folder (its default model) or RUN/finetune/<name>")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", type=Path, help="scan: NIfTI/NRRD/MHA file or DICOM folder")
+    src.add_argument("--manifest", type=Path,
+                     help="manifest CSV: predict every scan, using its ROIs")
+    p.add_argument("--roi-left", type=float, nargs="+", metavar="MM",
+                   help="left sinus box: R A S [size_R size_A size_S]")
+    p.add_argument("--roi-right", type=float, nargs="+", metavar="MM",
+                   help="right sinus box: R A S [size_R size_A size_S]")
+    p.add_argument("--sides", choices=("both", "left", "right"), default="both",
+                   help="which sides to analyse")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--tta", type=int, default=None,
+                   help="jittered crops averaged per side (default: the model's setting)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="heatmap value above which voxels form the region")
+    p.add_argument("--format", choices=("nii.gz", "nrrd", "mha"), default="nii.gz",
+                   help="image format of heatmap and region")
+    p.add_argument("--series-uid", help="DICOM series to read when the folder holds several")
+    p.add_argument("--allow-modality-mismatch", action="store_true",
+                   help="analyse a scan whose modality differs from the model's")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    add_progress_option(p)
+    p.set_defaults(func=run)
+
+
+def parse_roi(values: Optional[List[float]], side: str):
+    from paranasal_ssl.errors import InputError
+    from paranasal_ssl.geometry import SinusROI
+
+    if values is None:
+        return None
+    if len(values) not in (3, 6):
+        raise InputError(None, f"{len(values)} numbers given", field=f"--roi-{side}",
+                         expected="3 (centre R A S) or 6 (centre and size) in millimetres")
+    size = values[3:] if len(values) == 6 else DEFAULT_ROI_SIZE
+    return SinusROI.from_values(values[:3], size, source="command line", field_name=f"roi-{side}")
+
+
+def run(args) -> int:
+    from paranasal_ssl.atomic import check_writable_dir
+    from paranasal_ssl.errors import InputError
+    from paranasal_ssl.model_bundle import load_model
+
+    check_writable_dir(args.out)
+    bundle = load_model(args.model, args.device)
+    if args.image:
+        rois = {}
+        for side in ("left", "right"):
+            roi = parse_roi(getattr(args, f"roi_{side}"), side)
+            wanted = args.sides in ("both", side)
+            if wanted and roi is None:
+                other = "right" if side == "left" else "left"
+                raise InputError(args.image, f"no ROI for the {side} side", field=f"--roi-{side}",
+                                 expected=f"--roi-{side} R A S [sizes], or --sides {other}")
+            if wanted:
+                rois[side] = roi
+        summary = predict_one(args, bundle, args.image, rois, args.out)
+        for side, s in summary["sides"].items():
+            print(f"{side}: p(anomalous) = {s['probability']:.3f} ({s['call']}), region "
+                  f"{s['region_volume_ml']:.2f} mL, peak at RAS {s['peak_ras']}")
+        print(f"written to {args.out}")
+        return 0
+    return predict_manifest(args, bundle)
+
+
+def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = "") -> dict:
+    from paranasal_ssl.atomic import write_json
+    from paranasal_ssl.inference import predict_scan
+    from paranasal_ssl.scan_io import read_scan, write_image
+
+    image = read_scan(image_path, series_uid=getattr(args, "series_uid", None))
+    pred = predict_scan(image, rois, bundle, tta_crops=args.tta, threshold=args.threshold,
+                        check_modality=not args.allow_modality_mismatch,
+                        source=str(image_path))
+    out.mkdir(parents=True, exist_ok=True)
+    summary = pred.summary()
+    summary.update({"image": str(image_path), "case_id": case_id,
+                    "heatmap": f"heatmap.{args.format}", "region": f"region.{args.format}"})
+    write_image(pred.heatmap_image(), out / f"heatmap.{args.format}")
+    write_image(pred.region_image(), out / f"region.{args.format}")
+    write_json(out / "summary.json", summary)  # last: its presence means the case is complete
+    return summary
+
+
+def predict_manifest(args, bundle) -> int:
+    from paranasal_ssl.atomic import write_text
+    from paranasal_ssl.errors import ParanasalError
+    from paranasal_ssl.manifest import read_manifest
+    from paranasal_ssl.progress import Progress
+
+    records = read_manifest(args.manifest)
+    cases: Dict[str, list] = {}
+    for r in records:
+        if args.sides in ("both", r.side):
+            cases.setdefault(r.case_id, []).append(r)
+    rows, failed = [], 0
+    with Progress("predict", total=len(cases), unit="case") as progress:
+        for case_id, recs in cases.items():
+            try:
+                summary = predict_one(args, bundle, recs[0].image, {r.side: r.roi for r in recs},
+                                      args.out / case_id, case_id)
+                for side, s in summary["sides"].items():
+                    rows.append({"case_id": case_id, "side": side, "image": str(recs[0].image),
+                                 "probability": f"{s['probability']:.6f}", "call": s["call"],
+                                 "region_volume_ml": f"{s['region_volume_ml']:.4f}",
+                                 "residual_score": f"{s['residual_score']:.6g}",
+                                 "peak_ras": " ".join(f"{v:.1f}" for v in s["peak_ras"]),
+                                 "folder": case_id, "error": ""})
+            except ParanasalError as exc:
+                failed += 1
+                log.warning("case %s skipped: %s", case_id, exc)
+                for r in recs:
+                    rows.append({"case_id": case_id, "side": r.side, "image": str(r.image),
+                                 "error": str(exc)})
+            progress.update(1)
+    columns = ["case_id", "side", "image", "probability", "call", "region_volume_ml",
+               "residual_score", "peak_ras", "folder", "error"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(args.out / "predictions.csv", buf.getvalue())
+    print(f"predicted {len(cases) - failed}/{len(cases)} cases -> {args.out}/predictions.csv")
+    return 0 if failed == 0 else 1

@@ -1,0 +1,225 @@
+"""The whole experiment's configuration (data, networks, training per stage) and its profiles.
+
+``cpu-small`` keeps the method but shrinks it for a 2-core CPU (CI, demo): 32^3 crops at 2 mm,
+narrow networks. ``paper`` follows Bhattacharya et al. 2024: 64^3 crops at 1 mm, the paper's CAE,
+a ResNet-18 encoder with a U-Net decoder, LARS for the pretext task; it is meant for a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Union
+
+from paranasal_ssl.config import (
+    CropConfig,
+    DataConfig,
+    IntensityConfig,
+    _require,
+    from_dict,
+    load_json,
+    save_config,
+    to_dict,
+)
+from paranasal_ssl.errors import ConfigError
+from paranasal_ssl.version import code_version
+
+
+@dataclass
+class CAEConfig:
+    """Stage 1 autoencoder: ``len(channels)`` x [Conv3d k, stride 2, BN, LeakyReLU], a 1x1 conv
+    to ``bottleneck_channels``, a linear ``latent_dim`` code, and a mirrored trilinear decoder."""
+
+    channels: List[int] = field(default_factory=lambda: [16, 32, 64])
+    kernel_size: int = 5
+    bottleneck_channels: int = 4
+    latent_dim: int = 512
+
+
+@dataclass
+class EncoderConfig:
+    """ResNet-style 3D encoder (MONAI ResNet) shared by the pretext net and the classifier."""
+
+    block: str = "basic"  # basic (ResNet-18/34) or bottleneck
+    layers: List[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    widths: List[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    stem_kernel: int = 7
+    stem_stride: int = 2
+    max_pool: bool = True
+    decoder_widths: List[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+
+
+@dataclass
+class ResidualConfig:
+    """Stage 2: residual maps |x - CAE(x)| in normalised intensity space."""
+
+    median_kernel: int = 5  # 3D median filter (paper's final choice at 1 mm)
+    percentiles: List[float] = field(default_factory=lambda: [1.0, 99.0])  # per-crop rescale
+    target: str = "per-crop"  # pretext target scaling: per-crop (paper) or global
+    heatmap_quantile: float = 0.999  # of normal-crop residuals: 0.5 on the heatmap scale
+    score: str = "mean"  # zero-label score of a crop: mean or p99 of the raw residual
+
+
+@dataclass
+class TrainConfig:
+    """One training stage's optimisation settings."""
+
+    epochs: int = 100
+    batch_size: int = 16
+    optimizer: str = "adam"  # adam, adamw, sgd, lars
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_epochs: int = 0
+    schedule: str = "constant"  # constant or cosine
+    patience: int = 10  # early stopping on the validation metric (0 = off)
+    min_epochs: int = 1
+    max_steps_per_epoch: int = 0  # 0 = one pass over the data
+    augment: bool = True
+    workers: int = 0
+    seed: int = 0
+
+    def validate(self, prefix: str) -> None:
+        _require(self.epochs >= 1, f"{prefix}.epochs", self.epochs, ">= 1")
+        _require(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, ">= 1")
+        _require(self.optimizer in ("adam", "adamw", "sgd", "lars"), f"{prefix}.optimizer",
+                 self.optimizer, "adam, adamw, sgd or lars")
+        _require(self.schedule in ("constant", "cosine"), f"{prefix}.schedule", self.schedule,
+                 "constant or cosine")
+        _require(self.lr > 0, f"{prefix}.lr", self.lr, "> 0")
+
+
+@dataclass
+class FinetuneConfig:
+    """Stage 4: pretrained encoder + MLP head, normal vs anomalous."""
+
+    head_hidden: List[int] = field(default_factory=lambda: [256])
+    dropout: float = 0.0
+    label_fraction: float = 1.0
+    label_seed: int = 0
+    freeze_encoder: bool = False
+    uncertain_band: List[float] = field(default_factory=lambda: [0.35, 0.65])
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that determines a run; saved as ``config.json`` in every run folder."""
+
+    profile: str = "paper"
+    data: DataConfig = field(default_factory=DataConfig)
+    cae: CAEConfig = field(default_factory=CAEConfig)
+    cae_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=100, patience=10))
+    residual: ResidualConfig = field(default_factory=ResidualConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    pretext_train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=100, batch_size=128, optimizer="lars", lr=0.15, weight_decay=1e-6,
+        warmup_epochs=10, schedule="cosine", patience=0))
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune_train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=100, batch_size=16, lr=1e-4, patience=15))
+
+    def validate(self) -> ExperimentConfig:
+        self.data.validate()
+        for name in ("cae_train", "pretext_train", "finetune_train"):
+            getattr(self, name).validate(name)
+        _require(self.residual.target in ("per-crop", "global"), "residual.target",
+                 self.residual.target, "per-crop or global")
+        _require(self.residual.median_kernel % 2 == 1, "residual.median_kernel",
+                 self.residual.median_kernel, "an odd number")
+        _require(self.residual.score in ("mean", "p99"), "residual.score", self.residual.score,
+                 "mean or p99")
+        _require(0 < self.finetune.label_fraction <= 1, "finetune.label_fraction",
+                 self.finetune.label_fraction, "a fraction in (0, 1]")
+        _require(self.encoder.block in ("basic", "bottleneck"), "encoder.block",
+                 self.encoder.block, "basic or bottleneck")
+        _require(len(self.encoder.layers) == len(self.encoder.widths) == 4, "encoder.layers",
+                 self.encoder.layers, "4 stages (with 4 widths)")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return to_dict(self)
+
+
+def paper_profile() -> ExperimentConfig:
+    return ExperimentConfig(profile="paper")
+
+
+def cpu_small_profile() -> ExperimentConfig:
+    """The method at a size a 2-core CPU trains in minutes: 32^3 crops at 2 mm (64 mm FOV)."""
+    return ExperimentConfig(
+        profile="cpu-small",
+        data=DataConfig(crop=CropConfig(shape=32, spacing_mm=2.0, jitter_mm=2.0,
+                                        train_crops_per_side=4, test_crops_per_side=5),
+                        intensity=IntensityConfig()),
+        cae=CAEConfig(channels=[16, 32, 64], kernel_size=5, bottleneck_channels=4,
+                      latent_dim=256),
+        cae_train=TrainConfig(epochs=30, batch_size=16, lr=1e-3, patience=6),
+        residual=ResidualConfig(median_kernel=3),
+        encoder=EncoderConfig(layers=[1, 1, 1, 1], widths=[16, 32, 64, 128], stem_kernel=3,
+                              stem_stride=2, max_pool=False, decoder_widths=[64, 32, 16, 16, 16]),
+        pretext_train=TrainConfig(epochs=20, batch_size=16, optimizer="adamw", lr=1e-3,
+                                  weight_decay=1e-4, warmup_epochs=1, schedule="cosine",
+                                  patience=0),
+        finetune=FinetuneConfig(head_hidden=[64], dropout=0.2),
+        finetune_train=TrainConfig(epochs=40, batch_size=16, optimizer="adam", lr=3e-4,
+                                   weight_decay=1e-4, patience=10, min_epochs=5),
+    )
+
+
+PROFILES = {"paper": paper_profile, "cpu-small": cpu_small_profile}
+
+
+def profile_config(name: str) -> ExperimentConfig:
+    if name not in PROFILES:
+        raise ConfigError(None, f"unknown profile {name!r}", field="profile",
+                          expected=" or ".join(PROFILES))
+    return PROFILES[name]().validate()
+
+
+def override(config: ExperimentConfig, assignments: List[str]) -> ExperimentConfig:
+    """Apply ``--set section.key=value`` overrides (values parsed as JSON, else strings)."""
+    import json
+
+    data = config.to_dict()
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(None, f"override {item!r} has no '='", field="--set",
+                              expected="section.key=value, e.g. cae_train.epochs=5")
+        dotted, value = item.split("=", 1)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        node = data
+        parts = dotted.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                sections = sorted(k for k, v in node.items() if isinstance(v, dict))
+                raise ConfigError(None, f"no section {p!r}", field=dotted,
+                                  expected=f"one of {sections}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(None, f"no setting {parts[-1]!r}", field=dotted,
+                              expected=f"one of {sorted(node)}")
+        node[parts[-1]] = parsed
+    return from_dict(ExperimentConfig, data).validate()
+
+
+# Top-level entries of a saved config.json that describe the run rather than configure it.
+METADATA_KEYS = ("code_version", "environment", "command", "created", "manifest", "stage",
+                 "residuals")
+
+
+def save_experiment(config: ExperimentConfig, path: Union[str, Path], **extra: Any) -> None:
+    save_config(config, path, code_version=code_version(), **extra)
+
+
+def load_experiment(path: Union[str, Path]) -> ExperimentConfig:
+    data = load_json(path)
+    for key in METADATA_KEYS:
+        data.pop(key, None)
+    return from_dict(ExperimentConfig, data, source=path).validate()
+
+
+def clone(config: ExperimentConfig) -> ExperimentConfig:
+    return copy.deepcopy(config)

@@ -1,0 +1,160 @@
+"""Analyse one scan: per side the anomaly probability (averaged over jittered crops), the CAE
+residual heatmap and its thresholded region, mapped back into the scan's own geometry.
+
+Arrays in the scan grid are indexed ``[k, j, i]`` like ``sitk.GetArrayFromImage(scan)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from paranasal_ssl.crop_cache import jitter_offsets
+from paranasal_ssl.crops import extract_crop, normalise, paste, roi_box_mask, uncrop
+from paranasal_ssl.errors import InputError
+from paranasal_ssl.geometry import SinusROI, check_side, lps_to_ras
+from paranasal_ssl.model_bundle import ModelBundle, load_model
+from paranasal_ssl.residual_maps import crop_scores, global_rescale, raw_residual
+from paranasal_ssl.training.device import to_input
+
+DEFAULT_REGION_THRESHOLD = 0.5  # heatmap 0.5 = twice the 99.9th percentile of normal residuals
+
+
+@dataclass
+class SidePrediction:
+    """One sinus. ``probability`` in [0, 1]; ``call`` normal / uncertain / anomalous;
+    ``peak_ras`` RAS mm of the strongest residual; ``region_volume_ml`` of the thresholded
+    heatmap; ``residual_score`` the zero-label score."""
+
+    side: str
+    roi: SinusROI
+    probability: float
+    crop_probabilities: List[float]
+    call: str
+    residual_score: float
+    peak_ras: Tuple[float, float, float]
+    peak_value: float
+    region_volume_ml: float
+
+    def to_dict(self) -> dict:
+        return {"side": self.side, "probability": round(self.probability, 6),
+                "call": self.call, "crop_probabilities": [round(p, 6) for p in
+                                                          self.crop_probabilities],
+                "residual_score": self.residual_score,
+                "peak_ras": [round(v, 2) for v in self.peak_ras],
+                "peak_value": round(self.peak_value, 4),
+                "region_volume_ml": round(self.region_volume_ml, 4), "roi": self.roi.to_dict()}
+
+
+@dataclass
+class ScanPrediction:
+    """Both sides of a scan plus the heatmap (float32, [0, 1]) and region (uint8: 1 left,
+    2 right) as arrays in the scan's grid; ``reference`` carries the scan geometry."""
+
+    sides: Dict[str, SidePrediction]
+    heatmap: np.ndarray
+    region: np.ndarray
+    reference: sitk.Image
+    model: dict = field(default_factory=dict)
+    threshold: float = DEFAULT_REGION_THRESHOLD
+
+    def heatmap_image(self) -> sitk.Image:
+        return _like(self.heatmap, self.reference)
+
+    def region_image(self) -> sitk.Image:
+        return _like(self.region, self.reference)
+
+    def summary(self) -> dict:
+        return {"model": self.model, "region_threshold": self.threshold,
+                "sides": {s: p.to_dict() for s, p in self.sides.items()}}
+
+
+def classify_call(p: float, band: Tuple[float, float]) -> str:
+    """'normal' below the band, 'anomalous' above it, 'uncertain' inside it."""
+    lo, hi = band
+    return "normal" if p < lo else ("anomalous" if p > hi else "uncertain")
+
+
+def detect_modality(image: sitk.Image) -> str:
+    """'ct' if the scan holds air-like values below -500 (HU), else 'mri' (a cheap subsample)."""
+    a = sitk.GetArrayViewFromImage(image)
+    sub = a[:: max(1, a.shape[0] // 16), ::4, ::4]
+    return "ct" if float(np.percentile(sub, 1)) < -500 else "mri"
+
+
+@torch.no_grad()
+def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
+                 model: Union[ModelBundle, str, Path], device: str = "auto",
+                 tta_crops: Optional[int] = None, threshold: float = DEFAULT_REGION_THRESHOLD,
+                 check_modality: bool = True, source: Optional[str] = None) -> ScanPrediction:
+    """Analyse ``image`` (a SimpleITK scan) for each side in ``rois`` (RAS mm boxes)."""
+    bundle = model if isinstance(model, ModelBundle) else load_model(model, device)
+    if not rois:
+        raise InputError(source, "no sinus ROI given", field="roi",
+                         expected="a left and/or right ROI in RAS millimetres")
+    cfg = bundle.config
+    if check_modality:
+        seen = detect_modality(image)
+        if seen != bundle.modality:
+            raise InputError(source, f"the scan looks like {seen.upper()} but the model was "
+                             f"trained on {bundle.modality.upper()}", field="modality",
+                             expected=f"a {bundle.modality.upper()} scan, or a "
+                             f"{seen.upper()} model")
+    n = tta_crops or cfg.data.crop.test_crops_per_side
+    grid_shape = tuple(reversed(image.GetSize()))
+    heatmap = np.zeros(grid_shape, np.float32)
+    region = np.zeros(grid_shape, np.uint8)
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    band = tuple(bundle.info.get("uncertain_band", cfg.finetune.uncertain_band))
+    sides: Dict[str, SidePrediction] = {}
+    for side_name, roi in rois.items():
+        side = check_side(side_name)
+        key = f"{source or 'scan'}:{side}"
+        offsets = jitter_offsets(key, n, cfg.data.crop.jitter_mm)
+        crops, geom0 = [], None
+        for c in range(n):
+            crop, geom = extract_crop(image, roi, cfg.data.crop, side, cfg.data.intensity.pad_value,
+                                      offsets[c], source=source)
+            crops.append(normalise(crop, cfg.data.intensity))
+            geom0 = geom0 or geom
+        x = to_input(torch.from_numpy(np.stack(crops))[:, None], bundle.device)
+        probs = torch.sigmoid(bundle.classifier(x).float()).cpu().numpy()
+        r = raw_residual(bundle.cae, x[:1], cfg.residual.median_kernel)
+        box = torch.from_numpy(roi_box_mask(roi, cfg.data.crop, side))[None, None]
+        score = float(crop_scores(r.cpu(), box, cfg.residual.score)[0])
+        heat = global_rescale(r, bundle.heatmap_scale)[0, 0].cpu().numpy() * box[0, 0].numpy()
+        values, sl = uncrop(heat, geom0, image)
+        paste(heatmap, values, sl, mode="max")
+        side_region = (values >= threshold) & (values > 0)
+        code = 1 if side == "left" else 2
+        region[sl][side_region] = code
+        peak_idx = np.unravel_index(int(np.argmax(values)), values.shape) if values.size else None
+        if peak_idx is not None:
+            kji = [peak_idx[d] + sl[d].start for d in range(3)]
+            peak_lps = image.TransformIndexToPhysicalPoint([int(kji[2]), int(kji[1]),
+                                                            int(kji[0])])
+            peak_value = float(values[peak_idx])
+        else:
+            peak_lps, peak_value = tuple(lps_to_ras(roi.center)), 0.0
+        p = float(probs.mean())
+        sides[side] = SidePrediction(
+            side=side, roi=roi, probability=p, crop_probabilities=probs.tolist(),
+            call=classify_call(p, band), residual_score=score,
+            peak_ras=tuple(float(v) for v in lps_to_ras(peak_lps)), peak_value=peak_value,
+            region_volume_ml=float(side_region.sum()) * voxel_ml)
+    info = {"name": bundle.name, "modality": bundle.modality,
+            "code_version": bundle.info.get("code_version"),
+            "label_fraction": bundle.info.get("label_fraction"),
+            "decision_threshold": bundle.info.get("threshold"), "uncertain_band": list(band)}
+    return ScanPrediction(sides, heatmap, region, image, info, threshold)
+
+
+def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(reference)
+    return out

@@ -1,0 +1,68 @@
+"""Stage 1: the paper's 3D convolutional autoencoder (CAE) for normal sinus crops."""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.blocks import Convolution
+from torch import nn
+
+from paranasal_ssl.experiment import CAEConfig
+
+_ACT = ("leakyrelu", {"negative_slope": 0.2, "inplace": True})
+
+
+class ConvAutoencoder3D(nn.Module):
+    """``(B, 1, S, S, S)`` in [0, 1] -> reconstruction of the same shape in [0, 1].
+
+    Encoder: ``len(channels)`` x [Conv3d(k, stride 2), BatchNorm, LeakyReLU] (S -> S / 2^n), a 1x1
+    conv to ``bottleneck_channels`` and a linear map to a ``latent_dim`` code. The decoder mirrors
+    it with trilinear upsampling (no transposed convolutions: no checkerboard residuals).
+    """
+
+    def __init__(self, crop_shape: int, channels=(16, 32, 64), kernel_size: int = 5,
+                 bottleneck_channels: int = 4, latent_dim: int = 512):
+        super().__init__()
+        n = len(channels)
+        if crop_shape % (2 ** n):
+            raise ValueError(f"crop shape {crop_shape} is not divisible by 2^{n}")
+        self.crop_shape = crop_shape
+        self.code_shape = (bottleneck_channels,) + (crop_shape // 2 ** n,) * 3
+        code_size = bottleneck_channels * (crop_shape // 2 ** n) ** 3
+        enc, c_in = [], 1
+        for c in channels:
+            enc.append(Convolution(3, c_in, c, strides=2, kernel_size=kernel_size, act=_ACT,
+                                   norm="batch"))
+            c_in = c
+        enc.append(Convolution(3, c_in, bottleneck_channels, kernel_size=1, act=_ACT,
+                               norm="batch"))
+        self.encoder = nn.Sequential(*enc)
+        self.to_latent = nn.Linear(code_size, latent_dim)
+        self.from_latent = nn.Linear(latent_dim, code_size)
+        dec = [Convolution(3, bottleneck_channels, channels[-1], kernel_size=1, act=_ACT,
+                           norm="batch")]
+        rev = list(channels[::-1])
+        for c_hi, c_lo in zip(rev[:-1], rev[1:]):
+            dec.append(nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False))
+            dec.append(Convolution(3, c_hi, c_lo, kernel_size=kernel_size, act=_ACT,
+                                   norm="batch"))
+        # mirror of the first encoder layer: back to full size and one channel, no norm/act
+        dec.append(nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False))
+        dec.append(nn.Conv3d(channels[0], 1, kernel_size=kernel_size, padding=kernel_size // 2))
+        self.decoder = nn.Sequential(*dec)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, S, S, S)`` -> latent code ``(B, latent_dim)``."""
+        return self.to_latent(self.encoder(x).flatten(1))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, latent_dim)`` -> reconstruction ``(B, 1, S, S, S)`` in [0, 1]."""
+        h = self.from_latent(z).view(z.shape[0], *self.code_shape)
+        return torch.sigmoid(self.decoder(h))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+def build_cae(config: CAEConfig, crop_shape: int) -> ConvAutoencoder3D:
+    return ConvAutoencoder3D(crop_shape, tuple(config.channels), config.kernel_size,
+                             config.bottleneck_channels, config.latent_dim)

@@ -1,0 +1,72 @@
+"""Residual maps |x - CAE(x)| and the scalings the pretext task, scores and heatmaps use.
+
+All arrays are crops ``(B, 1, S, S, S)`` in normalised intensity space ([0, 1]).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def median_filter3d(x: torch.Tensor, kernel: int, chunk_voxels: int = 2 ** 24) -> torch.Tensor:
+    """3D median filter (cubic ``kernel``, replicate padding) of ``(B, C, D, H, W)``.
+
+    Built on ``unfold`` so it runs on any device; processed in batch chunks because the
+    unfolded view needs ``kernel^3`` values per voxel. Same result as scipy's median_filter
+    with mode='nearest'.
+    """
+    if kernel <= 1:
+        return x
+    p = kernel // 2
+    per_item = x[0].numel() * kernel ** 3
+    step = max(1, chunk_voxels // max(per_item, 1))
+    out = []
+    for start in range(0, x.shape[0], step):
+        xp = F.pad(x[start:start + step], (p,) * 6, mode="replicate")
+        u = xp.unfold(2, kernel, 1).unfold(3, kernel, 1).unfold(4, kernel, 1)
+        out.append(u.reshape(*u.shape[:5], -1).median(dim=-1).values)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def raw_residual(cae: torch.nn.Module, x: torch.Tensor, median_kernel: int) -> torch.Tensor:
+    """``|x - CAE(x)|`` median-filtered: ``(B, 1, S, S, S)`` float32, in intensity units."""
+    recon = cae(x)
+    return median_filter3d((x - recon).abs().float().contiguous(), median_kernel)
+
+
+def per_crop_rescale(r: torch.Tensor, percentiles: Sequence[float] = (1.0, 99.0)) -> torch.Tensor:
+    """Each crop's residual rescaled so its percentiles map to 0 and 1, clipped (the paper's
+    pretext target). The median filter commutes with this monotone map, so order is free."""
+    flat = r.flatten(1).float()
+    q = torch.tensor([percentiles[0] / 100.0, percentiles[1] / 100.0], device=r.device)
+    lo_hi = torch.quantile(flat, q, dim=1)  # (2, B)
+    lo = lo_hi[0].view(-1, *([1] * (r.dim() - 1)))
+    hi = lo_hi[1].view(-1, *([1] * (r.dim() - 1)))
+    return ((r - lo) / (hi - lo).clamp_min(1e-6)).clamp(0.0, 1.0)
+
+
+def global_rescale(r: torch.Tensor, scale: float) -> torch.Tensor:
+    """Residual in units of ``scale`` (twice the normal-crop quantile), clipped to [0, 1].
+
+    Unlike the per-crop rescale this keeps magnitude: a normal crop stays mostly below 0.5.
+    """
+    return (r / max(scale, 1e-6)).clamp(0.0, 1.0)
+
+
+def crop_scores(r: torch.Tensor, region: Optional[torch.Tensor], kind: str = "mean"
+                ) -> torch.Tensor:
+    """Zero-label anomaly score per crop ``(B,)``: mean or 99th percentile of the raw residual
+    inside ``region`` (the sinus ROI box, ``(B, 1, S, S, S)`` bool) or the whole crop."""
+    flat = r.flatten(1).float()
+    if region is None:
+        mask = torch.ones_like(flat, dtype=torch.bool)
+    else:
+        mask = region.flatten(1).to(flat.device)
+    if kind == "mean":
+        return (flat * mask).sum(1) / mask.sum(1).clamp_min(1)
+    values = torch.where(mask, flat, torch.full_like(flat, float("nan")))
+    return torch.nanquantile(values, 0.99, dim=1)

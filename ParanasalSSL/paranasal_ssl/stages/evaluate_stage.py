@@ -1,0 +1,176 @@
+"""Evaluate a fine-tuned model on a split against the zero-label residual score, with
+bootstrap confidence intervals (by subject), per-type rows and heatmap localisation."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from paranasal_ssl.atomic import write_json, write_text
+from paranasal_ssl.config import load_json
+from paranasal_ssl.crops import roi_box_mask
+from paranasal_ssl.errors import InputError
+from paranasal_ssl.evaluation import (
+    aggregate_localisation,
+    bootstrap_ci,
+    classification_metrics,
+    format_table,
+    per_group_metrics,
+)
+from paranasal_ssl.manifest import SinusRecord
+from paranasal_ssl.networks import build_classifier
+from paranasal_ssl.residual_maps import global_rescale
+from paranasal_ssl.stages.data import flat_tensor
+from paranasal_ssl.stages.finetune_stage import KIND, classifier_signature, predict_crops
+from paranasal_ssl.stages.residual_stage import compute_residuals
+from paranasal_ssl.stages.run import Run
+from paranasal_ssl.training.checkpoint import load_weights
+from paranasal_ssl.training.device import prepare_model
+from paranasal_ssl.version import code_version, environment_info
+
+
+def load_classifier(run: Run, name: str) -> torch.nn.Module:
+    folder = run.dir / "finetune" / name
+    model = build_classifier(run.config.encoder, run.config.finetune.head_hidden,
+                             run.config.finetune.dropout)
+    load_weights(model, folder / "best.pt", KIND, classifier_signature(run))
+    return prepare_model(model, run.device).eval()
+
+
+def default_model_name(run: Run) -> str:
+    path = run.dir / "model.json"
+    if not path.exists():
+        raise InputError(run.dir, "the run has no fine-tuned model", expected="run `finetune`")
+    return load_json(path)["finetune"]
+
+
+def score_records(run: Run, model: torch.nn.Module, records: Sequence[SinusRecord],
+                  residuals) -> Dict[str, np.ndarray]:
+    """Probabilities with and without test-time crop averaging for ``records`` (in order)."""
+    t = run.config.data.crop.test_crops_per_side
+    subset = residuals.crops.subset([r.key for r in records])
+    x = flat_tensor(subset, t)
+    tta = predict_crops(model, x, t, run.device)
+    single = predict_crops(model, x.view(-1, t, *x.shape[1:])[:, :1].reshape(-1, *x.shape[1:]),
+                           1, run.device)
+    return {"tta": tta, "single": single}
+
+
+def localisation(run: Run, residuals, records: Sequence[SinusRecord]) -> Optional[dict]:
+    """Heatmap (crop 0, global scale) vs ground-truth masks inside the ROI box."""
+    index = {r.key: i for i, r in enumerate(residuals.crops.records)}
+    heat, masks, regions = [], [], []
+    crop = run.config.data.crop
+    for r in records:
+        i = index[r.key]
+        mask = residuals.crops.masks[i]
+        if mask is None:
+            continue
+        raw = torch.from_numpy(np.asarray(residuals.maps[i][0], np.float32))
+        heat.append(global_rescale(raw, residuals.heatmap_scale).numpy())
+        masks.append(mask > 0)
+        regions.append(roi_box_mask(r.roi, crop, r.side))
+    if not heat:
+        return None
+    spacing = (crop.spacing_mm,) * 3
+    loc = aggregate_localisation(heat, masks, regions=regions, threshold=0.5,
+                                 spacing_mm=spacing)
+    loc.pop("per_case", None)  # one dict per sinus: too long for the summary
+    return loc
+
+
+def evaluate_model(run: Run, name: Optional[str] = None, split: str = "test",
+                   n_boot: int = 1000, seed: int = 0, write: bool = True) -> dict:
+    """Metrics of model ``name`` (default: the run's) on ``split``; writes
+    ``RUN/finetune/<name>/eval-<split>/{results.json,report.md,predictions.csv}``."""
+    name = name or default_model_name(run)
+    info = load_json(run.dir / "finetune" / name / "model.json")
+    residuals = compute_residuals(run)
+    available = {r.key for r in residuals.crops.records}
+    records = [r for r in run.split(split, labelled=True) if r.key in available]
+    if not records:
+        raise InputError(run.manifest, f"no labelled sinus in the {split} split")
+    y = np.array([r.label for r in records])
+    subjects = np.array([r.subject_id for r in records])
+    types = [r.anomaly_types if r.label else () for r in records]
+    model = load_classifier(run, name)
+    probs = score_records(run, model, records, residuals)
+    residual_score = np.array([residuals.scores[r.key] for r in records])
+    thr = info.get("threshold")
+    methods = {"model (crop-averaged)": probs["tta"], "model (single crop)": probs["single"],
+               "zero-label residual score": residual_score}
+    results = {"model": name, "split": split, "n_sinuses": len(records),
+               "n_subjects": len(set(subjects)), "prevalence": float(y.mean()),
+               "label_fraction": info.get("label_fraction"), "init": info.get("init"),
+               "code_version": code_version(), "environment": environment_info(),
+               "methods": {}}
+    for method, score in methods.items():
+        is_prob = method.startswith("model")
+        m = classification_metrics(y, score, threshold=thr if is_prob else None,
+                                   probabilities=is_prob)
+        ci = bootstrap_ci(y, score, ("auprc", "auroc"), clusters=subjects, n_boot=n_boot,
+                          seed=seed)
+        m["auprc_ci"] = [ci["auprc"].low, ci["auprc"].high]
+        m["auroc_ci"] = [ci["auroc"].low, ci["auroc"].high]
+        m["per_type"] = {k: {"auprc": v["auprc"], "n_pos": v["n_pos"],
+                             "prevalence": v["prevalence"]}
+                         for k, v in per_group_metrics(y, score, types).items() if k != "all"}
+        results["methods"][method] = m
+    results["localisation"] = localisation(run, residuals, records)
+    if write:
+        out = run.dir / "finetune" / name / f"eval-{split}"
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "results.json", results)
+        write_text(out / "report.md", report_markdown(results))
+        _write_predictions(out / "predictions.csv", records, probs, residual_score)
+        results["folder"] = str(out)
+    return results
+
+
+def report_markdown(results: dict) -> str:
+    rows = []
+    for method, m in results["methods"].items():
+        rows.append({"method": method,
+                     "AUPRC [95% CI]": _ci(m["auprc"], m["auprc_ci"]),
+                     "prevalence": f"{m['prevalence']:.3f}",
+                     "AUROC [95% CI]": _ci(m["auroc"], m["auroc_ci"]),
+                     "sens@90%spec": _f(m.get("sens_at_spec90")),
+                     "sens@95%spec": _f(m.get("sens_at_spec95")),
+                     "F1": _f(m.get("f1")), "Brier": _f(m.get("brier"))})
+    text = (f"# Evaluation of `{results['model']}` on the {results['split']} split\n\n"
+            f"{results['n_sinuses']} sinuses from {results['n_subjects']} subjects, "
+            f"prevalence {results['prevalence']:.3f}; label fraction "
+            f"{results.get('label_fraction')}; code {results['code_version']}.\n\n")
+    text += format_table(rows, list(rows[0])) + "\n"
+    loc = results.get("localisation")
+    if loc:
+        pc = loc["per_case_mean"]
+        text += ("\nHeatmap localisation (crop 0, inside the sinus ROI, threshold 0.5): "
+                 f"voxel AUPRC {_f(pc.get('voxel_auprc'))}, best Dice {_f(pc.get('best_dice'))}, "
+                 f"pointing game {_f(pc.get('pointing_hit_rate'))}, false-positive volume in "
+                 f"normal sinuses {_f(pc.get('fp_volume_ml_normals'))} mL (per-case means).\n")
+    return text
+
+
+def _write_predictions(path: Path, records: List[SinusRecord], probs, residual) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["key", "subject_id", "label", "anomaly_types", "probability",
+                "probability_single_crop", "residual_score"])
+    for i, r in enumerate(records):
+        w.writerow([r.key, r.subject_id, r.label, ";".join(r.anomaly_types),
+                    f"{probs['tta'][i]:.6f}", f"{probs['single'][i]:.6f}", f"{residual[i]:.6g}"])
+    write_text(path, buf.getvalue())
+
+
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _ci(v, ci) -> str:
+    return "n/a" if v is None else f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"

@@ -1,0 +1,105 @@
+"""Stage 3: pretrain an encoder-decoder to predict the CAE residual map from the crop.
+
+Training data: every sinus of the training split, labelled or not (labels are not used).
+The input and its residual target get the same spatial augmentation; noise, blur and contrast
+changes touch only the input. Loss: BCE-with-logits against the soft residual target (the
+paper's final choice).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from paranasal_ssl.config import to_dict
+from paranasal_ssl.errors import InputError
+from paranasal_ssl.experiment import save_experiment
+from paranasal_ssl.hashing import stable_hash
+from paranasal_ssl.networks import build_pretext
+from paranasal_ssl.residual_maps import global_rescale, per_crop_rescale
+from paranasal_ssl.stages.data import flat_tensor
+from paranasal_ssl.stages.residual_stage import ResidualSet, compute_residuals
+from paranasal_ssl.stages.run import Run
+from paranasal_ssl.training.augment import augment
+from paranasal_ssl.training.device import prepare_model, to_input
+from paranasal_ssl.training.loop import FitResult, fit
+
+log = logging.getLogger(__name__)
+KIND = "pretext"
+
+
+def encoder_signature(run: Run) -> str:
+    """Architecture key of the shared encoder (pretext, baselines and classifier use it)."""
+    return stable_hash({"encoder": to_dict(run.config.encoder),
+                        "crop": run.config.data.crop.shape})
+
+
+def encoder_architecture(run: Run) -> dict:
+    return {"crop_shape": run.config.data.crop.shape, **to_dict(run.config.encoder)}
+
+
+def residual_targets(run: Run, residuals: ResidualSet, keys, n: int) -> torch.Tensor:
+    """``(len(keys) * n, 1, S, S, S)`` float16 pretext targets in [0, 1]."""
+    index = {r.key: i for i, r in enumerate(residuals.crops.records)}
+    raw = torch.from_numpy(np.stack([np.asarray(residuals.maps[index[k]][:n], np.float32)
+                                     for k in keys]))
+    raw = raw.reshape(-1, 1, *raw.shape[2:])
+    cfg = run.config.residual
+    if cfg.target == "per-crop":
+        target = torch.cat([per_crop_rescale(raw[i:i + 64], cfg.percentiles)
+                            for i in range(0, len(raw), 64)])
+    else:
+        target = global_rescale(raw, residuals.heatmap_scale)
+    return target.half()
+
+
+def pretrain(run: Run, resume: bool = False) -> FitResult:
+    """Fit the residual predictor; writes ``RUN/pretext/{best.pt,last.pt,metrics.csv}``."""
+    cfg = run.config
+    residuals = compute_residuals(run)
+    available = {r.key for r in residuals.crops.records}
+    train_keys = [r.key for r in run.split("train") if r.key in available]
+    val_keys = [r.key for r in run.split("val") if r.key in available]
+    if not train_keys or not val_keys:
+        raise InputError(run.manifest, "no training or validation sinus for pretraining",
+                         expected="sinuses in both the train and val splits")
+    n = cfg.data.crop.train_crops_per_side
+    crops = residuals.crops
+    train_x = flat_tensor(crops.subset(train_keys), n)
+    train_y = residual_targets(run, residuals, train_keys, n)
+    val_x = flat_tensor(crops.subset(val_keys), 1)
+    val_y = residual_targets(run, residuals, val_keys, 1)
+    log.info("pretext: %d training crops, %d validation crops", len(train_x), len(val_x))
+    device = run.device
+    model = prepare_model(build_pretext(cfg.encoder, cfg.data.crop.shape), device)
+    tcfg = cfg.pretext_train
+
+    def train_step(m, idx, gen):
+        x, y = to_input(train_x[idx], device), to_input(train_y[idx], device)
+        if tcfg.augment:
+            x, y = augment(x, y, gen)
+        return F.binary_cross_entropy_with_logits(m(x).float(), y)
+
+    def validate(m):
+        total, l1 = 0.0, 0.0
+        for s in range(0, len(val_x), 16):
+            x, y = to_input(val_x[s:s + 16], device), to_input(val_y[s:s + 16], device)
+            logits = m(x).float()
+            total += F.binary_cross_entropy_with_logits(logits, y, reduction="sum").item()
+            l1 += (torch.sigmoid(logits) - y).abs().sum().item()
+        count = val_y.numel()
+        return {"val_bce": total / count, "val_l1": l1 / count}
+
+    out = run.stage_dir("pretext")
+    save_experiment(cfg, out / "config.json", stage="pretext", manifest=str(run.manifest),
+                    residuals=str(residuals.folder))
+    meta = {"architecture": encoder_architecture(run), "train_cfg": asdict(tcfg),
+            "residuals": residuals.folder.name, "n_train_crops": len(train_x)}
+    return fit(model, cfg=tcfg, run_dir=out, kind=KIND, signature=encoder_signature(run),
+               meta=meta, n_train=len(train_x), train_step=train_step, validate=validate,
+               monitor="val_bce", mode="min", device=device, resume=resume, stage="pretrain")
+

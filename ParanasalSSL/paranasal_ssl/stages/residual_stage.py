@@ -1,0 +1,129 @@
+"""Stage 2: residual maps of every crop of the manifest, cached by sinus and CAE checkpoint.
+
+Output folder ``RUN/residuals/<cae key>/``: one float16 ``(n, S, S, S)`` file of raw
+median-filtered residuals per sinus (``<sinus key>.npy``), ``scores.csv`` (the zero-label
+baseline: a residual score per sinus) and ``calibration.json`` (the scale that puts normal
+training residuals at 0.5 on the heatmap). A rerun with the same inputs recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from paranasal_ssl.atomic import atomic_path, write_json, write_text
+from paranasal_ssl.config import load_json, to_dict
+from paranasal_ssl.crop_cache import CropSet, record_key
+from paranasal_ssl.hashing import file_sha256, stable_hash
+from paranasal_ssl.progress import Progress
+from paranasal_ssl.residual_maps import crop_scores, raw_residual
+from paranasal_ssl.stages.cae_stage import load_cae
+from paranasal_ssl.stages.data import crops_for, n_crops, roi_masks
+from paranasal_ssl.stages.run import Run
+from paranasal_ssl.training.device import to_input
+from paranasal_ssl.version import code_version
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ResidualSet:
+    """Residuals of the sinuses in ``crops.records``: ``maps[i]`` is ``(n, S, S, S)`` float16."""
+
+    folder: Path
+    crops: CropSet
+    maps: List[np.ndarray]
+    scores: Dict[str, float]
+    heatmap_scale: float
+
+
+def residual_folder(run: Run) -> Path:
+    cae = run.dir / "cae" / "best.pt"
+    key = stable_hash({"cae": file_sha256(cae), "residual": to_dict(run.config.residual),
+                       "data": to_dict(run.config.data)}, 12)
+    return run.dir / "residuals" / key
+
+
+def compute_residuals(run: Run, batch_size: int = 16) -> ResidualSet:
+    """Residuals for every sinus of the manifest (all splits); cached. See module docstring."""
+    cfg = run.config
+    folder = residual_folder(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    n = n_crops(run)
+    crops = crops_for(run, run.records, "residuals", "crops (all)")
+    paths = [folder / f"{record_key(r)}.npy" for r in crops.records]
+    todo = [i for i, p in enumerate(paths) if not p.exists()]
+    if todo:
+        cae = load_cae(run)
+        with Progress("residuals", total=len(todo), unit="sinus") as progress:
+            for start in range(0, len(todo), max(1, batch_size // n)):
+                chunk = todo[start:start + max(1, batch_size // n)]
+                x = torch.from_numpy(np.stack([np.asarray(crops.crops[i][:n]) for i in chunk]))
+                x = to_input(x.reshape(-1, 1, *x.shape[2:]), run.device)
+                r = raw_residual(cae, x, cfg.residual.median_kernel).cpu().numpy()
+                r = r.reshape(len(chunk), n, *r.shape[2:]).astype(np.float16)
+                for j, i in enumerate(chunk):
+                    with atomic_path(paths[i]) as tmp:
+                        np.save(tmp, r[j], allow_pickle=False)
+                progress.update(len(chunk))
+    maps = [np.load(p, mmap_mode="r") for p in paths]
+    scores = _scores(run, crops, maps, folder, rewrite=bool(todo))
+    scale = _calibration(run, crops, maps, folder, rewrite=bool(todo))
+    return ResidualSet(folder, crops, maps, scores, scale)
+
+
+def _scores(run: Run, crops: CropSet, maps, folder: Path, rewrite: bool) -> Dict[str, float]:
+    """Zero-label score per sinus: the crop score averaged over the test-time crops."""
+    path = folder / "scores.csv"
+    if path.exists() and not rewrite:
+        with open(path, newline="") as f:
+            return {row["key"]: float(row["score"]) for row in csv.DictReader(f)}
+    t = run.config.data.crop.test_crops_per_side
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["key", "case_id", "side", "split", "label", "anomaly_types", "score",
+                     "score_crop0"])
+    out = {}
+    for i, r in enumerate(crops.records):
+        region = roi_masks([r], run, t)
+        res = torch.from_numpy(np.asarray(maps[i][:t], dtype=np.float32))[:, None]
+        s = crop_scores(res, region, run.config.residual.score).numpy()
+        out[r.key] = float(s.mean())
+        writer.writerow([r.key, r.case_id, r.side, run.split_of_subject.get(r.subject_id, ""),
+                         "" if r.label is None else r.label, ";".join(r.anomaly_types),
+                         f"{s.mean():.6g}", f"{s[0]:.6g}"])
+    write_text(path, buf.getvalue())
+    return out
+
+
+def _calibration(run: Run, crops: CropSet, maps, folder: Path, rewrite: bool) -> float:
+    """Heatmap scale: twice the ``heatmap_quantile`` of residuals inside normal training ROIs."""
+    path = folder / "calibration.json"
+    if path.exists() and not rewrite:
+        return float(load_json(path)["heatmap_scale"])
+    values = []
+    for i, r in enumerate(crops.records):
+        if r.label == 0 and run.split_of_subject.get(r.subject_id) == "train":
+            region = roi_masks([r], run, 1)[0, 0].numpy()
+            values.append(np.asarray(maps[i][0], dtype=np.float32)[region])
+    if not values:  # no labelled normals: fall back to every training sinus
+        values = [np.asarray(maps[i][0], np.float32).ravel() for i, r in
+                  enumerate(crops.records) if run.split_of_subject.get(r.subject_id) == "train"]
+    q = float(np.quantile(np.concatenate(values), run.config.residual.heatmap_quantile))
+    scale = 2.0 * max(q, 1e-6)
+    write_json(path, {"heatmap_scale": scale, "quantile": run.config.residual.heatmap_quantile,
+                      "normal_quantile_value": q, "n_sinuses": len(values),
+                      "code_version": code_version()})
+    return scale
+
+
+def load_residual_scale(run: Run) -> Optional[float]:
+    path = residual_folder(run) / "calibration.json"
+    return float(load_json(path)["heatmap_scale"]) if path.exists() else None

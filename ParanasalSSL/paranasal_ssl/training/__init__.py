@@ -1,0 +1,1 @@
+"""Training machinery shared by every stage: device, checkpoints, augmentation, the loop."""
