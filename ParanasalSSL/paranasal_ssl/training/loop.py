@@ -114,7 +114,6 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
             model.eval()
             with torch.no_grad():
                 metrics = validate(model)
-            check_cancelled()
             row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
                    "lr": optimizer.param_groups[0]["lr"], "seconds": round(train_seconds, 3),
                    **{k: float(v) for k, v in metrics.items()}}
@@ -138,6 +137,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
             log.info("%s epoch %d/%d: %s", stage, epoch + 1, cfg.epochs,
                      ", ".join(f"{k}={v:.4g}" for k, v in row.items()
                                if isinstance(v, float)))
+            check_cancelled()  # after saving: a cancelled run resumes from this epoch
             epoch += 1
     load_weights(model, run_dir / "best.pt", kind, signature)
     model.eval()

@@ -1,0 +1,185 @@
+"""Training building blocks: augmentation, checkpoints, optimisers, exact resume."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+import torch.nn.functional as F
+
+from paranasal_ssl import progress
+from paranasal_ssl.config import CropConfig
+from paranasal_ssl.crops import extract_crop, roi_box_mask
+from paranasal_ssl.errors import CancelledError, CheckpointError
+from paranasal_ssl.experiment import TrainConfig, profile_config
+from paranasal_ssl.geometry import SinusROI
+from paranasal_ssl.networks import build_cae, build_classifier, build_pretext
+from paranasal_ssl.residual_maps import crop_scores, median_filter3d, per_crop_rescale
+from paranasal_ssl.scan_io import image_from_array
+from paranasal_ssl.training.augment import AugmentConfig, augment
+from paranasal_ssl.training.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from paranasal_ssl.training.loop import fit
+from paranasal_ssl.training.optim import LARS, lr_factor
+
+
+def test_augmentation_moves_input_and_target_together_and_only_flips_left_right():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 16, 16, 16)
+    spatial = AugmentConfig(p_flip=1.0, p_affine=0.0, p_noise=0, p_blur=0, p_contrast=0)
+    xa, ya = augment(x, x.clone(), gen, spatial)
+    torch.testing.assert_close(xa, x.flip(-1))  # axis i (left-right) only
+    torch.testing.assert_close(ya, xa)
+    affine = AugmentConfig(p_flip=0.5, p_affine=1.0, p_noise=0, p_blur=0, p_contrast=0)
+    xa, ya = augment(x, x.clone(), gen, affine)
+    torch.testing.assert_close(xa, ya)
+    assert not torch.allclose(xa, x)
+
+
+def test_intensity_augmentation_never_touches_the_target():
+    gen = torch.Generator().manual_seed(1)
+    x, target = torch.rand(4, 1, 16, 16, 16), torch.rand(4, 1, 16, 16, 16)
+    cfg = AugmentConfig(p_flip=0, p_affine=0, p_noise=1.0, p_blur=1.0, p_contrast=1.0)
+    xa, ya = augment(x, target.clone(), gen, cfg)
+    torch.testing.assert_close(ya, target)
+    assert (xa - x).abs().mean() > 0.01
+    assert xa.min() >= 0 and xa.max() <= 1
+
+
+def test_augmentation_is_reproducible_from_the_generator():
+    x = torch.rand(4, 1, 16, 16, 16)
+    a, _ = augment(x, None, torch.Generator().manual_seed(5))
+    b, _ = augment(x, None, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b)
+
+
+def test_median_filter_matches_scipy():
+    x = torch.rand(3, 1, 12, 10, 14)
+    ours = median_filter3d(x, 3, chunk_voxels=5000).numpy()  # several chunks
+    ref = np.stack([ndi.median_filter(v[0], 3, mode="nearest") for v in x.numpy()])
+    np.testing.assert_allclose(ours[:, 0], ref)
+
+
+def test_per_crop_rescale_maps_percentiles_to_unit_range():
+    r = torch.rand(2, 1, 10, 10, 10) * torch.tensor([1.0, 5.0]).view(2, 1, 1, 1, 1)
+    out = per_crop_rescale(r, (1, 99))
+    assert out.min() == 0 and out.max() == 1
+    for i in range(2):
+        assert (out[i] == 1).float().mean() == pytest.approx(0.01, abs=0.005)
+
+
+def test_crop_scores_restricted_to_region():
+    r = torch.zeros(1, 1, 4, 4, 4)
+    r[0, 0, 0] = 1.0
+    region = torch.zeros_like(r, dtype=torch.bool)
+    region[0, 0, 0:2] = True
+    assert crop_scores(r, region, "mean").item() == pytest.approx(0.5)
+    assert crop_scores(r, None, "mean").item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_roi_box_mask_matches_the_resampled_box(side):
+    k, j, i = np.meshgrid(*[np.arange(80)] * 3, indexing="ij")
+    ras = np.stack([i - 40, j - 40, k - 40], -1) * np.array([-1.0, -1.0, 1.0])
+    roi = SinusROI.from_values([6.5, -4.5, 3.5], [16, 24, 20])
+    box = (np.abs(ras - roi.center) <= roi.size / 2).all(-1).astype(np.float32)
+    image = image_from_array(box, (1, 1, 1), (-40, -40, -40))
+    cfg = CropConfig(shape=32)
+    for offset in [(0, 0, 0), (3, 0, 0), (0, -3, 2)]:
+        crop, _ = extract_crop(image, roi, cfg, side, 0.0, offset)
+        np.testing.assert_array_equal(crop > 0.5, roi_box_mask(roi, cfg, side, offset))
+
+
+@pytest.mark.parametrize("profile", ["cpu-small", "paper"])
+def test_networks_shapes(profile):
+    cfg = profile_config(profile)
+    s = 16 if profile == "cpu-small" else 32  # any multiple of 8 works
+    x = torch.rand(2, 1, s, s, s)
+    assert build_cae(cfg.cae, s)(x).shape == x.shape
+    assert build_pretext(cfg.encoder, s)(x).shape == x.shape
+    assert build_classifier(cfg.encoder, cfg.finetune.head_hidden)(x).shape == (2,)
+
+
+def test_checkpoint_refuses_other_architecture_and_code(tmp_path):
+    cfg = profile_config("cpu-small")
+    model = build_cae(cfg.cae, 16)
+    path = save_checkpoint(tmp_path / "m.pt", model, "cae", "sig-a",
+                           {"architecture": {"crop_shape": 16}})
+    other = build_cae(cfg.cae, 16)
+    load_weights(other, path, "cae", "sig-a")
+    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(CheckpointError, match="another architecture or crop size"):
+        load_weights(other, path, "cae", "sig-b")
+    with pytest.raises(CheckpointError, match="holds a cae model"):
+        load_weights(other, path, "classifier")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_weights(build_cae(cfg.cae, 32), path, "cae")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "x", "payload": Evil()}, protocol=2))
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        load_weights(other, evil, "cae")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="cannot load"):
+        load_weights(other, tmp_path / "junk.pt", "cae")
+
+
+def test_lars_and_schedule():
+    w = torch.nn.Parameter(torch.ones(4, 4))
+    opt = LARS([w], lr=0.1)
+    w.grad = torch.full((4, 4), 100.0)
+    opt.step()
+    # the trust ratio keeps the step ~ trust * ||w|| whatever the gradient's size
+    assert (1 - w.detach()).abs().max().item() == pytest.approx(0.1 * 0.001, rel=1e-3)
+    cfg = TrainConfig(epochs=10, warmup_epochs=2, schedule="cosine")
+    assert lr_factor(0, 10, cfg) == pytest.approx(0.05)
+    assert lr_factor(19, 10, cfg) == pytest.approx(1.0)
+    assert lr_factor(99, 10, cfg) < 0.01
+
+
+def _tiny_fit(folder, epochs, resume=False, cancel_after=None):
+    torch.manual_seed(0)
+    x = torch.rand(24, 1, 8, 8, 8)
+    y = (x.mean((1, 2, 3, 4)) > 0.5).float()
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.Dropout(0.3),
+                                torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 1))
+    cfg = TrainConfig(epochs=epochs, batch_size=6, lr=1e-2, patience=0)
+    validations = []
+
+    def step(m, idx, gen):
+        xb, _ = augment(x[idx], None, gen)
+        return F.binary_cross_entropy_with_logits(m(xb).squeeze(1), y[idx])
+
+    def validate(m):
+        validations.append(1)
+        if cancel_after and len(validations) == cancel_after:
+            progress.request_cancel()  # what SIGTERM from the job runner's Cancel does
+        return {"val": F.binary_cross_entropy_with_logits(m(x).squeeze(1), y).item()}
+
+    return model, fit(model, cfg=cfg, run_dir=folder, kind="toy", signature="toy", meta={},
+                      n_train=24, train_step=step, validate=validate, monitor="val",
+                      mode="min", device=torch.device("cpu"), resume=resume)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    full_model, full = _tiny_fit(tmp_path / "full", epochs=6)
+    assert full.history[-1]["train_loss"] < full.history[0]["train_loss"]
+    try:
+        with pytest.raises(CancelledError):
+            _tiny_fit(tmp_path / "part", epochs=6, cancel_after=3)
+    finally:
+        progress.reset_cancel()
+    assert len(read_checkpoint(tmp_path / "part" / "last.pt")["training_state"]["history"]) == 3
+    resumed_model, resumed = _tiny_fit(tmp_path / "part", epochs=6, resume=True)
+    assert resumed.epochs_run == 6
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        torch.testing.assert_close(a, b)
