@@ -6,7 +6,7 @@ plane. The heuristic looks for exactly that:
 
 1. resample the scan onto an axis-aligned LPS grid (``grid_mm``) so oblique scans work too;
 2. head mask (largest tissue component, holes filled) and the air inside it (CT: below -400 HU;
-   MRI: darker than a tenth of the head's median, i.e. "dark cavities");
+   MRI: darker than 30% of the head's median after light smoothing, i.e. "dark cavities");
 3. drop the air within ``midline_band_mm`` of the midline (the nasal cavity), open the rest by one
    voxel to cut the thin ostia, and label the cavities;
 4. score every left/right pair by its smaller volume, its mirror symmetry, and whether there is
@@ -32,6 +32,9 @@ from scipy import ndimage as ndi
 from paranasal_ssl.geometry import RAS_TO_LPS, SinusROI
 
 CT_AIR_HU = -400.0
+MRI_DARK_FRACTION = 0.3  # of the head's median intensity
+MRI_MIN_CORE_ML = 0.05
+MAX_POSTERIOR_MM = 10.0  # a sinus centre is never clearly behind the head's centre of mass
 MIN_CAVITY_ML = 0.5
 LATERAL_RANGE_MM = (12.0, 55.0)  # centre of a maxillary sinus from the midline
 MAX_ASYMMETRY_MM = 20.0
@@ -47,6 +50,7 @@ class Cavity:
     center: np.ndarray
     box_lo: np.ndarray
     box_hi: np.ndarray
+    core_ml: float = 0.0  # what survives an erosion by 2 voxels: thick cavities, not bone
 
 
 @dataclass
@@ -89,6 +93,11 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
     mid_x = float(head_com[0])
     air = _air_mask(array, modality, head)
     cavities = _cavities(air, grid_mm, mid_x, midline_band_mm)
+    if modality != "ct":
+        # on MRI thin dense bone is as dark as air: keep cavities with a thick core
+        cavities = [c for c in cavities if c.core_ml >= MRI_MIN_CORE_ML]
+    # maxillary sinuses lie in the front half of the head (frame y runs posterior, as LPS)
+    cavities = [c for c in cavities if c.center[1] <= head_com[1] + MAX_POSTERIOR_MM]
     choice = _choose(cavities, air, grid_mm, mid_x)
     notes: List[str] = []
     if choice is None:
@@ -180,15 +189,17 @@ def _head_mask(array: np.ndarray, modality: str) -> np.ndarray:
     if modality == "ct":
         tissue = array > CT_AIR_HU
     else:
-        positive = array[array > np.percentile(array, 1)]
-        tissue = array > 0.25 * np.percentile(positive, 75)
+        smooth = ndi.gaussian_filter(array, 1.0)
+        positive = smooth[smooth > np.percentile(smooth, 1)]
+        tissue = smooth > 0.25 * np.percentile(positive, 75)
     tissue = ndi.binary_opening(tissue, iterations=2)  # detach thin head rests and tubes
     labels, count = ndi.label(tissue)
     if count == 0:
         return tissue
     sizes = ndi.sum(tissue, labels, range(1, count + 1))
     head = labels == int(np.argmax(sizes)) + 1
-    head = ndi.binary_closing(head, iterations=3)
+    # bridge dark gaps in the outline (on MRI the skull and the air cavities are dark)
+    head = ndi.binary_closing(head, iterations=3 if modality == "ct" else 5)
     head = np.stack([ndi.binary_fill_holes(s) for s in head])  # axial holes
     return ndi.binary_fill_holes(head)
 
@@ -198,7 +209,9 @@ def _air_mask(array: np.ndarray, modality: str, head: np.ndarray) -> np.ndarray:
     if modality == "ct":
         dark = array < CT_AIR_HU
     else:
-        dark = array < 0.1 * np.median(array[head])
+        # MRI air is noisy and partial-volumed: smooth a little, then call anything darker than
+        # 30% of the head's median "air" (thin dark cortical bone is removed by the opening)
+        dark = ndi.gaussian_filter(array, 1.0) < MRI_DARK_FRACTION * np.median(array[head])
     return dark & inner
 
 
@@ -215,10 +228,11 @@ def _cavities(air: np.ndarray, grid_mm: float, mid_x: float, band_mm: float) -> 
         volume = float(mask.sum()) * voxel_ml
         if volume < MIN_CAVITY_ML:
             continue
+        core = float(ndi.binary_erosion(mask, iterations=2).sum()) * voxel_ml
         kji = np.array(ndi.center_of_mass(mask)) + [s.start for s in box]
         lo = np.array([box[2].start, box[1].start, box[0].start], float) * grid_mm
         hi = np.array([box[2].stop - 1, box[1].stop - 1, box[0].stop - 1], float) * grid_mm
-        cavities.append(Cavity(volume, kji[::-1] * grid_mm, lo, hi))
+        cavities.append(Cavity(volume, kji[::-1] * grid_mm, lo, hi, core))
     return cavities
 
 
@@ -238,7 +252,7 @@ def _mirror(cavity: Cavity, mid_x: float) -> Cavity:
         return q
 
     return Cavity(cavity.volume_ml, flip(cavity.center), flip(cavity.box_hi),
-                  flip(cavity.box_lo))
+                  flip(cavity.box_lo), cavity.core_ml)
 
 
 def _air_between(air: np.ndarray, grid_mm: float, center: np.ndarray,
