@@ -256,3 +256,62 @@ def _signalGroup(process: subprocess.Popen, kill: bool) -> None:
         os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
         pass  # the group is already gone
+
+
+class JobSequence:
+    """Several core commands run one after another with one ``JobRunner`` (e.g. the training
+    stages). Stops at the first failure or on cancel; ``onFinished`` gets the final state.
+
+    ``onStep(index, args)`` is called as each command starts.
+    """
+
+    def __init__(self, runner: JobRunner, steps: Sequence[Sequence[str]],
+                 onStep: Optional[Callable[[int, Sequence[str]], None]] = None,
+                 onFinished: Optional[Callable[[str], None]] = None):
+        if not steps:
+            raise ValueError("a job sequence needs at least one command")
+        self.runner, self.steps = runner, [list(s) for s in steps]
+        self.onStep, self.onFinished = onStep, onFinished
+        self.index = -1
+        self.state = IDLE
+        self._cancelled = False
+
+    def start(self, **startKwargs) -> None:
+        self._startKwargs = startKwargs
+        self.state = RUNNING
+        self._next()
+
+    def _next(self) -> None:
+        self.index += 1
+        if self.onStep:
+            self.onStep(self.index, self.steps[self.index])
+        self.runner.startCore(self.steps[self.index], **self._startKwargs)
+        if not self.runner.running:  # could not start at all
+            self._end(self.runner.state)
+
+    def poll(self) -> bool:
+        changed = self.runner.poll()
+        if self.state == RUNNING and not self.runner.running:
+            if self.runner.state == SUCCEEDED and not self._cancelled \
+                    and self.index + 1 < len(self.steps):
+                self._next()
+            else:
+                self._end(CANCELLED if self._cancelled else self.runner.state)
+            changed = True
+        return changed
+
+    def wait(self, timeout: Optional[float] = None, interval: float = 0.02) -> str:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.state == RUNNING and (deadline is None or time.monotonic() < deadline):
+            if not self.poll():
+                time.sleep(interval)
+        return self.state
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self.runner.cancel()
+
+    def _end(self, state: str) -> None:
+        self.state = state
+        if self.onFinished:
+            self.onFinished(state)

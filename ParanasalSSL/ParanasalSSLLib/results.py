@@ -43,10 +43,11 @@ class SideSummary:
     probability: float
     regionVolumeMl: float
     peakRas: Optional[np.ndarray] = None
+    call: Optional[str] = None  # the model's own call (its uncertain band), if it gave one
 
     @property
     def badge(self) -> str:
-        return badge(self.probability)
+        return self.call or badge(self.probability)
 
     def text(self) -> str:
         return f"{self.probability:.2f} ({self.badge})"
@@ -102,12 +103,16 @@ def replacingResults(scanNode) -> Iterator[List]:
 
 def addAnalysisResults(scanNode, heatmap: np.ndarray, regionMasks: Mapping[str, np.ndarray],
                        probabilities: Mapping[str, float], threshold: float = 0.5,
-                       opacity: float = 0.6) -> AnalysisResults:
+                       opacity: float = 0.6, calls: Optional[Mapping[str, str]] = None,
+                       peaksRas: Optional[Mapping[str, Sequence[float]]] = None
+                       ) -> AnalysisResults:
     """Turn one prediction into nodes and show it.
 
     ``heatmap``: float32 residuals in [0, 1], ``[k, j, i]`` in the scan's grid.
     ``regionMasks``: side -> uint8/bool ``[k, j, i]`` mask of the thresholded region.
-    ``probabilities``: side -> anomaly probability.
+    ``probabilities``: side -> anomaly probability; ``calls``: side -> the model's call
+    (normal / uncertain / anomalous); ``peaksRas``: side -> RAS mm of the strongest residual
+    (computed from the heatmap inside the side's region when not given).
     Creates a heatmap volume (foreground over the scan in the slice views) and one segmentation
     with a segment per side; replaces earlier results of the same scan.
     """
@@ -131,9 +136,14 @@ def addAnalysisResults(scanNode, heatmap: np.ndarray, regionMasks: Mapping[str, 
         for side, probability in probabilities.items():
             mask = regionMasks.get(side)
             volume = mrml_bridge.maskVolumeMl(mask, scanNode) if mask is not None else 0.0
-            peak = (heatmap_display.peakRas(results.heatmapNode, np.asarray(mask) > 0)
-                    if mask is not None and np.any(mask) else None)
-            results.sides[side] = SideSummary(side, float(probability), volume, peak)
+            if peaksRas and side in peaksRas:
+                peak = np.asarray(peaksRas[side], float)
+            elif mask is not None and np.any(mask):
+                peak = heatmap_display.peakRas(results.heatmapNode, np.asarray(mask) > 0)
+            else:
+                peak = None
+            results.sides[side] = SideSummary(side, float(probability), volume, peak,
+                                              (calls or {}).get(side))
     heatmap_display.showHeatmap(results.heatmapNode, scanNode, threshold, opacity)
     return results
 

@@ -110,7 +110,7 @@ def test_cancel_stops_the_job_cleanly_and_kills_what_it_left_behind(jobScript):
     records = []
     runner = JobRunner(onProgress=records.append, graceSeconds=1.0)
     runner.start([sys.executable, str(jobScript), "tree", "1000", "0.05"])
-    assert _waitUntil(lambda: runner.poll() or len(records) >= 2)
+    assert _waitUntil(lambda: (runner.poll(), len(records) >= 2)[1])
     childLine = next(line for line in runner.logLines if line.startswith("child "))
     childPid = int(childLine.split()[1])
     jobPid = runner.pid
@@ -126,7 +126,7 @@ def test_cancel_stops_the_job_cleanly_and_kills_what_it_left_behind(jobScript):
 def test_a_job_that_ignores_cancel_is_killed_after_the_grace_period(jobScript):
     runner = JobRunner(graceSeconds=0.5)
     runner.start([sys.executable, str(jobScript), "stuck", "1000", "0.05"])
-    assert _waitUntil(lambda: runner.poll() or runner.progress is not None)
+    assert _waitUntil(lambda: (runner.poll(), runner.progress is not None)[1])
     started = time.monotonic()
     runner.cancel()
     assert runner.wait(timeout=20) == job_runner.CANCELLED
@@ -147,3 +147,32 @@ def test_one_job_at_a_time_and_a_missing_program_fails_clearly(jobScript, tmp_pa
     other.start([str(tmp_path / "no-such-program")])
     assert other.state == job_runner.FAILED and finished == [job_runner.FAILED]
     assert "could not start" in other.message()
+
+
+def test_a_sequence_runs_core_commands_in_order_and_stops_at_a_failure():
+    steps = []
+    runner = JobRunner()
+    sequence = job_runner.JobSequence(runner, [["no-such-command"], ["--help"]],
+                                      onStep=lambda i, args: steps.append(args[0]))
+    sequence.start()
+    assert sequence.wait(timeout=60) == job_runner.FAILED
+    assert steps == ["no-such-command"]  # the second never started
+    assert runner.returnCode == 2 and "invalid choice" in runner.message()
+
+
+def test_cancelling_a_sequence_stops_the_running_core_command_and_the_rest(tmp_path):
+    finished = []
+    runner = JobRunner(graceSeconds=10.0)
+    sequence = job_runner.JobSequence(
+        runner, [["--version"], ["synth", str(tmp_path / "cohort"), "--cases", "200",
+                                 "--workers", "1", "--progress", "json"], ["--help"]],
+        onFinished=finished.append)
+    sequence.start()
+    assert _waitUntil(lambda: (sequence.poll(), sequence.index == 1
+                               and runner.progress is not None)[1], 60)
+    assert runner.progress["stage"] and runner.progress["total"] == 200
+    sequence.cancel()
+    assert sequence.wait(timeout=60) == job_runner.CANCELLED and finished == ["cancelled"]
+    assert runner.returnCode == job_runner.CANCEL_EXIT_CODE  # the core stopped cleanly
+    assert sequence.index == 1
+    assert not (tmp_path / "cohort" / "manifest.csv").exists()  # no half-made cohort claimed

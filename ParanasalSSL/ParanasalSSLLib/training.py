@@ -1,0 +1,46 @@
+"""Command lines of the training jobs the module starts (run by ``job_runner`` in the
+background) and what they leave behind. Pure: no Slicer, no Qt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+STAGES = ("train-cae", "residuals", "pretrain", "finetune")
+STAGE_CHOICES = ("all",) + STAGES
+DEVICES = ("auto", "cuda", "cpu")
+MODEL_LINE = "model: "  # printed by `paranasal-ssl demo` with the trained run folder
+
+
+def stageCommands(stage: str, runFolder, manifest=None, device: str = "auto") -> List[List[str]]:
+    """Core arguments for one stage or for ``all`` four, in order, on ``runFolder``.
+
+    ``manifest`` is needed for a new run (stage 1); later stages reuse the run's own.
+    """
+    if stage not in STAGE_CHOICES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGE_CHOICES}")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; expected one of {DEVICES}")
+    stages = STAGES if stage == "all" else (stage,)
+    commands = []
+    for name in stages:
+        args = [name, "--run", str(runFolder), "--device", device, "--progress", "json"]
+        if manifest and str(manifest) not in ("", "."):
+            args += ["--manifest", str(manifest)]
+        commands.append(args)
+    return commands
+
+
+def demoCommand(outFolder, device: str = "auto", modality: str = "ct") -> List[str]:
+    """``paranasal-ssl demo``: phantoms, the four stages (cpu-small profile), a model."""
+    return ["demo", "--out", str(outFolder), "--device", device, "--modality", modality,
+            "--progress", "json"]
+
+
+def modelFolderFromLog(lines: Iterable[str]) -> Optional[Path]:
+    """The run folder a finished demo printed (``model: <folder>  (results: ...)``)."""
+    found = None
+    for line in lines:
+        if line.startswith(MODEL_LINE):
+            found = Path(line[len(MODEL_LINE):].split("  (")[0].strip())
+    return found
