@@ -35,7 +35,7 @@ class Tooth:
     neck: Tuple[float, float, float]  # centre of the tooth at the alveolar crest
     root_radius: float
     crown_radii: Tuple[float, float, float]
-    metal: bool = False
+    metal: str = ""  # "" none, "crown" (filling/crown) or "implant" (metal post along the root)
     protrudes: bool = False  # its roots bulge into the sinus floor
 
 
@@ -170,11 +170,13 @@ def _place_teeth(rng: np.random.Generator, cfg: PhantomConfig, subject: Subject)
     missing = set()
     if rng.random() < var.missing_molars:
         missing = {(str(rng.choice(("left", "right"))), str(rng.choice(("M1", "M2", "M3"))))}
-    metal = set()
+    metal: Dict[Tuple[str, str], str] = {}
     if rng.random() < var.dental_metal:
         n = int(rng.integers(var.metal_teeth[0], var.metal_teeth[1] + 1))
         for _ in range(n):
-            metal.add((str(rng.choice(("left", "right"))), str(rng.choice(("PM2", "M1", "M2")))))
+            key = (str(rng.choice(("left", "right"))), str(rng.choice(("PM2", "M1", "M2"))))
+            # Implants/posts reach up to the sinus floor, so their streaks cross the sinus.
+            metal[key] = "implant" if rng.random() < var.implant_fraction else "crown"
     protrude = {side: rng.random() < var.root_protrusion for side in SIDES}
     for side in SIDES:
         s = 1.0 if side == "right" else -1.0
@@ -205,4 +207,4 @@ def _place_teeth(rng: np.random.Generator, cfg: PhantomConfig, subject: Subject)
                                float(ny + spread * np.sin(phi)), float(apex_z)))
             subject.teeth.append(Tooth(side, name, apices, (float(nx), float(ny),
                                                             subject.crest_z),
-                                       radius, crown, (side, name) in metal, bulge))
+                                       radius, crown, metal.get((side, name), ""), bulge))

@@ -104,7 +104,8 @@ def acquire_ct(rng: np.random.Generator, cfg: PhantomConfig, image: np.ndarray,
 def _metal_streaks(rng, shape, spacing, metal_ijk: List[np.ndarray], amp_range
                    ) -> np.ndarray | None:
     """Streaks radiating in the axial (acquisition) plane from dental metal, with dark bands
-    between metal objects; strongest in the metal's slices, fading over a few mm."""
+    between metal objects in the same slice; strongest in the metal's slices, fading over a
+    few mm. ``metal_ijk``: one (N, 3) array of continuous (i, j, k) points per metal object."""
     if not metal_ijk:
         return None
     nk, nj, ni = shape
@@ -113,34 +114,45 @@ def _metal_streaks(rng, shape, spacing, metal_ijk: List[np.ndarray], amp_range
                          np.arange(ni, dtype=np.float32) * si, indexing="ij")
     out = np.zeros(shape, np.float32)
     amp = float(rng.uniform(*amp_range))
-    pts = [np.asarray(p, float) for p in metal_ijk]
-    for p in pts:
-        cx, cy = p[0] * si, p[1] * sj
-        dx, dy = ii - np.float32(cx), jj - np.float32(cy)
-        r = np.sqrt(dx * dx + dy * dy)
+    rays = []  # one fixed set of rays per object: streaks stay coherent along an implant
+    for _ in metal_ijk:
+        n = int(rng.integers(8, 16))
+        rays.append((rng.uniform(0.0, np.pi, n), amp * rng.uniform(0.3, 1.0, n)
+                     * rng.choice([-1.0, 1.0], n), rng.uniform(0.5, 1.2, n)))
+    for k in range(nk):
+        centres = []
         plane = np.zeros((nj, ni), np.float32)
-        for _ in range(int(rng.integers(8, 16))):
-            th = rng.uniform(0.0, np.pi)
-            a = amp * rng.uniform(0.3, 1.0) * rng.choice([-1.0, 1.0])
-            dperp = np.abs(-np.sin(th) * dx + np.cos(th) * dy)
-            width = rng.uniform(0.5, 1.2)
-            plane += np.float32(a) * np.exp(-dperp ** 2 / np.float32(2 * width ** 2))
-        plane *= np.exp(-r / np.float32(35.0)) * np.clip(r / 4.0, 0, 1)
-        for q in pts:  # dark band between two metal objects (photon starvation)
-            if q is p:
+        for obj, (angles, amps, widths) in zip(metal_ijk, rays):
+            obj = np.asarray(obj, float)
+            dz = np.abs(obj[:, 2] - k) * sk
+            q = int(np.argmin(dz))
+            if dz[q] >= 8.0:
                 continue
-            ex, ey = q[0] * si - cx, q[1] * sj - cy
-            length = float(np.hypot(ex, ey))
-            if length < 1e-3:
-                continue
-            along = (dx * ex + dy * ey) / length
-            across = np.abs(-dx * ey + dy * ex) / length
-            band = (along > 0) & (along < length)
-            plane -= np.float32(0.5 * amp) * band * np.exp(-across ** 2 / 8.0)
-        for k in range(nk):
-            dz = abs(k - p[2]) * sk
-            if dz < 8.0:
-                out[k] += plane * np.float32(np.exp(-(dz / 3.0) ** 2))
+            weight = float(np.exp(-(dz[q] / 3.0) ** 2))
+            cx, cy = obj[q, 0] * si, obj[q, 1] * sj
+            centres.append((cx, cy, weight))
+            dx, dy = ii - np.float32(cx), jj - np.float32(cy)
+            r = np.sqrt(dx * dx + dy * dy)
+            star = np.zeros((nj, ni), np.float32)
+            for th, a, wd in zip(angles, amps, widths):
+                dperp = np.abs(-np.sin(th) * dx + np.cos(th) * dy)
+                star += np.float32(a) * np.exp(-dperp ** 2 / np.float32(2 * wd ** 2))
+            plane += star * np.exp(-r / np.float32(35.0)) * np.clip(r / 4.0, 0, 1) \
+                * np.float32(weight)
+        for m in range(len(centres)):  # dark bands between metal objects (photon starvation)
+            for n in range(m + 1, len(centres)):
+                (ax, ay, wa), (bx, by, wb) = centres[m], centres[n]
+                ex, ey = bx - ax, by - ay
+                length = float(np.hypot(ex, ey))
+                if length < 1e-3:
+                    continue
+                dx, dy = ii - np.float32(ax), jj - np.float32(ay)
+                along = (dx * ex + dy * ey) / length
+                across = np.abs(-dx * ey + dy * ex) / length
+                band = (along > 0) & (along < length)
+                plane -= np.float32(0.5 * amp * min(wa, wb)) * band * np.exp(-across ** 2 / 8.0)
+        if centres:
+            out[k] += plane
     return out
 
 

@@ -114,7 +114,7 @@ def build_case(cfg: PhantomConfig, index: int) -> PhantomCase:
     metal = _metal(canvas, subject, cfg, rr)
     image, mask = downsample(canvas.image, canvas.mask, sub)
     del canvas
-    metal_ijk = [_ras_to_index(geom, p) for p in metal]
+    metal_ijk = [np.stack([_ras_to_index(geom, p) for p in obj]) for obj in metal]
     if cfg.modality == "ct":
         image, info = appearance.acquire_ct(rngs["acquisition"], cfg, image, geom.spacing,
                                             metal_ijk)
@@ -131,16 +131,24 @@ def build_case(cfg: PhantomConfig, index: int) -> PhantomCase:
 
 
 def _metal(c: Canvas, subject: Subject, cfg: PhantomConfig, rng) -> List[np.ndarray]:
-    """World RAS centres of metal crowns; on MRI also paint their susceptibility voids."""
+    """Metal objects as (N, 3) world RAS points along them (a crown: one point; an implant:
+    every 2 mm from crown to apex); on MRI also paint their susceptibility voids."""
     out = []
     for tooth in subject.teeth:
         if not tooth.metal:
             continue
-        p = np.asarray(tooth.neck) - (0.0, 0.0, tooth.crown_radii[2] - 0.5)
-        out.append(subject.rotation @ p + c.head_center_ras)
+        crown = np.asarray(tooth.neck) - (0.0, 0.0, tooth.crown_radii[2] - 0.5)
+        pts = [crown]
+        if tooth.metal == "implant":
+            apex = np.mean(np.asarray(tooth.apices), axis=0)
+            n = max(int(np.linalg.norm(apex - crown) / 2.0), 1)
+            pts += [crown + (apex - crown) * (k / n) for k in range(1, n + 1)]
         if cfg.modality == "mri":
-            r = float(rng.uniform(5.0, 10.0))
-            c.paint(lambda x, y, z, p=p, r=r: sphere(x, y, z, p, r), p - r - 1, p + r + 1, 0.0)
+            for k, p in enumerate(pts):
+                r = float(rng.uniform(5.0, 10.0)) if k == 0 else float(rng.uniform(2.5, 4.5))
+                c.paint(lambda x, y, z, p=p, r=r: sphere(x, y, z, p, r), p - r - 1, p + r + 1,
+                        0.0)
+        out.append(np.asarray(pts) @ subject.rotation.T + c.head_center_ras)
     return out
 
 

@@ -87,6 +87,7 @@ class VariantConfig:
     turbinate_swelling: List[float] = field(default_factory=lambda: [0.8, 1.3])  # nasal cycle
     dental_metal: float = 0.25  # per subject: metal fillings/crowns (CT streaks, MRI voids)
     metal_teeth: List[int] = field(default_factory=lambda: [1, 3])
+    implant_fraction: float = 0.35  # of metal teeth: implants/posts up to the floor (assumed)
 
 
 @dataclass

@@ -123,8 +123,11 @@ def _maxilla(c: Canvas, subj: Subject, t) -> None:
     yc, ax, ay = subj.arch
     pc = (0.0, 4.0, nf - 2.5)
 
-    def palate(x, y, z):
-        return S.box(x, y, z, pc, (hs - 5.0, 26.0, 2.5), 1.5)
+    def palate(x, y, z):  # a plate filling the dental arch (not a box with square corners)
+        k = np.sqrt((x / np.float32(ax + 2.0)) ** 2 + ((y - np.float32(yc)) / np.float32(ay + 2.0))
+                    ** 2)
+        inside_arch = (k - np.float32(1.0)) * np.float32(min(ax, ay))
+        return np.maximum(S.box(x, y, z, pc, (hs - 3.0, 30.0, 2.5), 1.5), inside_arch)
 
     floor = min(sn.center[2] - sn.height / 2 - sn.alveolar_recess for sn in subj.sinuses.values())
     top, bottom = floor + 8.0, subj.crest_z - 1.0
@@ -142,7 +145,7 @@ def _maxilla(c: Canvas, subj: Subject, t) -> None:
         return S.smooth_max([ring, slab, back], 1.0)
 
     alo, ahi = (-ax - 10, yc - 4, bottom - 2), (ax + 10, yc + ay + 10, top + 2)
-    plo, phi = np.subtract(pc, (hs, 27, 4)), np.add(pc, (hs, 27, 4))
+    plo, phi = np.subtract(pc, (hs, 31, 4)), np.add(pc, (hs, 31, 4))
     c.paint(arch, alo, ahi, t["cortical_bone"])
     c.paint(palate, plo, phi, t["cortical_bone"])
     for sn in subj.sinuses.values():
@@ -164,7 +167,11 @@ def _teeth(c: Canvas, subj: Subject, t) -> None:
     """Roots (tapered dentin cones) and crowns (enamel over dentin, or metal)."""
     for tooth in subj.teeth:
         neck = np.asarray(tooth.neck)
-        for apex in tooth.apices:
+        if tooth.metal == "implant":  # one titanium screw in place of the roots
+            a = np.mean(np.asarray(tooth.apices), axis=0) - (0.0, 0.0, 1.0)
+            c.paint(lambda x, y, z, a=a, n=neck: S.capsule(x, y, z, n, a, 2.0, 1.6),
+                    np.minimum(neck, a) - 3, np.maximum(neck, a) + 3, t["metal"])
+        for apex in ([] if tooth.metal == "implant" else tooth.apices):
             a = np.asarray(apex)
             c.paint(lambda x, y, z, a=a, n=neck + (0, 0, 1.0), r=tooth.root_radius:
                     S.capsule(x, y, z, n, a, r, 0.9),
