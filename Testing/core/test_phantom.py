@@ -374,6 +374,10 @@ def test_cli_makes_a_cohort_refuses_to_overwrite_and_regenerates(python_exe, tmp
 
     assert main(["synth", str(out), "--cases", "2", "--progress", "none"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["synth", str(blocker / "out"), "--cases", "1", "--progress", "none"]) == 2
+    assert "cannot write here" in capsys.readouterr().err
     # Regenerate exactly from the saved configuration.
     assert main(["synth", str(tmp_path / "copy"), "--config", str(out / "cohort_config.json"),
                  "--workers", "1", "--progress", "none"]) == 0
