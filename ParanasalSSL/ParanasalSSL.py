@@ -5,7 +5,6 @@ to ``ParanasalSSLLib`` (MRML bridge, display, results, background jobs); the met
 core package ``paranasal_ssl``, which never imports Slicer.
 """
 
-import logging
 import os
 import pathlib
 from typing import Annotated
@@ -190,6 +189,8 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.modules.markups.logic().StartPlaceMode(False)
 
     def onSuggestRois(self):
+        if not self.logic.ensureDependencies(askUser=True):
+            return
         with slicer.util.tryWithErrorDisplay("Could not suggest the sinus ROIs.", waitCursor=True):
             p = self._parameterNode
             suggestion, nodes = analysis.suggestRoiNodes(
@@ -236,20 +237,22 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self.jobSequence is not None and self.jobSequence.state == RUNNING
 
     def onTrainButton(self):
-        if self.jobRunning():
-            self.jobSequence.cancel()
-            return
         p = self._parameterNode
-        self.startJobs(stageCommands(p.trainingStage, p.trainingRunFolder, p.trainingManifest,
-                                     p.device), self.ui.trainButton, "Start training")
+        self.toggleJobs(lambda: stageCommands(p.trainingStage, p.trainingRunFolder,
+                                              p.trainingManifest, p.device),
+                        self.ui.trainButton, "Start training")
 
     def onTrainDemoButton(self):
+        out = modelCacheFolder() / "demo"
+        self.toggleJobs(lambda: [demoCommand(out, self._parameterNode.device)],
+                        self.ui.trainDemoButton, "Train demo model")
+
+    def toggleJobs(self, makeCommands, button, idleText):
+        """Start the commands in the background, or cancel the job that is running."""
         if self.jobRunning():
             self.jobSequence.cancel()
-            return
-        out = modelCacheFolder() / "demo"
-        self.startJobs([demoCommand(out, self._parameterNode.device)], self.ui.trainDemoButton,
-                       "Train demo model")
+        else:
+            self.startJobs(makeCommands(), button, idleText)
 
     def startJobs(self, commands, button, idleText):
         if not self.logic.ensureDependencies(askUser=True):
@@ -259,11 +262,11 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._jobButton, self._jobIdleText = button, idleText
         self.jobSequence = JobSequence(self.jobRunner, commands, onStep=self.onJobStep,
                                        onFinished=self.onJobFinished)
-        self.jobSequence.start()
         button.text = "Cancel"
         for other in (self.ui.trainButton, self.ui.trainDemoButton):
             other.enabled = other is button  # one job at a time; its button cancels it
         self.jobTimer.start()
+        self.jobSequence.start()  # a command that cannot start ends at once (onJobFinished)
 
     def pollJob(self):
         if self.jobSequence is not None:
@@ -401,5 +404,4 @@ class ParanasalSSLTest(ScriptedLoadableModuleTest):
         widget.initializeParameterNode()
         self.assertFalse(widget.ui.applyButton.enabled)
         self.assertIn("Select", widget.ui.applyButton.toolTip)
-        logging.info("ParanasalSSL widget: Analyze disabled until inputs are set")
         self.delayDisplay("Test passed")

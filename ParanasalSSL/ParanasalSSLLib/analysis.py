@@ -3,13 +3,15 @@ scan with a trained model (``paranasal_ssl.inference.predict_scan``) into result
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.roi_suggest import RoiSuggestion, suggest_rois
 from ParanasalSSLLib import mrml_bridge, results
+
+if TYPE_CHECKING:  # scipy (through roi_suggest) may not be installed when the module loads
+    from paranasal_ssl.roi_suggest import RoiSuggestion
 
 SIDES = ("left", "right")
 REGION_CODES = {"left": 1, "right": 2}  # values of ScanPrediction.region
@@ -24,6 +26,8 @@ def suggestRoiNodes(volumeNode, roiNodes: Optional[Mapping[str, object]] = None
                     ) -> Tuple[RoiSuggestion, Dict[str, object]]:
     """Suggest both sinus boxes on ``volumeNode`` and put them into ``roiNodes`` (updated in
     place) or into new markups ROI nodes. Returns the suggestion and the ROI node per side."""
+    from paranasal_ssl.roi_suggest import suggest_rois
+
     suggestion = suggest_rois(mrml_bridge.imageFromVolumeNode(volumeNode))
     nodes: Dict[str, object] = {}
     for side in SIDES:

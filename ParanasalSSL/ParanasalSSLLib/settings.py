@@ -17,8 +17,7 @@ from paranasal_ssl import __version__
 from paranasal_ssl.atomic import write_json
 
 GROUP = "ParanasalSSL"
-DEFAULTS: Dict[str, Any] = {"ModelFolder": "", "Manifest": "", "Device": "auto",
-                            "Stage": "all", "AskedToInstall": False}
+DEFAULTS: Dict[str, Any] = {"ModelFolder": "", "Device": "auto"}
 
 
 def _userFolder(envName: str, windowsEnv: str, macSub: str, xdgEnv: str, xdgDefault: str) -> Path:

@@ -176,3 +176,30 @@ def test_cmake_packages_every_module_file():
                    "find_package(Slicer REQUIRED)", "add_subdirectory(ParanasalSSL)",
                    "Slicer_EXTENSION_CPACK"):
         assert needle in top, needle
+
+
+def test_the_module_loads_before_the_heavy_packages_are_installed(moduleSource, tmp_path):
+    """Slicer must be able to load the module (and offer to install packages) on a fresh
+    install without torch, MONAI, scipy or scikit-learn: import every Lib module the module
+    imports, in a real interpreter where those packages cannot be imported."""
+    import subprocess
+
+    libModules = sorted({alias.name for node in ast.walk(ast.parse(moduleSource))
+                         if isinstance(node, ast.ImportFrom) and node.module == "ParanasalSSLLib"
+                         for alias in node.names}
+                        | {node.module.split(".")[1] for node in ast.walk(ast.parse(moduleSource))
+                           if isinstance(node, ast.ImportFrom)
+                           and (node.module or "").startswith("ParanasalSSLLib.")})
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'monai', 'scipy', 'sklearn', 'tqdm', 'matplotlib'):\n"
+        "    sys.modules[name] = None  # any import of it raises ImportError\n"
+        f"sys.path.insert(0, {str(MODULE_DIR)!r})\n"
+        f"for m in {libModules!r}:\n"
+        "    __import__('ParanasalSSLLib.' + m)\n"
+        "print('ok', len(sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok")
+    assert {"analysis", "dependencies", "job_runner", "sample_data"} <= set(libModules)
