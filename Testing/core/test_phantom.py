@@ -199,8 +199,9 @@ def test_ct_sinus_is_air_where_the_manifest_says(ct_cohort):
         # A pyramid fills about a third of its bounding box, and the box centre lies a few mm
         # inside the cavity: the centre of the crop is air, the whole ROI crop partly.
         crop, _ = extract_crop(image, r.roi, centre_crop, r.side, pad_value=-1024.0)
-        assert np.mean(crop < -500) > 0.35, r.key
-        assert crop[3:5, 3:5, 3:5].mean() < -500, r.key  # the very centre is air
+        if "hypoplasia" not in r.extra["normal_variants"]:  # small: its centre may be lining
+            assert np.mean(crop < -500) > 0.35, r.key
+            assert crop[3:5, 3:5, 3:5].mean() < -500, r.key  # the very centre is air
         assert 0.05 < np.mean(box < -500) < 0.6, r.key
         a = sitk.GetArrayViewFromImage(image)[roi_box(image, r.roi)]
         core = ndimage.binary_erosion(a < -500)  # away from partial-volume walls
@@ -330,7 +331,9 @@ def test_roi_stays_right_in_ras_whatever_the_storage_direction(tmp_path):
         for r in read_manifest(out / "manifest.csv"):
             crop, _ = extract_crop(read_scan(r.image), r.roi, CropConfig(shape=8, spacing_mm=1.25),
                                    r.side, pad_value=-1024.0)
-            assert crop[3:5, 3:5, 3:5].mean() < -500, (orientation, r.key)  # centre is air
+            if "hypoplasia" not in r.extra["normal_variants"]:
+                assert crop[3:5, 3:5, 3:5].mean() < -500, (orientation, r.key)  # centre is air
+            assert np.mean(crop < -500) > 0.1, (orientation, r.key)
             centres.setdefault(r.key, []).append(r.roi.center)
     for key, points in centres.items():
         spread = np.ptp(np.asarray(points), axis=0)

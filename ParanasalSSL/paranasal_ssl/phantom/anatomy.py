@@ -113,10 +113,11 @@ def sample_subject(rng: np.random.Generator, cfg: PhantomConfig) -> Subject:
         # The lateral apex (zygomatic recess) sits high: the roof (orbital floor) slopes gently,
         # the floor rises steeply to it, so coronal sections are wide at the top and narrow
         # toward the alveolar recess, axial sections triangular with the apex lateral.
-        apex = (float(rng.normal(0.05, 0.03)) * d[1], float(rng.normal(0.25, 0.04)) * d[2])
+        apex = (float(rng.normal(0.05, 0.07)) * d[1], float(rng.normal(0.25, 0.06)) * d[2])
         sinuses[side] = SinusShape(side, center, axes, float(d[0]), float(d[1]), float(d[2]),
                                    a.apex_fraction, apex, a.rounding_mm, walls, mucosa,
-                                   alveolar, zygomatic)
+                                   alveolar, zygomatic, wobble=a.shape_wobble_mm,
+                                   wobble_seed=int(rng.integers(2**31)))
         septa[side] = None
         if rng.random() < var.bony_septum:
             septa[side] = {"v": float(rng.uniform(-0.3, 0.3)) * d[1],

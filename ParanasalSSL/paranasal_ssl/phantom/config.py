@@ -44,9 +44,11 @@ class GridConfig:
 class AnatomyConfig:
     """Head and maxillary sinus anatomy, varied per subject and per side."""
 
-    sinus_width_mm: float = 24.5  # 24-25 mm (CT, n=330)
-    sinus_ap_mm: float = 39.0  # 38-40 mm
-    sinus_height_mm: float = 44.5  # 42-47 mm
+    # Base pyramid size (CT, n=330: width 24-25, A-P 38-40, height 42-47 mm). Recesses and the
+    # wall wobble add a few mm, so measured extents come out ~24 x 41 x 47 mm, volume ~16 mL.
+    sinus_width_mm: float = 24.5
+    sinus_ap_mm: float = 38.0
+    sinus_height_mm: float = 43.5
     size_scale_sd: float = 0.09  # common scale per subject; with dim_cv gives ~15.7 +/- 5 mL
     dim_cv: float = 0.06  # independent per-dimension variation per subject
     asymmetry_cv: float = 0.05  # left vs right per dimension (asymmetric sinuses)
@@ -55,6 +57,8 @@ class AnatomyConfig:
     # fossa; with these axes its volume is ~16 mL, the literature's 15.7 mL (an ellipsoid with
     # the same axes would be ~22-24 mL)
     rounding_mm: float = 1.2  # rounded edges and corners of the pyramid
+    shape_wobble_mm: float = 1.2  # smooth random bulges/dents of the walls (12-30 mm waves):
+    # real sinuses differ in outline, not only in size (assumed amplitude)
     half_separation_mm: List[float] = field(default_factory=lambda: [28.0, 1.5])  # [mean, sd]:
     # sinus centres 5-6 cm apart
     wall_mm: Dict[str, float] = field(default_factory=lambda: {
@@ -254,6 +258,7 @@ def preset(name: str) -> PhantomConfig:
         cfg.label_noise_scale = 0.0
         cfg.anatomy.head_rotation_sd_deg = 0.0
         cfg.anatomy.asymmetry_cv = 0.0
+        cfg.anatomy.shape_wobble_mm = 0.0
         cfg.anatomy.septal_deviation_mm = [0.0, 0.0]
         v = cfg.variants
         for name_ in ("bony_septum", "deep_alveolar_recess", "deep_zygomatic_recess",

@@ -48,8 +48,11 @@ def render_head(c: Canvas, subj: Subject, t: Dict[str, float]) -> None:
         c.paint(lambda x, y, z, cen=cen: S.ellipsoid(x, y, z, cen, (5.0, 1.0, 16.0)),
                 np.subtract(cen, (6, 2, 17)), np.add(cen, (6, 2, 17)), t["cortical_bone"])
         # Zygoma body, arch and the lateral orbital rim.
-        cen = (s * (lat + 7), 6.0, 8.0)
-        _bone(c, t, lambda x, y, z, cen=cen: S.ellipsoid(x, y, z, cen, (7.0, 13.0, 13.0)),
+        # The sinus apex points into the zygoma: the body overlaps the apex region, and the
+        # sinus is carved out of it later.
+        zy = sinus.center[2] + sinus.apex_offset[1]
+        cen = (s * (lat + 3), 6.0, zy)
+        _bone(c, t, lambda x, y, z, cen=cen: S.ellipsoid(x, y, z, cen, (8.0, 13.0, 12.0)),
               np.subtract(cen, 14), np.add(cen, 14), cortex=2.0)
         for a, b, r in (((s * (lat + 11), -2.0, 6.0), (s * (lat + 14), -52.0, 4.0), 4.0),
                         ((s * (lat + 5), 10.0, 14.0), (s * (lat + 3), 12.0, 50.0), 4.0)):

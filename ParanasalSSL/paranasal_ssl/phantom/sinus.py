@@ -45,7 +45,14 @@ class SinusShape:
     mucosa: float  # normal lining thickness
     alveolar_recess: float = 0.0  # extra floor depth (mm); 0 = none
     zygomatic_recess: float = 0.0  # apex pushed further lateral (mm)
+    wobble: float = 0.0  # amplitude (mm) of a smooth random bulging/denting of the walls
+    wobble_seed: int = 0
     extra: Dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Low-frequency (12-30 mm) deformation: every sinus gets its own irregular outline.
+        self._wobble = shapes.SmoothNoise(np.random.default_rng(self.wobble_seed), (12.0, 30.0),
+                                          waves=5) if self.wobble > 0 else None
 
     @property
     def sign(self) -> float:
@@ -91,8 +98,8 @@ class SinusShape:
         if self.alveolar_recess <= 0:
             return None
         depth = self.alveolar_recess
-        c = (-0.2 * self.width, 0.1 * self.ap, -self.height / 2 + 2.0)
-        r = (0.2 * self.width, 0.22 * self.ap, depth + 2.0)
+        c = (-0.2 * self.width, 0.1 * self.ap, -self.height / 2 + 4.0)
+        r = (0.22 * self.width, 0.24 * self.ap, depth + 4.0)
         return shapes.ellipsoid(u, v, w, c, r) + np.float32(offset)
 
     def sd(self, u, v, w, offsets: Optional[Dict[str, float]] = None, uniform: float = 0.0,
@@ -105,11 +112,14 @@ class SinusShape:
         out = shapes.smooth_max(parts, self.rounding)
         recess = self.recess_sd(u, v, w, offsets.get("floor", 0.0) + uniform)
         if recess is not None:
-            out = shapes.smooth_union(out, recess, 3.0)
+            out = shapes.smooth_union(out, recess, 5.0)
         # Canine fossa: the anterior wall is dented inward below the infraorbital foramen.
         fossa = shapes.ellipsoid(u, v, w, (0.1 * self.width, self.ap / 2 + 7.0,
                                            -0.12 * self.height), (11.0, 10.0, 13.0))
-        return np.maximum(out, -(fossa + np.float32(offsets.get("anterior", 0.0) + uniform)))
+        out = np.maximum(out, -(fossa + np.float32(offsets.get("anterior", 0.0) + uniform)))
+        if self._wobble is not None:
+            out = out + np.float32(self.wobble) * np.clip(self._wobble(u, v, w), -1.5, 1.5)
+        return out
 
     def outer_sd(self, u, v, w, faces: Optional[Dict[str, np.ndarray]] = None,
                  cavity: Optional[np.ndarray] = None) -> np.ndarray:
