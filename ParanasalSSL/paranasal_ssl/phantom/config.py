@@ -77,7 +77,9 @@ class AnatomyConfig:
 class VariantConfig:
     """Normal variants that resemble findings (probabilities per side unless stated)."""
 
-    bony_septum: float = 0.25  # Underwood septa, about a quarter of sinuses (assumed from CBCT)
+    # Frequencies below are assumed (plausible adult figures; domain.md names the variants, not
+    # their rates): they set how often normal anatomy mimics a finding.
+    bony_septum: float = 0.25  # Underwood septa
     septum_height_mm: List[float] = field(default_factory=lambda: [3.0, 12.0])  # uniform
     deep_alveolar_recess: float = 0.3  # floor dips between the roots
     alveolar_recess_mm: List[float] = field(default_factory=lambda: [3.0, 8.0])
@@ -85,9 +87,9 @@ class VariantConfig:
     zygomatic_recess_mm: List[float] = field(default_factory=lambda: [3.0, 7.0])
     root_protrusion: float = 0.3  # molar roots bulging into the floor (mimic small cysts)
     root_protrusion_mm: List[float] = field(default_factory=lambda: [1.0, 4.0])
-    hypoplasia: float = 0.04  # hypoplastic sinus (reported in a few percent), thicker walls
+    hypoplasia: float = 0.04  # hypoplastic sinus, with thicker walls
     hypoplasia_scale: List[float] = field(default_factory=lambda: [0.65, 0.85])
-    missing_molars: float = 0.15  # per subject: some upper molars missing (adult population)
+    missing_molars: float = 0.15  # per subject: an upper molar missing
     turbinate_swelling: List[float] = field(default_factory=lambda: [0.8, 1.3])  # nasal cycle
     dental_metal: float = 0.25  # per subject: metal fillings/crowns (CT streaks, MRI voids)
     metal_teeth: List[int] = field(default_factory=lambda: [1, 3])
@@ -113,7 +115,7 @@ class FindingConfig:
         "floor": 0.5, "circumferential": 0.3, "focal": 0.2})  # "often along the floor"
     thickening_wave_mm: float = 1.0  # irregular (lobulated) surface amplitude
     cyst_diameter_mm: List[float] = field(default_factory=lambda: [5.6, 0.45])  # [median,
-    # log_sd]: mean about 6 mm
+    # log_sd]: mean about 6 mm; ~1/3 are subtle (under 5 mm)
     cyst_diameter_range_mm: List[float] = field(default_factory=lambda: [3.0, 20.0])  # 3-20 mm
     cyst_on_floor: float = 0.3  # floor in only about 30%
     polyp_diameter_mm: List[float] = field(default_factory=lambda: [8.0, 0.35])  # [median,
@@ -125,7 +127,8 @@ class FindingConfig:
     partial_fraction: List[float] = field(default_factory=lambda: [0.25, 0.85])  # of the cavity
     complete_residual_air: float = 0.25  # a small air bubble left in an opacified sinus
     hyperdense_opacity: float = 0.1  # fungal-like opacity (mean ~64 HU, spots to ~435 HU)
-    inflamed_air: float = 0.5  # inflamed sinuses whose air reads ~-840 HU instead of -976
+    inflamed_air: float = 0.5  # inflamed sides whose air reads ~-840 HU instead of -976 (a
+    # group mean; assumed that half the inflamed sinuses show it)
 
 
 @dataclass
