@@ -156,7 +156,7 @@ def cpu_small_profile() -> ExperimentConfig:
         cae_train=TrainConfig(epochs=30, batch_size=16, lr=1e-3, patience=6),
         residual=ResidualConfig(median_kernel=3),
         encoder=EncoderConfig(layers=[1, 1, 1, 1], widths=[16, 32, 64, 128], stem_kernel=3,
-                              stem_stride=2, max_pool=False, decoder_widths=[64, 32, 16, 16, 16]),
+                              stem_stride=2, max_pool=False, decoder_widths=[32, 16, 8, 8]),
         pretext_train=TrainConfig(epochs=20, batch_size=16, optimizer="adamw", lr=1e-3,
                                   weight_decay=1e-4, warmup_epochs=1, schedule="cosine",
                                   patience=0),

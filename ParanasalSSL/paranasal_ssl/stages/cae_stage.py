@@ -13,7 +13,7 @@ from paranasal_ssl.errors import InputError
 from paranasal_ssl.experiment import save_experiment
 from paranasal_ssl.hashing import stable_hash
 from paranasal_ssl.networks import build_cae
-from paranasal_ssl.stages.data import crops_for, flat_tensor
+from paranasal_ssl.stages.data import crops_for, flat_tensor, pick_crops, sinus_tensor
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import AugmentConfig, augment
 from paranasal_ssl.training.device import prepare_model, to_input
@@ -46,16 +46,16 @@ def train_cae(run: Run, resume: bool = False) -> FitResult:
         raise InputError(run.manifest, "the validation split has no normal sinus",
                          field="label", expected="normal sinuses for early stopping")
     n = cfg.data.crop.train_crops_per_side
-    train = flat_tensor(crops_for(run, train_normals, "CAE training", "crops (train)"), n)
+    train = sinus_tensor(crops_for(run, train_normals, "CAE training", "crops (train)"), n)
     val = flat_tensor(crops_for(run, val_normals, "CAE validation", "crops (val)"), 1)
-    log.info("CAE: %d training crops (%d normal sinuses), %d validation crops", len(train),
-             len(train_normals), len(val))
+    log.info("CAE: %d normal training sinuses (%d jittered crops each), %d validation crops",
+             len(train), n, len(val))
     device = run.device
     model = prepare_model(build_cae(cfg.cae, cfg.data.crop.shape), device)
     tcfg = cfg.cae_train
 
     def train_step(m, idx, gen):
-        x = to_input(train[idx], device)
+        x = to_input(pick_crops(train, idx, gen), device)
         if tcfg.augment:
             x, _ = augment(x, None, gen, CAE_AUGMENT)
         return F.l1_loss(m(x), x)
@@ -70,7 +70,7 @@ def train_cae(run: Run, resume: bool = False) -> FitResult:
     out = run.stage_dir("cae")
     save_experiment(cfg, out / "config.json", stage="cae", manifest=str(run.manifest))
     meta = {"architecture": cae_architecture(run), "train_cfg": asdict(tcfg),
-            "n_train_crops": len(train)}
+            "n_train_sinuses": len(train)}
     return fit(model, cfg=tcfg, run_dir=out, kind=KIND, signature=cae_signature(run), meta=meta,
                n_train=len(train), train_step=train_step, validate=validate, monitor="val_l1",
                mode="min", device=device, resume=resume, stage="train-cae")

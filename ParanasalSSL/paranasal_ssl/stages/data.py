@@ -33,6 +33,20 @@ def crops_for(run: Run, records: Sequence[SinusRecord], what: str,
     return crop_set
 
 
+def sinus_tensor(crop_set: CropSet, n: int) -> torch.Tensor:
+    """``(N, n, 1, S, S, S)`` float16: crops 0..n-1 of every sinus."""
+    stacked = crop_set.stacked(n)
+    return torch.from_numpy(stacked[:, :, None])
+
+
+def pick_crops(crops: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One random jittered crop per sinus: ``crops`` ``(N, n, 1, S, S, S)``, ``idx`` ``(B,)``
+    sinus indices -> ``(B, 1, S, S, S)``. An epoch is one pass over sinuses; over epochs every
+    cached jitter is seen."""
+    which = torch.randint(crops.shape[1], (len(idx),), generator=gen)
+    return crops[idx, which]
+
+
 def flat_tensor(crop_set: CropSet, n: int) -> torch.Tensor:
     """``(N * n, 1, S, S, S)`` float16: crops 0..n-1 of every sinus, sinus-major."""
     stacked = crop_set.stacked(n)

@@ -28,7 +28,13 @@ from paranasal_ssl.hashing import file_sha256, stable_hash
 from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.networks import SinusClassifier, build_classifier
 from paranasal_ssl.splits import label_fraction_subset
-from paranasal_ssl.stages.data import crops_for, flat_tensor, labels_tensor
+from paranasal_ssl.stages.data import (
+    crops_for,
+    flat_tensor,
+    labels_tensor,
+    pick_crops,
+    sinus_tensor,
+)
 from paranasal_ssl.stages.pretext_stage import encoder_architecture, encoder_signature
 from paranasal_ssl.stages.residual_stage import compute_residuals, load_residual_scale
 from paranasal_ssl.stages.run import Run
@@ -103,15 +109,15 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
     n, t = cfg.data.crop.train_crops_per_side, cfg.data.crop.test_crops_per_side
     train_crops = crops_for(run, train_recs, "fine-tuning", "crops (train)")
     val_crops = crops_for(run, val_recs, "fine-tuning validation", "crops (val)")
-    train_x = flat_tensor(train_crops, n)
-    train_y = labels_tensor(train_crops.records).repeat_interleave(n)
+    train_x = sinus_tensor(train_crops, n)
+    train_y = labels_tensor(train_crops.records)
     val_x = flat_tensor(val_crops, t)
     val_y = labels_tensor(val_crops.records)
     pos = float(train_y.sum())
     neg = float(len(train_y) - pos)
     pos_weight = torch.tensor(neg / max(pos, 1.0))
     log.info("finetune %s: %d training sinuses (%d anomalous), %d validation sinuses", name,
-             len(train_crops.records), int(pos / n), len(val_crops.records))
+             len(train_crops.records), int(pos), len(val_crops.records))
 
     device = run.device
     model = build_classifier(cfg.encoder, cfg.finetune.head_hidden, cfg.finetune.dropout)
@@ -127,7 +133,7 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
     def train_step(m, idx, gen):
         if cfg.finetune.freeze_encoder:
             m.encoder.eval()
-        x = to_input(train_x[idx], device)
+        x = to_input(pick_crops(train_x, idx, gen), device)
         if tcfg.augment:
             x, _ = augment(x, None, gen)
         y = train_y[idx].to(device)
@@ -160,7 +166,7 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
     write_json(out / "model.json", {
         "name": name, "kind": KIND, "init": init, "init_sha256": init_sha,
         "label_fraction": fraction, "label_seed": seed, "val_fraction": val_fraction,
-        "n_train_sinuses": len(train_crops.records), "n_train_anomalous": int(pos / n),
+        "n_train_sinuses": len(train_crops.records), "n_train_anomalous": int(pos),
         "n_val_sinuses": len(val_crops.records), "threshold": float(threshold),
         "uncertain_band": list(cfg.finetune.uncertain_band),
         "modality": cfg.data.intensity.modality, "best_epoch": result.best_epoch,

@@ -21,7 +21,7 @@ from paranasal_ssl.experiment import save_experiment
 from paranasal_ssl.hashing import stable_hash
 from paranasal_ssl.networks import build_pretext
 from paranasal_ssl.residual_maps import global_rescale, per_crop_rescale
-from paranasal_ssl.stages.data import flat_tensor
+from paranasal_ssl.stages.data import flat_tensor, sinus_tensor
 from paranasal_ssl.stages.residual_stage import ResidualSet, compute_residuals
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import augment
@@ -69,17 +69,20 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
                          expected="sinuses in both the train and val splits")
     n = cfg.data.crop.train_crops_per_side
     crops = residuals.crops
-    train_x = flat_tensor(crops.subset(train_keys), n)
-    train_y = residual_targets(run, residuals, train_keys, n)
+    train_x = sinus_tensor(crops.subset(train_keys), n)
+    train_y = residual_targets(run, residuals, train_keys, n).view(train_x.shape)
     val_x = flat_tensor(crops.subset(val_keys), 1)
     val_y = residual_targets(run, residuals, val_keys, 1)
-    log.info("pretext: %d training crops, %d validation crops", len(train_x), len(val_x))
+    log.info("pretext: %d training sinuses (%d jittered crops each), %d validation crops",
+             len(train_x), n, len(val_x))
     device = run.device
     model = prepare_model(build_pretext(cfg.encoder, cfg.data.crop.shape), device)
     tcfg = cfg.pretext_train
 
     def train_step(m, idx, gen):
-        x, y = to_input(train_x[idx], device), to_input(train_y[idx], device)
+        which = torch.randint(n, (len(idx),), generator=gen)  # one jittered crop per sinus
+        x = to_input(train_x[idx, which], device)
+        y = to_input(train_y[idx, which], device)
         if tcfg.augment:
             x, y = augment(x, y, gen)
         return F.binary_cross_entropy_with_logits(m(x).float(), y)
@@ -98,7 +101,7 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
     save_experiment(cfg, out / "config.json", stage="pretext", manifest=str(run.manifest),
                     residuals=str(residuals.folder))
     meta = {"architecture": encoder_architecture(run), "train_cfg": asdict(tcfg),
-            "residuals": residuals.folder.name, "n_train_crops": len(train_x)}
+            "residuals": residuals.folder.name, "n_train_sinuses": len(train_x)}
     return fit(model, cfg=tcfg, run_dir=out, kind=KIND, signature=encoder_signature(run),
                meta=meta, n_train=len(train_x), train_step=train_step, validate=validate,
                monitor="val_bce", mode="min", device=device, resume=resume, stage="pretrain")

@@ -1,0 +1,1 @@
+"""Benchmarks that write reports (machine, settings, numbers); never part of the test suite."""
