@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "train_cae_cmd",
     "residuals_cmd",
     "pretrain_cmd",
+    "baseline_cmd",
     "finetune_cmd",
     "predict_cmd",
     "evaluate_cmd",

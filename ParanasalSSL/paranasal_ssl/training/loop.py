@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 # train_step(model, sample_indices, generator) -> scalar loss tensor
 TrainStep = Callable[[torch.nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
 Validate = Callable[[torch.nn.Module], Dict[str, float]]
+# after_step(model, steps_done, total_steps): runs after every optimiser step (e.g. BYOL's EMA)
+AfterStep = Callable[[torch.nn.Module, int, int], None]
 
 
 @dataclass
@@ -52,11 +54,14 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, signature: str,
         meta: Dict[str, Any], n_train: int, train_step: TrainStep, validate: Validate,
         monitor: str, mode: str, device: torch.device, resume: bool = False,
-        stage: Optional[str] = None, params=None) -> FitResult:
+        stage: Optional[str] = None, params=None,
+        after_step: Optional[AfterStep] = None) -> FitResult:
     """Train ``model`` in place and leave its BEST weights loaded; see the module docstring.
 
     ``run_dir`` receives ``best.pt``, ``last.pt`` and ``metrics.csv``. ``monitor`` names the key
     of ``validate``'s dict that selects the best epoch (``mode`` 'min' or 'max').
+    ``after_step(model, steps_done, total_steps)``, if given, runs after each optimiser step
+    with the global step count (so a schedule it follows resumes exactly).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -107,6 +112,8 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
                 loss.backward()
                 optimizer.step()
                 state["step"] += 1
+                if after_step is not None:
+                    after_step(model, state["step"], total_steps)
                 state["samples"] += len(idx)
                 losses.append(loss.item())
                 progress.update(1, epoch=epoch + 1, loss=losses[-1])

@@ -1,0 +1,64 @@
+"""SimCLR (Chen et al. 2020): contrast two augmented views of each sinus against the batch.
+
+Encoder -> global average pool ``(B, C)`` -> projector ``Linear(C, C) -> BN -> ReLU ->
+Linear(C, 128)`` -> NT-Xent with temperature 0.1 (SimCLR's default for its batch sizes; the
+paper's baseline used 0.07). Both views go through the network as one ``2B`` batch, so batch
+norm sees both views, as SimCLR's global batch norm does.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from paranasal_ssl.baselines.heads import mlp
+from paranasal_ssl.experiment import EncoderConfig
+from paranasal_ssl.networks.encoder import ResNetEncoder3D
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Normalised temperature-scaled cross-entropy of ``(B, d)`` paired embeddings.
+
+    Each of the ``2B`` embeddings has its pair as the positive and the other ``2B - 2`` as
+    negatives; the loss is the mean over all ``2B`` anchors of
+    ``-log(exp(s_pos / t) / sum_{k != i} exp(s_ik / t))`` with cosine similarities ``s``.
+    Any ``B >= 1`` works (``B = 1`` has no negatives: loss 0); ``cross_entropy`` evaluates the
+    log-sum-exp stably, in float32 even under autocast.
+    """
+    b = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    sim = z @ z.t() / temperature  # (2B, 2B)
+    self_pair = torch.eye(2 * b, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(self_pair, float("-inf"))  # an embedding is not its own negative
+    positive = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(sim, positive)
+
+
+class SimCLR(nn.Module):
+    """Encoder + projector trained with NT-Xent on two views ``(B, 1, S, S, S)``."""
+
+    n_views = 2
+
+    def __init__(self, config: EncoderConfig, temperature: float = 0.1, proj_dim: int = 128):
+        super().__init__()
+        self.encoder = ResNetEncoder3D(config)
+        c = self.encoder.out_channels
+        self.projector = mlp(c, [c], proj_dim)
+        self.temperature = temperature
+        self.proj_dim = proj_dim
+
+    def loss(self, views: List[torch.Tensor], gen: Optional[torch.Generator] = None
+             ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``views``: two ``(B, 1, S, S, S)`` batches -> (NT-Xent loss, ``(B, 128)`` projections
+        of the first view for the collapse statistics)."""
+        z = self.projector(self.encoder.pooled(torch.cat(views)))
+        z1, z2 = z.chunk(2)
+        return nt_xent(z1, z2, self.temperature), z1
+
+    def settings(self) -> Dict[str, object]:
+        c = self.encoder.out_channels
+        return {"loss": "NT-Xent", "temperature": self.temperature,
+                "projector": [c, c, self.proj_dim], "views_in_one_batch": True}

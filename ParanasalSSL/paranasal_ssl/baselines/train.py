@@ -1,0 +1,199 @@
+"""Pretrain the shared encoder with a generic self-supervised baseline (labels unused).
+
+Data: every sinus of the training split. Each step takes a batch of sinuses and draws, per
+sinus, two cached jittered crops (different ones where the cache holds more than one) and
+augments each with its own generator (the project's ``augment``: left-right flip, small
+affine, gamma, blur, noise). Masked image modelling uses one view. Validation: the validation
+split with views fixed once (crops 0 and 1, augmentations from a fixed seed), in batches of the
+training batch size (NT-Xent depends on the batch), giving ``val_loss`` (the monitored metric)
+and the per-dimension std of the L2-normalised projections and pooled encoder features
+(``val_std_projection``, ``val_std_encoder``; collapse -> 0); ``train_std_projection`` is the
+same statistic on the training batches.
+
+Budget: ``run.config.pretext_train`` (epochs, batch size, optimiser, schedule), the same for
+every method and for the residual pretext task. ``METHOD_DEFAULTS`` changes a setting for one
+method only while that setting still has its profile value: a value the user set (at run
+creation or with ``--set pretext_train.KEY=VALUE``) always wins. What was used is recorded in
+``baseline.json``, ``config.json`` and the checkpoints' meta.
+
+Outputs, ``RUN/baselines/<method>/``: ``best.pt`` and ``last.pt`` (kind ``encoder``: only the
+encoder's state dict, signed with :func:`encoder_signature`, ready for
+``finetune(run, ..., init=path)``), ``metrics.csv``, ``config.json``, ``baseline.json`` and
+``training/`` (the whole network with heads, target network and optimiser state, for
+``--resume``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from paranasal_ssl.atomic import write_json
+from paranasal_ssl.baselines import METHODS, build_baseline
+from paranasal_ssl.baselines.heads import embedding_std
+from paranasal_ssl.errors import ConfigError
+from paranasal_ssl.experiment import TrainConfig, profile_config, save_experiment
+from paranasal_ssl.hashing import stable_hash
+from paranasal_ssl.stages.data import crops_for, sinus_tensor
+from paranasal_ssl.stages.pretext_stage import encoder_architecture, encoder_signature
+from paranasal_ssl.stages.run import Run
+from paranasal_ssl.training.augment import augment
+from paranasal_ssl.training.checkpoint import load_weights, save_checkpoint
+from paranasal_ssl.training.device import prepare_model, to_input
+from paranasal_ssl.training.loop import FitResult, fit
+
+log = logging.getLogger(__name__)
+
+# Per-method departures from the profile's pretext_train, applied only to settings still at
+# their profile value. Epochs, batch size, optimiser and schedule are never changed here: every
+# method gets the residual pretext task's budget.
+METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "simclr": {},
+    "byol": {},
+    "simsiam": {},
+    "mim": {},
+}
+VAL_SEED = 1_234_567  # fixed validation views and masks: val_loss is comparable across epochs
+
+
+def baseline_train_config(run: Run, method: str) -> Tuple[TrainConfig, Dict[str, Any]]:
+    """``run.config.pretext_train`` with the method's defaults where the user left the profile
+    value; returns the config and the settings that were changed."""
+    tcfg = run.config.pretext_train
+    profile = profile_config(run.config.profile).pretext_train
+    applied = {k: v for k, v in METHOD_DEFAULTS[method].items()
+               if getattr(tcfg, k) == getattr(profile, k)}
+    return replace(tcfg, **applied), applied
+
+
+def draw_views(crops: torch.Tensor, idx: torch.Tensor, gen: torch.Generator, n_views: int,
+               do_augment: bool, device: torch.device) -> List[torch.Tensor]:
+    """``n_views`` batches ``(B, 1, S, S, S)`` on ``device`` from ``crops`` ``(N, n, 1, S, S,
+    S)``: per sinus ``idx`` one cached jitter per view (distinct where ``n > 1``), each view
+    augmented with its own generator seeded from ``gen``."""
+    n = crops.shape[1]
+    first = torch.randint(n, (len(idx),), generator=gen)
+    views = []
+    for v in range(n_views):
+        which = first
+        if v and n > 1:  # shift by 1..n-1: another cached jitter than the first view's
+            which = (first + torch.randint(1, n, (len(idx),), generator=gen)) % n
+        x = to_input(crops[idx, which], device)
+        if do_augment:
+            view_gen = torch.Generator().manual_seed(
+                int(torch.randint(2 ** 62, (1,), generator=gen)))
+            x, _ = augment(x, None, view_gen)
+        views.append(x)
+    return views
+
+
+def _fixed_val_views(crops: torch.Tensor, n_views: int, do_augment: bool) -> List[torch.Tensor]:
+    """Validation views ``(Nv, 1, S, S, S)`` float16 (CPU), drawn once: crop ``v`` of each sinus
+    for view ``v`` (crop 0 if the cache has one), augmented from ``VAL_SEED``."""
+    gen = torch.Generator().manual_seed(VAL_SEED)
+    out = []
+    for v in range(n_views):
+        x = crops[:, min(v, crops.shape[1] - 1)].float()
+        if do_augment:
+            x, _ = augment(x, None, gen)
+        out.append(x.half())
+    return out
+
+
+def pretrain_baseline(run: Run, method: str, resume: bool = False) -> Tuple[FitResult, Path]:
+    """Pretrain ``method`` (simclr, byol, simsiam or mim) on the training split; returns the fit
+    result and ``RUN/baselines/<method>`` (``best.pt``: the encoder, kind ``encoder``)."""
+    if method not in METHODS:
+        raise ConfigError(None, f"unknown baseline {method!r}", field="--method",
+                          expected=" / ".join(METHODS))
+    cfg = run.config
+    tcfg, applied = baseline_train_config(run, method)
+    n = cfg.data.crop.train_crops_per_side
+    train_set = crops_for(run, run.split("train"), "baseline pretraining", "crops (train)")
+    val_set = crops_for(run, run.split("val"), "baseline validation", "crops (val)")
+    train_x = sinus_tensor(train_set, n)  # (N, n, 1, S, S, S) float16
+    device = run.device
+    model = prepare_model(build_baseline(method, cfg.encoder, cfg.data.crop.shape), device)
+    val_views = _fixed_val_views(sinus_tensor(val_set, min(2, n)), model.n_views, tcfg.augment)
+    log.info("baseline %s: %d training sinuses (%d jittered crops each), %d validation sinuses",
+             method, len(train_x), n, len(val_views[0]))
+    bs = min(tcfg.batch_size, len(train_x))
+    train_stds: List[float] = []
+
+    def train_step(m, idx, gen):
+        views = draw_views(train_x, idx, gen, m.n_views, tcfg.augment, device)
+        loss, emb = m.loss(views, gen)
+        train_stds.append(embedding_std(emb))
+        return loss
+
+    def validate(m):
+        gen = torch.Generator().manual_seed(VAL_SEED)  # the same masks every epoch
+        losses, weights, embs, feats = [], [], [], []
+        for s in range(0, len(val_views[0]), bs):
+            views = [to_input(v[s:s + bs], device) for v in val_views]
+            loss, emb = m.loss(views, gen)
+            losses.append(float(loss))
+            weights.append(len(views[0]))
+            embs.append(emb.float().cpu())
+            feats.append(m.encoder.pooled(views[0]).float().cpu())
+        row = {"val_loss": sum(ls * w for ls, w in zip(losses, weights)) / sum(weights),
+               "val_std_encoder": embedding_std(torch.cat(feats))}
+        if m.n_views > 1:
+            row["val_std_projection"] = embedding_std(torch.cat(embs))
+        if train_stds:
+            key = "train_std_projection" if m.n_views > 1 else "train_std_encoder"
+            row[key] = sum(train_stds) / len(train_stds)
+            train_stds.clear()
+        return row
+
+    def after_step(m, steps_done, total_steps):
+        m.after_step(steps_done, total_steps)
+
+    out = run.stage_dir("baselines", method)
+    sig = encoder_signature(run)
+    settings = model.settings()
+    full_kind = f"baseline-{method}"
+    full_sig = stable_hash({"encoder": sig, "method": method, "settings": settings})
+    meta = {"method": method, "settings": settings, "architecture": encoder_architecture(run),
+            "train_cfg": asdict(tcfg), "method_defaults_applied": applied,
+            "n_train_sinuses": len(train_x), "n_val_sinuses": len(val_views[0])}
+    run_cfg = replace(cfg, pretext_train=tcfg)
+    save_experiment(run_cfg, out / "config.json", stage=f"baseline-{method}",
+                    manifest=str(run.manifest))
+    params = [p for p in model.parameters() if p.requires_grad]  # not BYOL's target
+    result = fit(model, cfg=tcfg, run_dir=out / "training", kind=full_kind, signature=full_sig,
+                 meta=meta, n_train=len(train_x), train_step=train_step, validate=validate,
+                 monitor="val_loss", mode="min", device=device, resume=resume,
+                 stage=f"baseline {method}", params=params,
+                 after_step=after_step if hasattr(model, "after_step") else None)
+    _export_encoders(model, method, out, full_kind, full_sig, sig, meta, result, run)
+    return result, out
+
+
+def _export_encoders(model, method: str, out: Path, full_kind: str, full_sig: str, sig: str,
+                     meta: Dict[str, Any], result: FitResult, run: Run) -> None:
+    """Write the encoder alone (kind ``encoder``) of the best and the last epoch, the metrics
+    and a summary. ``model`` holds the best weights (``fit`` leaves them loaded)."""
+    best_row = result.history[result.best_epoch - 1] if result.history else {}
+    save_checkpoint(out / "best.pt", model.encoder, "encoder", sig,
+                    {**meta, "epoch": result.best_epoch, **best_row})
+    last = build_baseline(method, run.config.encoder, run.config.data.crop.shape)
+    load_weights(last, out / "training" / "last.pt", full_kind, full_sig)
+    save_checkpoint(out / "last.pt", last.encoder, "encoder", sig,
+                    {**meta, "epoch": result.epochs_run,
+                     **(result.history[-1] if result.history else {})})
+    shutil.copyfile(out / "training" / "metrics.csv", out / "metrics.csv")
+    write_json(out / "baseline.json", {
+        **meta, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "best_val_loss": result.best_metric, "samples_per_second": result.samples_per_second,
+        "train_seconds": result.seconds, "collapse_reference_std": {
+            "note": "embedding spread evenly over the unit sphere of dimension d: 1/sqrt(d); "
+                    "collapse: 0"},
+        "encoder_best": "best.pt", "encoder_last": "last.pt"})
+    log.info("baseline %s: best epoch %d (val_loss %.4g) -> %s", method, result.best_epoch,
+             result.best_metric, out / "best.pt")
