@@ -28,7 +28,7 @@ from paranasal_ssl.version import code_version, environment_info
 log = logging.getLogger(__name__)
 
 # Epoch caps that keep the demo within ~15 minutes on 2 CPU cores (early stopping still applies).
-DEMO_OVERRIDES = ["cae_train.epochs=12", "pretext_train.epochs=6", "finetune_train.epochs=30"]
+DEMO_OVERRIDES = ["cae_train.epochs=60", "pretext_train.epochs=20", "finetune_train.epochs=30"]
 
 
 def run_demo(out: Path, cases: int = 160, modality: str = "ct", seed: int = 0,

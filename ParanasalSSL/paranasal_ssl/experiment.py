@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Union
 
 from paranasal_ssl.config import (
     CropConfig,
@@ -52,11 +52,23 @@ class EncoderConfig:
 
 @dataclass
 class ResidualConfig:
-    """Stage 2: residual maps |x - CAE(x)| in normalised intensity space."""
+    """Stage 2: residual maps between a crop and its CAE reconstruction (normalised space).
+
+    ``sign="abs"`` with ``air_gate=None`` is the paper's |x - CAE(x)|. The default keeps only
+    x - CAE(x) > 0 where the CAE expects air (reconstruction below ``air_gate``): every finding of
+    the maxillary sinus is material (mucosa, fluid, polyp, cyst) filling space that holds air in
+    a normal sinus, and air is dark on CT and on every MRI sequence. The absolute residual of a
+    bottleneck CAE is dominated by the sharp bony walls it cannot reproduce (on the phantom
+    validation split its zero-label AUPRC was at prevalence, against 0.61 for the gated one).
+    """
 
     median_kernel: int = 5  # 3D median filter (paper's final choice at 1 mm)
+    sign: str = "positive"  # positive: x - CAE(x) > 0; abs: |x - CAE(x)| (paper)
+    air_gate: Optional[float] = 0.35  # keep residual where CAE(x) < gate (None: everywhere)
     percentiles: List[float] = field(default_factory=lambda: [1.0, 99.0])  # per-crop rescale
-    target: str = "per-crop"  # pretext target scaling: per-crop (paper) or global
+    # pretext target scaling: "global" keeps magnitude (a normal crop stays near 0);
+    # "per-crop" (the paper) stretches every crop's residual to [0, 1], normal ones included
+    target: str = "global"
     heatmap_quantile: float = 0.999  # of normal-crop residuals: 0.5 on the heatmap scale
     score: str = "mean"  # zero-label score of a crop: mean or p99 of the raw residual
 
@@ -124,6 +136,8 @@ class ExperimentConfig:
             getattr(self, name).validate(name)
         _require(self.residual.target in ("per-crop", "global"), "residual.target",
                  self.residual.target, "per-crop or global")
+        _require(self.residual.sign in ("positive", "abs"), "residual.sign", self.residual.sign,
+                 "positive or abs")
         _require(self.residual.median_kernel % 2 == 1, "residual.median_kernel",
                  self.residual.median_kernel, "an odd number")
         _require(self.residual.score in ("mean", "p99"), "residual.score", self.residual.score,
@@ -154,7 +168,7 @@ def cpu_small_profile() -> ExperimentConfig:
         cae=CAEConfig(channels=[16, 32, 64], kernel_size=5, bottleneck_channels=4,
                       latent_dim=256),
         cae_train=TrainConfig(epochs=30, batch_size=16, lr=1e-3, patience=6),
-        residual=ResidualConfig(median_kernel=3),
+        residual=ResidualConfig(median_kernel=5),  # 10 mm at 2 mm: wider than bony walls
         encoder=EncoderConfig(layers=[1, 1, 1, 1], widths=[16, 32, 64, 128], stem_kernel=3,
                               stem_stride=2, max_pool=False, decoder_widths=[32, 16, 8, 8]),
         pretext_train=TrainConfig(epochs=20, batch_size=16, optimizer="adamw", lr=1e-3,

@@ -19,7 +19,7 @@ from paranasal_ssl.crops import extract_crop, normalise, paste, roi_box_mask, un
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SinusROI, check_side, lps_to_ras
 from paranasal_ssl.model_bundle import ModelBundle, load_model
-from paranasal_ssl.residual_maps import crop_scores, global_rescale, raw_residual
+from paranasal_ssl.residual_maps import crop_scores, global_rescale, residual_of
 from paranasal_ssl.training.device import to_input
 
 DEFAULT_REGION_THRESHOLD = 0.5  # heatmap 0.5 = twice the 99.9th percentile of normal residuals
@@ -124,7 +124,7 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
             geom0 = geom0 or geom
         x = to_input(torch.from_numpy(np.stack(crops))[:, None], bundle.device)
         probs = torch.sigmoid(bundle.classifier(x).float()).cpu().numpy()
-        r = raw_residual(bundle.cae, x[:1], cfg.residual.median_kernel)
+        r = residual_of(bundle.cae, x[:1], cfg.residual)
         box = torch.from_numpy(roi_box_mask(roi, cfg.data.crop, side))[None, None]
         score = float(crop_scores(r.cpu(), box, cfg.residual.score)[0])
         heat = global_rescale(r, bundle.heatmap_scale)[0, 0].cpu().numpy() * box[0, 0].numpy()

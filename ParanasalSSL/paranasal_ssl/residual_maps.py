@@ -32,10 +32,25 @@ def median_filter3d(x: torch.Tensor, kernel: int, chunk_voxels: int = 2 ** 24) -
 
 
 @torch.no_grad()
-def raw_residual(cae: torch.nn.Module, x: torch.Tensor, median_kernel: int) -> torch.Tensor:
-    """``|x - CAE(x)|`` median-filtered: ``(B, 1, S, S, S)`` float32, in intensity units."""
-    recon = cae(x)
-    return median_filter3d((x - recon).abs().float().contiguous(), median_kernel)
+def raw_residual(cae: torch.nn.Module, x: torch.Tensor, median_kernel: int,
+                 sign: str = "positive", air_gate: Optional[float] = None) -> torch.Tensor:
+    """Median-filtered residual ``(B, 1, S, S, S)`` float32 in intensity units.
+
+    ``sign="abs"``: ``|x - CAE(x)|`` (the paper). ``sign="positive"``: ``max(x - CAE(x), 0)``,
+    material where the normal model predicts less. ``air_gate``: keep the residual only where
+    ``CAE(x) < air_gate`` (where a normal sinus holds air).
+    """
+    recon = cae(x).float()
+    diff = x.float() - recon
+    r = diff.abs() if sign == "abs" else diff.clamp_min(0.0)
+    if air_gate is not None:
+        r = r * (recon < air_gate)
+    return median_filter3d(r.contiguous(), median_kernel)
+
+
+def residual_of(cae: torch.nn.Module, x: torch.Tensor, config) -> torch.Tensor:
+    """``raw_residual`` with the settings of a ``ResidualConfig``."""
+    return raw_residual(cae, x, config.median_kernel, config.sign, config.air_gate)
 
 
 def per_crop_rescale(r: torch.Tensor, percentiles: Sequence[float] = (1.0, 99.0)) -> torch.Tensor:

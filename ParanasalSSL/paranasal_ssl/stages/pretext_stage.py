@@ -9,6 +9,7 @@ paper's final choice).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict
 
 import numpy as np
@@ -76,7 +77,14 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
     log.info("pretext: %d training sinuses (%d jittered crops each), %d validation crops",
              len(train_x), n, len(val_x))
     device = run.device
-    model = prepare_model(build_pretext(cfg.encoder, cfg.data.crop.shape), device)
+    net = build_pretext(cfg.encoder, cfg.data.crop.shape)
+    # Start the output at the targets' mean: residual targets are mostly zero, and Adam moves
+    # a bias by about one learning rate per step, so from logit 0 it would spend thousands of
+    # steps learning "mostly nothing" before any anomaly-specific feature.
+    mean_target = float(train_y.float().mean().clamp(1e-4, 1 - 1e-4))
+    with torch.no_grad():
+        net.head.bias.fill_(math.log(mean_target / (1 - mean_target)))
+    model = prepare_model(net, device)
     tcfg = cfg.pretext_train
 
     def train_step(m, idx, gen):

@@ -23,7 +23,7 @@ from paranasal_ssl.config import load_json, to_dict
 from paranasal_ssl.crop_cache import CropSet, record_key
 from paranasal_ssl.hashing import file_sha256, stable_hash
 from paranasal_ssl.progress import Progress
-from paranasal_ssl.residual_maps import crop_scores, raw_residual
+from paranasal_ssl.residual_maps import crop_scores, residual_of
 from paranasal_ssl.stages.cae_stage import load_cae
 from paranasal_ssl.stages.data import crops_for, n_crops, roi_masks
 from paranasal_ssl.stages.run import Run
@@ -67,7 +67,7 @@ def compute_residuals(run: Run, batch_size: int = 16) -> ResidualSet:
                 chunk = todo[start:start + max(1, batch_size // n)]
                 x = torch.from_numpy(np.stack([np.asarray(crops.crops[i][:n]) for i in chunk]))
                 x = to_input(x.reshape(-1, 1, *x.shape[2:]), run.device)
-                r = raw_residual(cae, x, cfg.residual.median_kernel).cpu().numpy()
+                r = residual_of(cae, x, cfg.residual).cpu().numpy()
                 r = r.reshape(len(chunk), n, *r.shape[2:]).astype(np.float16)
                 for j, i in enumerate(chunk):
                     with atomic_path(paths[i]) as tmp:
