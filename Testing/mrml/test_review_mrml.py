@@ -1,0 +1,219 @@
+"""Case review against a real slicer-core scene: loading a case (scan, ROIs, heatmap, regions),
+swapping cases without leaking nodes or subject-hierarchy items, unreadable scans skipped,
+corrected boxes saved with the verdict, and export with a .seg.nrrd Slicer reads back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicer
+import vtk
+
+from helpers.images import oblique_image
+from paranasal_ssl.cli.main import build_parser
+from paranasal_ssl.geometry import SinusROI, lps_to_ras
+from paranasal_ssl.manifest import read_manifest
+from paranasal_ssl.review.session import open_session
+from ParanasalSSLLib import mrml_bridge as bridge
+from ParanasalSSLLib import review
+
+SHAPE = (20, 30, 40)  # [k, j, i]
+SPACING = (0.7, 0.9, 2.5)
+
+
+def _ras_of(image, i, j, k):
+    return lps_to_ras(image.TransformIndexToPhysicalPoint([int(i), int(j), int(k)]))
+
+
+def _write_case(root, case_id, seed, probs):
+    """A scan and, beside it, what `paranasal-ssl predict` writes for it: heatmap and region
+    images in the scan's geometry and summary.json (last)."""
+    image = oblique_image(shape=SHAPE, spacing=SPACING, seed=seed)
+    sitk.WriteImage(image, str(root / "scans" / f"{case_id}.nrrd"))
+    heat = np.zeros(SHAPE, np.float32)
+    heat[4:8, 5:12, 5:15] = 0.8
+    heat[6, 8, 9] = 0.95
+    heat[10:14, 15:25, 25:35] = 0.6
+    region = np.zeros(SHAPE, np.uint8)
+    region[(heat >= 0.5) & (np.arange(SHAPE[2]) < 20)] = 1
+    region[(heat >= 0.5) & (np.arange(SHAPE[2]) >= 20)] = 2
+    out = root / "preds" / case_id
+    out.mkdir(parents=True)
+    for name, array in (("heatmap", heat), ("region", region)):
+        img = sitk.GetImageFromArray(array)
+        img.CopyInformation(image)
+        sitk.WriteImage(img, str(out / f"{name}.nii.gz"))
+    rois = {"left": _ras_of(image, 10, 8, 6), "right": _ras_of(image, 30, 20, 12)}
+    sides = {s: {"side": s, "probability": p, "call": "anomalous" if p > 0.65 else "normal",
+                 "peak_ras": list(_ras_of(image, 9, 8, 6)) if s == "left" else
+                 list(_ras_of(image, 30, 20, 12)), "peak_value": 0.9,
+                 "region_volume_ml": float((region == (1 if s == "left" else 2)).sum())
+                 * np.prod(SPACING) / 1000,
+                 "roi": SinusROI.from_values(rois[s], [12, 14, 16]).to_dict()}
+             for s, p in probs.items()}
+    (out / "summary.json").write_text(json.dumps({
+        "model": {"name": "run/m", "code_version": "0.1.0", "decision_threshold": 0.5,
+                  "uncertain_band": [0.35, 0.65]},
+        "region_threshold": 0.5, "sides": sides, "case_id": case_id,
+        "heatmap": "heatmap.nii.gz", "region": "region.nii.gz"}))
+    return image, rois
+
+
+@pytest.fixture
+def reviewSession(tmp_path):
+    """Cases a, b (scan + prediction; list boxes for a only), broken (unreadable), c."""
+    (tmp_path / "scans").mkdir()
+    images = {}
+    lines = ["case_id,image,side,roi_center_r,roi_center_a,roi_center_s,roi_size_r,"
+             "roi_size_a,roi_size_s"]
+    for seed, case_id in enumerate(("a", "broken", "b", "c")):
+        if case_id == "broken":
+            (tmp_path / "scans" / "broken.nrrd").write_text("NRRD0004\nnot really\n")
+            lines.append("broken,scans/broken.nrrd,,,,,,,")
+            continue
+        image, rois = _write_case(tmp_path, case_id, seed, {"left": 0.9, "right": 0.2})
+        images[case_id] = image
+        for side in ("left", "right"):
+            box = ",".join(f"{v:.3f}" for v in rois[side]) + ",12,14,16" if case_id == "a" \
+                else ",,,,,"
+            lines.append(f"{case_id},scans/{case_id}.nrrd,{side},{box}")
+    (tmp_path / "cases.csv").write_text("\n".join(lines) + "\n")
+    return open_session(tmp_path / "cases.csv", "rad", tmp_path / "preds"), images
+
+
+def _shItems(scene) -> int:
+    """Number of subject-hierarchy items below the scene item."""
+    sh = scene.GetSubjectHierarchyNode()
+    ids = vtk.vtkIdList()
+    sh.GetItemChildren(sh.GetSceneItemID(), ids, True)
+    return ids.GetNumberOfIds()
+
+
+def test_loading_a_case_shows_scan_rois_heatmap_and_regions(slicerApp, reviewSession):
+    session, images = reviewSession
+    reviewer = review.CaseReviewer(session)
+    loaded = reviewer.step("first")
+    assert loaded.caseId == "a" and session.current == "a"
+    np.testing.assert_allclose(bridge.volumeIjkToWorld(loaded.scanNode),
+                               bridge.ijkToRasFromImage(images["a"]), atol=1e-5)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(loaded.scanNode),
+                                  sitk.GetArrayFromImage(images["a"]))
+    for side in ("left", "right"):
+        roi = bridge.sinusRoiFromRoiNode(loaded.roiNodes[side])
+        np.testing.assert_allclose(roi.center, session.roi("a", side).center, atol=1e-3)
+        np.testing.assert_allclose(roi.size, [12, 14, 16], atol=1e-6)
+    heat = slicer.util.arrayFromVolume(loaded.results.heatmapNode)
+    assert heat.max() == pytest.approx(0.95) and heat.shape == SHAPE
+    segmentation = loaded.results.regionsNode.GetSegmentation()
+    regionRight = sitk.GetArrayFromImage(sitk.ReadImage(
+        str(session.prediction("a").region))) == 2
+    segId = segmentation.GetSegmentIdBySegmentName("right sinus anomaly region")
+    np.testing.assert_array_equal(
+        bridge.arrayFromSegment(loaded.results.regionsNode, segId, loaded.scanNode),
+        regionRight.astype(np.uint8))
+    composite = slicerApp.sliceLogics["Red"].GetSliceCompositeNode()
+    assert composite.GetBackgroundVolumeID() == loaded.scanNode.GetID()
+    assert composite.GetForegroundVolumeID() == loaded.results.heatmapNode.GetID()
+    assert loaded.results.sides["left"].probability == pytest.approx(0.9)
+    sliceNode = slicerApp.sliceLogics["Red"].GetSliceNode()
+    peak = reviewer.peakRas()
+    assert sliceNode.GetSliceToRAS().GetElement(2, 3) == pytest.approx(peak[2], abs=1e-3)
+    assert "Case 1 / 4: a (unreviewed)" in review.caseHeader(session)
+    assert review.sideText(session, "a", "left") == "p 0.90 (anomalous), " + \
+        f"{session.prediction('a').sides['left'].region_volume_ml:.2f} mL; not reviewed"
+
+
+def test_swapping_cases_leaks_no_nodes_and_skips_unreadable_scans(slicerApp, reviewSession):
+    session, _ = reviewSession
+    scene = slicerApp.scene
+    reviewer = review.CaseReviewer(session)
+    reviewer.step("first")
+    reviewer.unload()  # the heat colour table is made once and stays
+    baseline = (scene.GetNumberOfNodes(), _shItems(scene))
+    reviewer.step("first")
+    counts = (scene.GetNumberOfNodes(), _shItems(scene))
+    assert counts[0] > baseline[0]
+    loaded = reviewer.step("next")  # 'broken' cannot be read: marked and skipped
+    assert loaded.caseId == "b" and session.status("broken") == "unavailable"
+    assert "cannot read" in session.problem("broken")
+    for move in ("previous", "next", "previous", "next"):
+        loaded = reviewer.step(move)
+        assert loaded.caseId == ("a" if move == "previous" else "b")
+        assert (scene.GetNumberOfNodes(), _shItems(scene)) == counts
+    assert reviewer.step("next").caseId == "c" and reviewer.step("next") is None
+    assert reviewer.loaded.caseId == "c"  # past the end: the last case stays on screen
+    reviewer.loadCase("a")
+    reviewer.unload()
+    assert (scene.GetNumberOfNodes(), _shItems(scene)) == baseline
+    assert reviewer.ownedNodes() == []
+
+
+def test_verdicts_save_the_box_as_corrected_on_screen(slicerApp, reviewSession):
+    session, _ = reviewSession
+    reviewer = review.CaseReviewer(session)
+    loaded = reviewer.loadCase("a")
+    moved = SinusROI.from_values(session.roi("a", "left").center + [2.0, -1.5, 0.5],
+                                 [13, 14, 18])
+    bridge.updateRoiNodeFromSinusRoi(loaded.roiNodes["left"], moved)
+    reviewer.record("left", verdict="agree", heatmap_on_target=True)
+    reviewer.record("right", verdict="anomalous", anomaly_type="polyp", comment="small")
+    v = session.verdict("a", "left")
+    assert v.label == 1 and v.heatmap_on_target is True
+    np.testing.assert_allclose(v.roi.center, moved.center, atol=1e-3)
+    np.testing.assert_allclose(v.roi.size, moved.size, atol=1e-3)
+    assert session.verdict("a", "right").roi is None  # untouched box: not a correction
+    assert session.status("a") == "reviewed"
+    # case b has no list boxes: the prediction's are shown; a box placed elsewhere is adopted
+    loaded = reviewer.loadCase("b")
+    assert set(loaded.roiNodes) == {"left", "right"}
+    placed = bridge.addRoiNode(SinusROI.from_values([1, 2, 3], [10, 10, 10]), "placed")
+    reviewer.adoptRoiNode("left", placed)
+    reviewer.recordBoth(verdict="normal")
+    np.testing.assert_allclose(session.verdict("b", "left").roi.center, [1, 2, 3], atol=1e-3)
+    reviewer.unload()
+    assert placed.GetScene() is None  # removed with its case
+    reopened = open_session(session.case_list.source, "rad")
+    again = review.CaseReviewer(reopened).loadCase("a")
+    np.testing.assert_allclose(bridge.sinusRoiFromRoiNode(again.roiNodes["left"]).center,
+                               moved.center, atol=1e-3)
+
+
+def test_export_writes_labels_and_segmentations_slicer_reads_back(slicerApp, reviewSession,
+                                                                  secondScene, tmp_path):
+    session, _ = reviewSession
+    reviewer = review.CaseReviewer(session)
+    reviewer.loadCase("a")
+    reviewer.recordBoth(verdict="agree")
+    count = slicerApp.scene.GetNumberOfNodes()
+    written = reviewer.export(tmp_path / "export")
+    assert slicerApp.scene.GetNumberOfNodes() == count  # temporary nodes removed
+    labels = read_manifest(written["labels"], require_labels=True)
+    assert [(r.key, r.label) for r in labels] == [("a:left", 1), ("a:right", 0)]
+    seg = tmp_path / "export" / "images" / "a_regions.seg.nrrd"
+    assert seg in written["images"] and (tmp_path / "export" / "images" /
+                                         "a_heatmap.nrrd").is_file()
+    node = secondScene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = secondScene.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(seg))
+    assert storage.ReadData(node)
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 2
+    region = sitk.GetArrayFromImage(sitk.ReadImage(str(session.prediction("a").region)))
+    reference = bridge.addVolumeFromImage(sitk.ReadImage(str(session.prediction("a").region)),
+                                          "ref")
+    for code, side in ((1, "left"), (2, "right")):
+        segId = segmentation.GetSegmentIdBySegmentName(f"{side} sinus anomaly region")
+        np.testing.assert_array_equal(bridge.arrayFromSegment(node, segId, reference),
+                                      (region == code).astype(np.uint8))
+
+
+def test_job_commands_are_accepted_by_the_real_command_line():
+    parser = build_parser()
+    args = parser.parse_args(review.predictCommand("m", "cases.csv", "preds", "cpu"))
+    assert (args.command, str(args.manifest), str(args.out)) == ("predict", "cases.csv", "preds")
+    args = parser.parse_args(review.finetuneCommand("run", "labels.csv", "reviewed"))
+    assert (args.command, str(args.labels), args.label_fraction, args.name, args.no_default) == (
+        "finetune", "labels.csv", 1.0, "reviewed", True)
