@@ -24,6 +24,7 @@ from slicer.util import VTKObservationMixin
 
 from ParanasalSSLLib import analysis, dependencies, heatmap_display, results, sample_data
 from ParanasalSSLLib.job_runner import RUNNING, SUCCEEDED, JobRunner, JobSequence
+from ParanasalSSLLib.review_panel import FILTERS, SORT_KEYS, ReviewPanel
 from ParanasalSSLLib.settings import Settings, modelCacheFolder
 from ParanasalSSLLib.training import (
     DEVICES,
@@ -72,6 +73,12 @@ class ParanasalSSLParameterNode:
     trainingRunFolder: pathlib.Path
     trainingStage: Annotated[str, Choice(list(STAGE_CHOICES))] = "all"
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    reviewCaseList: pathlib.Path
+    reviewPredictions: pathlib.Path
+    reviewReader: str = ""
+    reviewSort: Annotated[str, Choice(list(SORT_KEYS))] = "list"
+    reviewFilter: Annotated[str, Choice(list(FILTERS))] = "all"
+    reviewExportImages: bool = True
 
 
 def _isSet(path) -> bool:
@@ -112,18 +119,23 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
         self.ui.trainDemoButton.connect("clicked(bool)", self.onTrainDemoButton)
         self.ui.dependenciesButton.connect("clicked(bool)", self.onDependenciesButton)
+        self.reviewPanel = ReviewPanel(self)  # the Review section: case review, export, loop
+        self.reviewPanel.setup()
         self.initializeParameterNode()
 
     def cleanup(self):
         self.jobTimer.stop()
         if self.jobRunning():
             self.jobSequence.cancel()
+        self.reviewPanel.cleanup()
         self.removeObservers()
 
     def enter(self):
         self.initializeParameterNode()
+        self.reviewPanel.setShortcutsEnabled(True)
 
     def exit(self):
+        self.reviewPanel.setShortcutsEnabled(False)
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -131,6 +143,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                 self.onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event):
+        self.reviewPanel.onSceneClose()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -179,6 +192,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.trainButton.enabled = canTrain
         self.ui.trainButton.toolTip = ("Run the chosen stage(s) in the background" if canTrain
                                        else "Select a manifest and a run folder")
+        self.reviewPanel.onParameterNodeModified()
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -263,7 +277,8 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.jobSequence = JobSequence(self.jobRunner, commands, onStep=self.onJobStep,
                                        onFinished=self.onJobFinished)
         button.text = "Cancel"
-        for other in (self.ui.trainButton, self.ui.trainDemoButton):
+        for other in (self.ui.trainButton, self.ui.trainDemoButton, self.ui.reviewPredictButton,
+                      self.ui.reviewFinetuneButton):
             other.enabled = other is button  # one job at a time; its button cancels it
         self.jobTimer.start()
         self.jobSequence.start()  # a command that cannot start ends at once (onJobFinished)
@@ -297,6 +312,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 else None)
             if folder:
                 self._parameterNode.modelFolder = pathlib.Path(folder)
+        self.reviewPanel.onJobFinished(self._jobButton, state == SUCCEEDED)
         self.onParameterNodeModified()
 
     def onDependenciesButton(self):
@@ -369,6 +385,8 @@ class ParanasalSSLTest(ScriptedLoadableModuleTest):
         self.test_suggestDisplayAndReplace()
         self.setUp()
         self.test_parameterNodeAndWidgets()
+        self.setUp()
+        self.test_reviewCaseSwap()
 
     def test_suggestDisplayAndReplace(self):
         import numpy as np
@@ -404,4 +422,23 @@ class ParanasalSSLTest(ScriptedLoadableModuleTest):
         widget.initializeParameterNode()
         self.assertFalse(widget.ui.applyButton.enabled)
         self.assertIn("Select", widget.ui.applyButton.toolTip)
+        self.delayDisplay("Test passed")
+
+    def test_reviewCaseSwap(self):
+        import tempfile
+
+        from paranasal_ssl.review.session import open_session
+        from ParanasalSSLLib import review
+
+        folder = pathlib.Path(tempfile.mkdtemp())
+        (folder / "cases.csv").write_text(f"image\n{sample_data.phantomFiles('ct')['image']}\n")
+        reviewer = review.CaseReviewer(open_session(folder / "cases.csv", "selftest"))
+        count = slicer.mrmlScene.GetNumberOfNodes()
+        loaded = reviewer.step("first")
+        self.assertIsNotNone(loaded)
+        reviewer.record("left", verdict="anomalous", anomaly_type="polyp", comment="self-test")
+        reviewer.unload()
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)  # nothing leaked
+        again = open_session(folder / "cases.csv", "selftest")
+        self.assertEqual(again.verdict(loaded.caseId, "left").label, 1)  # saved at once
         self.delayDisplay("Test passed")

@@ -20,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "ParanasalSSL"
 MODULE = MODULE_DIR / "ParanasalSSL.py"
+REVIEW_PANEL = MODULE_DIR / "ParanasalSSLLib" / "review_panel.py"  # wires the Review section
 UI = MODULE_DIR / "Resources" / "UI" / "ParanasalSSL.ui"
 SIDES = ("left", "right")
 
@@ -76,7 +77,7 @@ def test_ui_file_is_a_slicer_module_panel(ui, widgets):
     assert top.get("class") == "qMRMLWidget" and top.get("name") == "ParanasalSSL"
     sections = [_property(w, "text") for w in widgets.values()
                 if w.get("class") == "ctkCollapsibleButton"]
-    assert sections == ["Inputs", "Outputs", "Training", "Advanced"]
+    assert sections == ["Inputs", "Outputs", "Review", "Training", "Advanced"]
     declared = {c.findtext("class") for c in ui.iter("customwidget")}
     used = {w.get("class") for w in widgets.values()}
     assert {c for c in used if c.startswith(("ctk", "qMRML"))} <= declared
@@ -89,6 +90,19 @@ def test_every_widget_the_module_uses_exists(moduleSource, widgets):
         used |= {side + pattern for side in SIDES}
     assert used, "the module uses no widgets?"
     assert sorted(used - set(widgets)) == []
+
+
+def test_every_widget_the_review_panel_uses_exists(widgets):
+    if str(MODULE_DIR) not in sys.path:
+        sys.path.insert(0, str(MODULE_DIR))
+    from ParanasalSSLLib import review_panel
+
+    used = set(re.findall(r"self\.ui\.(\w+)", REVIEW_PANEL.read_text()))
+    used |= {side + name for side in SIDES for name in review_panel.SIDE_WIDGETS}
+    assert len(used) > 20 and sorted(used - set(widgets)) == []
+    for side in SIDES:
+        assert widgets[f"{side}TypeComboBox"].get("class") == "QComboBox"
+        assert widgets[f"{side}CommentLineEdit"].get("class") == "QLineEdit"
 
 
 def test_parameter_names_match_the_parameter_node_and_connect(widgets, parameterFields):

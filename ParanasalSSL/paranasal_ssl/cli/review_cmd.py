@@ -12,10 +12,8 @@ import argparse
 from pathlib import Path
 
 from paranasal_ssl.cli.main import add_progress_option
-
-SORTS = ("list", "probability", "uncertainty", "disagreement")
-FILTERS = ("all", "unreviewed", "reviewed", "flagged", "unavailable", "uncertain",
-           "disagreement")
+from paranasal_ssl.review.ordering import FILTERS
+from paranasal_ssl.review.ordering import SORT_KEYS as SORTS
 
 
 def _session_options(p: argparse.ArgumentParser, writes: bool = False) -> None:
