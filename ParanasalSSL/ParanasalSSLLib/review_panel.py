@@ -168,7 +168,11 @@ class ReviewPanel:
         self.record(side, heatmap_on_target=list(ON_TARGET_ITEMS.values())[max(index, 0)])
 
     def onComment(self, side):
-        self.record(side, comment=self.sideWidgets(side)["CommentLineEdit"].text)
+        text = self.sideWidgets(side)["CommentLineEdit"].text
+        loaded = self.reviewer.loaded if self.reviewer else None
+        verdict = self.reviewer.session.verdict(loaded.caseId, side) if loaded else None
+        if text != (verdict.comment if verdict else ""):  # leaving the field is no change
+            self.record(side, comment=text)
 
     def agreeBoth(self):
         for side in SIDES:
@@ -293,8 +297,9 @@ class ReviewPanel:
 
     def onFinetune(self) -> None:
         p = self.params
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        self._finetuned = pathlib.Path(p.trainingRunFolder) / "finetune" / f"review-{stamp}"
+        if not self.widget.jobRunning():  # else this click cancels the running job
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            self._finetuned = pathlib.Path(p.trainingRunFolder) / "finetune" / f"review-{stamp}"
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning."):
             self.widget.toggleJobs(lambda: [
                 review.finetuneCommand(p.trainingRunFolder, self.labelsCsv,

@@ -311,7 +311,7 @@ def open_session(case_list: Union[CaseList, str, Path], reader: Optional[str] = 
     if data is not None and reader and reader_slug(reader) != reader_slug(data["reader"]):
         raise InputError(path, f"this session belongs to reader {data['reader']!r}",
                          field="reader", expected=f"the session file of {reader!r}")
-    if data is None and not read_only:
+    if not read_only:
         check_writable_dir(path.parent)  # fail before any review work is done
     name = reader or (data or {}).get("reader") or ""
     reader_slug(name)
