@@ -30,7 +30,10 @@ def _session_options(p: argparse.ArgumentParser, writes: bool = False) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("review", help="case review without Slicer: status, list, record, "
-                       "export labels", description=__doc__.split("\n\n")[1],
+                       "export labels", description="Case review without Slicer, on the "
+                       "session the Slicer module writes (<list>.review-<reader>.json next to "
+                       "the case list): status, list, record a verdict, export labels for "
+                       "`finetune --labels`, and write a `predict` manifest for the list.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     rsub = p.add_subparsers(dest="review_command", metavar="ACTION")
     rsub.required = True
