@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
+from helpers.images import write_dicom_series
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SinusROI
 from paranasal_ssl.review.case_list import open_case_list
@@ -76,8 +77,10 @@ def test_case_lists_from_a_manifest_and_from_a_folder(review_dir):
     assert cases.case("c4").rois == {} and cases.case("c4").sides == ("left", "right")
     assert "not found" in cases.case("c2").problem and cases.case("c0").available
     assert cases.session_path("Dr. Smith").name == "cases.review-Dr_Smith.json"
+    write_dicom_series(sitk.Image(6, 6, 3, sitk.sitkInt16), review_dir / "scans" / "d5")
     folder = open_case_list(review_dir / "scans")
-    assert folder.ids == ["c0", "c1", "c3", "c4"] and folder.kind == "folder"
+    assert folder.ids == ["c0", "c1", "c3", "c4", "d5"] and folder.kind == "folder"
+    assert folder.case("d5").image.is_dir() and folder.case("d5").available
     assert folder.session_path("jo") == review_dir / "scans.review-jo.json"
     assert folder.fingerprint() != cases.fingerprint()
 
