@@ -17,7 +17,7 @@ import slicer
 from paranasal_ssl.geometry import SIDES
 from paranasal_ssl.review.ordering import FILTERS, SORT_KEYS  # noqa: F401 (parameter choices)
 from paranasal_ssl.review.verdicts import READER_TYPES
-from ParanasalSSLLib import review
+from ParanasalSSLLib import results, review
 
 # Per-side widgets are named f"{side}{name}" in the .ui (checked by the UI contract test).
 SIDE_WIDGETS = ("ReviewSideLabel", "AgreeButton", "NormalButton", "AnomalousButton",
@@ -138,8 +138,8 @@ class ReviewPanel:
             p.inputVolume = loaded.scanNode
             p.leftRoi, p.rightRoi = loaded.roiNodes.get("left"), loaded.roiNodes.get("right")
             self.widget.logic.results = loaded.results
-            if loaded.results is not None:
-                self.widget.showSummary(loaded.results)
+            # a case without prediction clears the Outputs section ("-")
+            self.widget.showSummary(loaded.results or results.AnalysisResults(loaded.scanNode))
         self.ui.reviewStatusLabel.text = "" if loaded is not None else endMessage
         self.refresh()
 
