@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Union
 
-from paranasal_ssl.atomic import check_writable_dir, write_text
+from paranasal_ssl.atomic import atomic_path, check_writable_dir, write_text
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.progress import Progress
 from paranasal_ssl.review.session import ReviewSession
@@ -66,7 +67,8 @@ def write_report(session: ReviewSession, out_html: Union[str, Path],
     cases = session.case_list.cases
     with Progress("report", total=len(cases), unit="case") as progress:
         for case in cases:
-            body.append(_case_section(session, case, threshold, opacity, images_dir, result))
+            body.append(_case_section(session, case, threshold, opacity, images_dir, result,
+                                      out_html.parent))
             progress.update(1)
     counts = session.counts()
     head = (f"<h1>{_e(title)}</h1>\n<p>Case list: <code>{_e(session.case_list.source)}</code>"
@@ -87,7 +89,7 @@ def write_report(session: ReviewSession, out_html: Union[str, Path],
 
 
 def _case_section(session: ReviewSession, case, threshold, opacity, images_dir,
-                  result: ReportResult) -> str:
+                  result: ReportResult, out_dir: Path) -> str:
     import SimpleITK as sitk
 
     from paranasal_ssl.review.slices import looks_like_ct, side_figure_png
@@ -134,8 +136,9 @@ def _case_section(session: ReviewSession, case, threshold, opacity, images_dir,
         alt = f"{case.case_id} {side}: axial and coronal slices with heatmap"
         if images_dir is not None:
             name = f"{anchor}-{side}.png"
-            (Path(images_dir) / name).write_bytes(png)
-            src = f"{Path(images_dir).name}/{name}"
+            with atomic_path(Path(images_dir) / name) as tmp:
+                tmp.write_bytes(png)
+            src = Path(os.path.relpath(Path(images_dir) / name, out_dir)).as_posix()
         else:
             src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         out.append(f"<h3>{_e(side)}</h3><img src=\"{_e(src)}\" alt=\"{_e(alt)}\" />")
