@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PARANASAL_PROGRESS", "none")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Test networks are tiny: a second thread gains nothing and, when the machine is busy, OpenMP
+# threads waiting on each other made one training step 25x slower. Subprocesses inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "Testing"))  # test helpers importable as `helpers`
@@ -19,7 +21,7 @@ sys.path.insert(0, str(REPO / "Testing"))  # test helpers importable as `helpers
 def _torch_threads():
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     yield
 
 

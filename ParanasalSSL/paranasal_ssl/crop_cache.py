@@ -116,7 +116,7 @@ def build_crop_set(records: Sequence[SinusRecord], data: DataConfig, cache_dir: 
 
 
 def _run_jobs(jobs, data, folder, keys, n_crops, workers):
-    if workers <= 0 or len(jobs) == 1:
+    if workers <= 1 or len(jobs) == 1:  # a pool of one only adds start-up time
         for image, recs in jobs:
             yield image, _crop_case(image, recs, data, folder, keys, n_crops)
         return
