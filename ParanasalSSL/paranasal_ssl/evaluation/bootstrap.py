@@ -275,3 +275,16 @@ def _nanmean_rows(boot: np.ndarray, picks: np.ndarray) -> np.ndarray:
     n = ok.sum(axis=1)
     total = np.where(ok, vals, 0.0).sum(axis=1)
     return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def metric_on_resamples(y_true: Any, y_score: Any, counts: np.ndarray,
+                        metric: str = "auprc") -> np.ndarray:
+    """``metric`` of one score vector (N,) on every resample of ``counts`` (B, N) -> (B,).
+
+    Lets callers combine several methods and runs on the SAME resamples (e.g. the paired
+    difference of two methods averaged over label draws).
+    """
+    y = np.asarray(y_true)
+    s = np.asarray(y_score, dtype=float)
+    (name, spec), = _normalise(metric).items()
+    return _evaluate(spec, y, s, np.asarray(counts, dtype=float))

@@ -11,7 +11,7 @@ import csv
 import io
 import logging
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -91,13 +91,14 @@ def _validation_subset(val: Sequence[SinusRecord], fraction: float, seed: int
 
 def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = None,
              init: str = "pretext", name: Optional[str] = None, resume: bool = False,
-             set_default: bool = True, records: Optional[Sequence[SinusRecord]] = None
-             ) -> Tuple[FitResult, Path]:
+             set_default: bool = True, records: Optional[Sequence[SinusRecord]] = None,
+             train_seed: Optional[int] = None) -> Tuple[FitResult, Path]:
     """Fine-tune a classifier; returns the fit result and its folder ``RUN/finetune/<name>``.
 
     ``init``: 'pretext' (this run's stage 3), 'random', or a checkpoint path (e.g. a baseline's
     encoder). ``records``: labelled training sinuses to use instead of the run's train split
-    (e.g. labels exported from a review session).
+    (e.g. labels exported from a review session). ``train_seed`` replaces the configured
+    training seed (order, augmentation, dropout), e.g. to vary it with the label draw.
     """
     cfg = run.config
     fraction = cfg.finetune.label_fraction if fraction is None else fraction
@@ -127,7 +128,8 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
     elif init != "random":
         init_sha = load_encoder_weights(model, Path(init), run)
     model = prepare_model(model, device)
-    tcfg = cfg.finetune_train
+    tcfg = cfg.finetune_train if train_seed is None else replace(cfg.finetune_train,
+                                                                  seed=train_seed)
     params = model.head.parameters() if cfg.finetune.freeze_encoder else model.parameters()
 
     def train_step(m, idx, gen):
