@@ -1,0 +1,104 @@
+"""The benchmark's Markdown report: one section per cohort, every number with its CI."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+from paranasal_ssl.benchmarks.protocol import METHOD_TITLES
+from paranasal_ssl.evaluation import format_table
+
+
+def _ci(v, ci) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.3f}"
+
+
+def _msd(row: dict) -> str:
+    if row.get("auprc") is None:
+        return "n/a (" + "; ".join(row.get("skipped", [])[:1])[:60] + ")" if row.get(
+            "skipped") else "n/a"
+    sd = row.get("auprc_sd")
+    text = f"{row['auprc']:.3f}" + (f" +/- {sd:.3f}" if sd is not None else "")
+    return text + f" [{row['auprc_ci'][0]:.2f}, {row['auprc_ci'][1]:.2f}]"
+
+
+def cohort_section(s: dict, headline: float) -> str:
+    fractions = sorted({float(f) for rows in s["methods"].values() for f in rows})
+    lines = [f"## Cohort `{s['cohort']}`", "",
+             f"Test split: {s['n_test_sinuses']} sinuses from {s['n_test_subjects']} subjects, "
+             f"prevalence **{s['prevalence']:.3f}** (the AUPRC of a random score). Cells: mean "
+             "+/- sd over label draws [pooled 95% CI, subjects and draws resampled].", ""]
+    rows = []
+    for method, by_f in s["methods"].items():
+        row = {"method": METHOD_TITLES.get(method, method)}
+        for f in fractions:
+            row[f"{f:.0%} labels"] = _msd(by_f.get(f"{f:g}", {}))
+        rows.append(row)
+    for name, z in s["zero_label"].items():
+        row = {"method": f"{name} (no labels)"}
+        for f in fractions:
+            row[f"{f:.0%} labels"] = _ci(z["auprc"], z["auprc_ci"])
+        rows.append(row)
+    lines += ["### AUPRC", "", format_table(rows, list(rows[0])), ""]
+    h = f"{headline:g}"
+    tta_rows = []
+    for method, by_f in s["methods"].items():
+        r = by_f.get(h, {})
+        if r.get("auprc") is not None:
+            tta_rows.append({"method": METHOD_TITLES.get(method, method),
+                             "AUPRC, crop-averaged": f"{r['auprc']:.3f}",
+                             "AUPRC, single crop": f"{r['auprc_single_crop']:.3f}",
+                             "AUROC": _ci(r.get("auroc"), r.get("auroc_ci"))})
+    if tta_rows:
+        lines += [f"### Test-time crop averaging and AUROC at {headline:.0%} labels", "",
+                  format_table(tta_rows, list(tta_rows[0])), ""]
+    if s["differences"]:
+        lines += ["### Paired differences in AUPRC (mean over draws, 95% CI)", ""]
+        for name, d in s["differences"].items():
+            if d:
+                mark = "CI excludes 0" if d["excludes_zero"] else "CI includes 0"
+                lines.append(f"- {name}: **{d['difference']:+.3f}** [{d['ci'][0]:+.3f}, "
+                             f"{d['ci'][1]:+.3f}] ({mark})")
+        lines.append("")
+    lines += _per_type(s, headline) + _localisation(s)
+    return "\n".join(lines)
+
+
+def _per_type(s: dict, headline: float) -> List[str]:
+    types = sorted({t for v in s["per_type"].values() for t in v})
+    if not types:
+        return []
+    rows = []
+    for method, by_t in s["per_type"].items():
+        row = {"method": METHOD_TITLES.get(method, method)}
+        for t in types:
+            v = by_t.get(t, {})
+            row[t] = "n/a" if v.get("auprc") is None else f"{v['auprc']:.3f}"
+        rows.append(row)
+    n_pos = {t: next(v[t]["n_pos"] for v in s["per_type"].values() if t in v) for t in types}
+    return [f"### Per anomaly type at {headline:.0%} labels (AUPRC; positives of the type vs "
+            "all normals)", "", "Positives per type: " + ", ".join(f"{t} {n_pos[t]}"
+                                                                  for t in types), "",
+            format_table(rows, list(rows[0])), ""]
+
+
+def _localisation(s: dict) -> List[str]:
+    loc: Dict[str, dict] = s.get("localisation") or {}
+    rows = []
+    for name, v in loc.items():
+        if not v:
+            continue
+        pc = v.get("per_case_mean", {})
+        rows.append({"map": name, "voxel AUPRC": _f(pc.get("voxel_auprc")),
+                     "best Dice": _f(pc.get("best_dice")),
+                     "pointing game": _f(pc.get("pointing_hit_rate")),
+                     "FP volume in normals (mL)": _f(pc.get("fp_volume_ml_normals"))})
+    if not rows:
+        return []
+    return ["### Localisation on anomalous test sinuses (per-case means, inside the ROI box)", "",
+            format_table(rows, list(rows[0])), ""]
+
+
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"

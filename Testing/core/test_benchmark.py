@@ -1,0 +1,66 @@
+"""The benchmark end to end on a tiny configuration, its resumability, and its statistics."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from helpers.tiny import TINY_OVERRIDES
+from paranasal_ssl.benchmarks.aggregate import paired_difference
+from paranasal_ssl.benchmarks.protocol import make_plan
+from paranasal_ssl.benchmarks.reference_scores import central_box
+from paranasal_ssl.benchmarks.runner import run_benchmark
+
+
+def test_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_cohort):
+    plan = make_plan("cpu-small", fractions=[0.5, 1.0], seeds=[0, 1],
+                     methods=["residual-pretext", "byol", "random-init"],
+                     overrides=TINY_OVERRIDES, manifests={"tiny": str(tiny_cohort)})
+    plan.n_boot = 50
+    out = tmp_path / "bench"
+    results = run_benchmark(out, plan, device="cpu", workers=1)
+    s = results["cohorts"][0]
+    assert s["cohort"] == "tiny" and 0 < s["prevalence"] < 1
+    for method in plan.methods:
+        for f in ("0.5", "1"):
+            row = s["methods"][method][f]
+            assert row["n_runs"] + len(row["skipped"]) == 2
+            if row["n_runs"]:
+                assert 0 <= row["auprc"] <= 1 and row["auprc_ci"][0] <= row["auprc_ci"][1]
+    assert set(s["zero_label"]) == {"zero-label residual", "intensity (non-air fraction)"}
+    assert (out / s["figure"]).stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert "prevalence" in report and "BYOL" in report and "residual pretext" in report
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["code_version"] and saved["environment"]["processor"]
+    assert saved["plan"]["seeds"] == [0, 1]
+    # a second run reads every finished cell back instead of training again
+    cells = sorted((out / "cells" / "tiny").rglob("*.json"))
+    stamps = [c.stat().st_mtime_ns for c in cells]
+    t = time.perf_counter()
+    again = run_benchmark(out, plan, device="cpu", workers=1)
+    assert time.perf_counter() - t < 30
+    assert [c.stat().st_mtime_ns for c in cells] == stamps
+    assert again["cohorts"][0]["methods"] == s["methods"]
+
+
+def test_paired_difference_of_a_method_with_itself_is_exactly_zero():
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 20)
+    subjects = np.repeat(np.arange(20), 2)
+    a = rng.random((3, 40))
+    d = paired_difference(y, subjects, a, a, n_boot=200)
+    assert d["difference"] == 0 and d["ci"] == [0.0, 0.0] and not d["excludes_zero"]
+    better = np.stack([y + 0.1 * rng.random(40) for _ in range(3)])
+    d = paired_difference(y, subjects, better, a, n_boot=200)
+    assert d["difference"] > 0.3 and d["excludes_zero"]
+
+
+def test_central_box_keeps_the_middle_half_of_each_axis():
+    box = np.zeros((10, 12, 8), bool)
+    box[2:10, 0:12, 2:6] = True
+    inner = central_box(box)
+    idx = np.argwhere(inner)
+    assert idx.min(0).tolist() == [4, 3, 3] and idx.max(0).tolist() == [7, 8, 4]
