@@ -18,6 +18,7 @@ from paranasal_ssl.crop_cache import jitter_offsets
 from paranasal_ssl.crops import extract_crop, normalise, paste, roi_box_mask, uncrop
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SinusROI, check_side, lps_to_ras
+from paranasal_ssl.modality import detect_modality
 from paranasal_ssl.model_bundle import ModelBundle, load_model
 from paranasal_ssl.residual_maps import crop_scores, global_rescale, residual_of
 from paranasal_ssl.training.device import to_input
@@ -78,13 +79,6 @@ def classify_call(p: float, band: Tuple[float, float]) -> str:
     """'normal' below the band, 'anomalous' above it, 'uncertain' inside it."""
     lo, hi = band
     return "normal" if p < lo else ("anomalous" if p > hi else "uncertain")
-
-
-def detect_modality(image: sitk.Image) -> str:
-    """'ct' if the scan holds air-like values below -500 (HU), else 'mri' (a cheap subsample)."""
-    a = sitk.GetArrayViewFromImage(image)
-    sub = a[:: max(1, a.shape[0] // 16), ::4, ::4]
-    return "ct" if float(np.percentile(sub, 1)) < -500 else "mri"
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from paranasal_ssl.geometry import RAS_TO_LPS, SinusROI
+from paranasal_ssl.modality import detect_modality
 
 CT_AIR_HU = -400.0
 MRI_DARK_FRACTION = 0.3  # of the head's median intensity
@@ -69,13 +70,6 @@ class RoiSuggestion:
         return self.confidence != "high"
 
 
-def guess_modality(image: sitk.Image) -> str:
-    """'ct' if the image holds Hounsfield-like air (a few % of voxels below -900), else 'mri'."""
-    a = sitk.GetArrayViewFromImage(image)
-    sample = a.ravel()[:: max(1, a.size // 200000)]
-    return "ct" if np.mean(sample < -900) > 0.02 else "mri"
-
-
 def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: float = 1.5,
                  margin_mm: float = 5.0, midline_band_mm: float = 12.0) -> RoiSuggestion:
     """Left and right maxillary-sinus ROIs (``SinusROI``, RAS mm) for ``image``.
@@ -83,7 +77,7 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
     The boxes are aligned with the head: their axes follow the head's yaw (rotation about the
     superior axis) estimated from the shape of the head.
     """
-    modality = modality or guess_modality(image)
+    modality = modality or detect_modality(image)
     frame = _head_frame(image, modality, grid_mm)
     array = frame.resample(image)
     head = _head_mask(array, modality)

@@ -11,7 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 from paranasal_ssl.datasets.cranium import find_cranium, load_cranium
-from paranasal_ssl.roi_suggest import guess_modality, suggest_rois
+from paranasal_ssl.modality import detect_modality
+from paranasal_ssl.roi_suggest import suggest_rois
 from ParanasalSSLLib import mrml_bridge as bridge
 
 FLIP = np.diag([-1.0, -1.0, 1.0])
@@ -35,7 +36,7 @@ def _index(image, roi):
 
 def test_both_sinuses_are_found_in_the_real_ct(cranium, craniumSuggestion):
     s = craniumSuggestion
-    assert guess_modality(cranium) == "ct"
+    assert detect_modality(cranium) == "ct"
     assert s.confidence == "high" and s.method == "ct-air-cavities" and not s.low_confidence
     array = sitk.GetArrayViewFromImage(cranium)
     for side in ("left", "right"):
@@ -92,7 +93,7 @@ def test_mri_like_contrast_uses_dark_cavities_and_says_low_confidence(cranium,
     mri = (mri + np.random.default_rng(0).normal(0, 15, mri.shape)).astype(np.float32)
     image = sitk.GetImageFromArray(mri)
     image.CopyInformation(cranium)
-    assert guess_modality(image) == "mri"
+    assert detect_modality(image) == "mri"
     s = suggest_rois(image)
     assert s.method in ("mri-dark-cavities", "one-side-mirrored") and s.low_confidence
     assert any("MRI" in n or "mirror" in n for n in s.notes)

@@ -1,0 +1,55 @@
+"""One modality rule for prediction and ROI suggestion: CT and MRI phantoms, the real head CT,
+the same head in MRI-like contrast, and a tight crop of the CT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from paranasal_ssl import inference, roi_suggest
+from paranasal_ssl.datasets.cranium import find_cranium, load_cranium
+from paranasal_ssl.modality import air_fraction, detect_modality
+from paranasal_ssl.phantom import preset
+from paranasal_ssl.phantom.cohort import build_case
+from paranasal_ssl.scan_io import image_from_array
+
+
+@pytest.fixture(scope="module")
+def cranium() -> sitk.Image:
+    path = find_cranium()
+    assert path is not None, "real head CT missing: run scripts/fetch_cranium.sh"
+    return load_cranium(path)
+
+
+def _phantom(modality: str, sequence: str = "flair") -> sitk.Image:
+    cfg = preset("easy")
+    cfg.modality = modality
+    cfg.mri.sequence = sequence
+    case = build_case(cfg, 1)
+    g = case.geometry
+    return image_from_array(case.image, g.spacing, g.origin, g.direction_flat())
+
+
+def test_prediction_and_roi_suggestion_share_one_detector():
+    assert inference.detect_modality is detect_modality
+    assert roi_suggest.detect_modality is detect_modality
+    assert not hasattr(roi_suggest, "guess_modality")
+
+
+@pytest.mark.parametrize("modality,sequence", [("ct", "flair"), ("mri", "flair"),
+                                               ("mri", "t1"), ("mri", "t2")])
+def test_phantoms(modality, sequence):
+    assert detect_modality(_phantom(modality, sequence)) == modality
+
+
+def test_the_real_head_ct_its_mri_like_contrast_and_a_tight_crop(cranium):
+    assert detect_modality(cranium) == "ct" and air_fraction(cranium) > 0.3
+    hu = sitk.GetArrayFromImage(cranium)
+    mri = np.select([hu < -400, hu < -30, hu < 200], [5.0, 700.0, 400.0], 60.0)
+    mri = (mri + np.random.default_rng(0).normal(0, 15, mri.shape)).astype(np.float32)
+    image = sitk.GetImageFromArray(mri)
+    image.CopyInformation(cranium)
+    assert detect_modality(image) == "mri" and air_fraction(image) == 0.0
+    # the sinus region alone (slices 14-30, facial half): still plenty of air
+    assert detect_modality(cranium[80:180, 150:220, 14:30]) == "ct"
