@@ -35,6 +35,10 @@ def register(sub) -> None:
                    help="left sinus box: R A S [size_R size_A size_S]")
     p.add_argument("--roi-right", type=float, nargs="+", metavar="MM",
                    help="right sinus box: R A S [size_R size_A size_S]")
+    for side in ("left", "right"):
+        p.add_argument(f"--roi-{side}-axes", type=float, nargs=9, metavar="V",
+                       help=f"rotated {side} box: its three axes as RAS unit vectors, one after "
+                       "the other (x: R A S, y: R A S, z: R A S); sizes are along these axes")
     p.add_argument("--sides", choices=("both", "left", "right"), default="both",
                    help="which sides to analyse")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -52,17 +56,22 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def parse_roi(values: Optional[List[float]], side: str):
+def parse_roi(values: Optional[List[float]], side: str, axes: Optional[List[float]] = None):
     from paranasal_ssl.errors import InputError
     from paranasal_ssl.geometry import SinusROI
 
     if values is None:
+        if axes is not None:
+            raise InputError(None, "axes without a box", field=f"--roi-{side}-axes",
+                             expected=f"--roi-{side} R A S [sizes] as well")
         return None
     if len(values) not in (3, 6):
         raise InputError(None, f"{len(values)} numbers given", field=f"--roi-{side}",
                          expected="3 (centre R A S) or 6 (centre and size) in millimetres")
     size = values[3:] if len(values) == 6 else DEFAULT_ROI_SIZE
-    return SinusROI.from_values(values[:3], size, source="command line", field_name=f"roi-{side}")
+    columns = None if axes is None else [list(v) for v in zip(*[axes[0:3], axes[3:6], axes[6:9]])]
+    return SinusROI.from_values(values[:3], size, columns, source="command line",
+                                field_name=f"roi-{side}")
 
 
 def run(args) -> int:
@@ -75,7 +84,7 @@ def run(args) -> int:
     if args.image:
         rois = {}
         for side in ("left", "right"):
-            roi = parse_roi(getattr(args, f"roi_{side}"), side)
+            roi = parse_roi(getattr(args, f"roi_{side}"), side, getattr(args, f"roi_{side}_axes"))
             wanted = args.sides in ("both", side)
             if wanted and roi is None:
                 other = "right" if side == "left" else "left"
