@@ -1,4 +1,5 @@
-"""Shared pytest setup: small, deterministic threads so the suite behaves the same in CI."""
+"""Shared pytest setup: small, deterministic threads so the suite behaves the same in CI, and
+the tiny phantom cohort and trained run that several suites (core, MRML) use, made once."""
 
 from __future__ import annotations
 
@@ -34,3 +35,27 @@ def repo_root() -> Path:
 def python_exe() -> str:
     """The interpreter running the tests (the project's venv), for real subprocess runs."""
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory):
+    """14 CT phantom cases at 2 mm (both classes in every split)."""
+    from helpers.tiny import synth
+
+    return synth(tmp_path_factory.mktemp("cohort"), 14)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_cohort):
+    """A run folder with all four stages trained in the tiny configuration."""
+    from helpers.tiny import TINY_OVERRIDES
+    from paranasal_ssl.stages.cae_stage import train_cae
+    from paranasal_ssl.stages.finetune_stage import finetune
+    from paranasal_ssl.stages.pretext_stage import pretrain
+    from paranasal_ssl.stages.run import open_run
+
+    run = open_run(tmp_path_factory.mktemp("run") / "run", manifest=tiny_cohort,
+                   profile="cpu-small", overrides=TINY_OVERRIDES, device="cpu", workers=1)
+    results = {"cae": train_cae(run), "pretext": pretrain(run)}
+    results["finetune"], results["finetune_dir"] = finetune(run, 1.0, 0, "pretext")
+    return run, results
