@@ -299,7 +299,8 @@ def _shItem(shNode, node) -> int:
 
 
 def removeNodes(nodes: Iterable) -> None:
-    """Remove nodes with their display and storage nodes (as the Slicer application does)."""
+    """Remove nodes with their display and storage nodes and their subject-hierarchy items (as
+    the Slicer application does; without it the items would stay behind, empty)."""
     for node in nodes:
         if node is None or node.GetScene() is None:
             continue
@@ -309,7 +310,37 @@ def removeNodes(nodes: Iterable) -> None:
                                  ("GetNumberOfStorageNodes", "GetNthStorageNode")):
             if hasattr(node, getCount):
                 attached += [getattr(node, getNth)(i) for i in range(getattr(node, getCount)())]
+        _removeShItem(node)
         scene.RemoveNode(node)
         for other in attached:
             if other is not None and other.GetScene() is not None:
                 scene.RemoveNode(other)
+
+
+def _removeShItem(node) -> None:
+    """Remove the node's subject-hierarchy item, if it has one. Child items of other nodes move
+    up to the item's parent; child items without a node (e.g. segments) go with it."""
+    shNode = node.GetScene().GetSubjectHierarchyNode()
+    item = shNode.GetItemByDataNode(node) if shNode is not None else 0
+    if not item or item == shNode.GetInvalidItemID():
+        return
+    parent = shNode.GetItemParent(item)
+    children = vtk.vtkIdList()
+    shNode.GetItemChildren(item, children)
+    for index in range(children.GetNumberOfIds()):
+        child = children.GetId(index)
+        if shNode.GetItemDataNode(child) is not None:
+            shNode.SetItemParent(child, parent)
+    shNode.RemoveItem(item, False, True)  # keep the node: the caller removes it
+
+
+def removeFolderIfEmpty(scene, folderItem: int) -> bool:
+    """Remove the subject-hierarchy folder ``folderItem`` if nothing is left in it."""
+    shNode = scene.GetSubjectHierarchyNode()
+    if folderItem == shNode.GetInvalidItemID() or shNode.GetItemDataNode(folderItem) is not None:
+        return False
+    children = vtk.vtkIdList()
+    shNode.GetItemChildren(folderItem, children)
+    if children.GetNumberOfIds():
+        return False
+    return bool(shNode.RemoveItem(folderItem))

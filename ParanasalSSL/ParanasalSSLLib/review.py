@@ -17,7 +17,6 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import slicer
-import vtk
 
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SIDES, SinusROI
@@ -140,22 +139,13 @@ class CaseReviewer:
         if self.loaded is not None:
             self.syncRois()
         shNode = self.scene.GetSubjectHierarchyNode()
-        folders = set()
         owned = self.ownedNodes()
-        for node in owned:
-            item = shNode.GetItemByDataNode(node)
-            if item != shNode.GetInvalidItemID():
-                parent = shNode.GetItemParent(item)
-                if shNode.GetItemName(parent) == results.FOLDER_NAME:
-                    folders.add(parent)
-                # the item goes first: without the application nothing removes it with the node
-                shNode.RemoveItem(item, False, False)
-        mrml_bridge.removeNodes(owned)
-        for folder in folders:
-            children = vtk.vtkIdList()
-            shNode.GetItemChildren(folder, children)
-            if children.GetNumberOfIds() == 0:
-                shNode.RemoveItem(folder)
+        items = [shNode.GetItemByDataNode(node) for node in owned]
+        parents = {shNode.GetItemParent(i) for i in items if i != shNode.GetInvalidItemID()}
+        folders = [p for p in parents if shNode.GetItemName(p) == results.FOLDER_NAME]
+        mrml_bridge.removeNodes(owned)  # with their subject-hierarchy items
+        for folder in folders:  # the results folder made for the case
+            mrml_bridge.removeFolderIfEmpty(self.scene, folder)
         self.loaded = None
 
     # -- ROIs and verdicts --------------------------------------------------------------------

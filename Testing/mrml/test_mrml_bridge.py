@@ -208,3 +208,34 @@ def test_remove_nodes_leaves_nothing_behind(slicerApp, obliqueFile):
     assert slicer.mrmlScene.GetNumberOfNodes() > before
     bridge.removeNodes([heat, seg])
     assert slicer.mrmlScene.GetNumberOfNodes() == before
+
+
+def _shItems(scene) -> int:
+    sh = scene.GetSubjectHierarchyNode()
+    ids = vtk.vtkIdList()
+    sh.GetItemChildren(sh.GetSceneItemID(), ids, True)
+    return ids.GetNumberOfIds()
+
+
+def test_removed_nodes_take_their_subject_hierarchy_items_along(slicerApp, obliqueFile):
+    """Without the application nothing removes a node's item with the node: removeNodes does,
+    keeping other nodes' items that sat below it and dropping node-less ones (segments)."""
+    scan = _loadWithSlicerReader(slicerApp, obliqueFile)
+    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+    folder = bridge.resultsFolderItem(scan, "results")
+    baseline = _shItems(slicer.mrmlScene)
+    for _ in range(3):  # repeated: the item count comes back to the same number each time
+        heat = bridge.addVolumeLike(scan, np.zeros((20, 30, 40), np.float32), "heat")
+        other = bridge.addVolumeLike(scan, np.zeros((20, 30, 40), np.float32), "other")
+        bridge.placeInFolder([heat], folder)
+        heatItem = sh.GetItemByDataNode(heat)
+        sh.SetItemParent(sh.CreateItem(sh.GetSceneItemID(), other), heatItem)
+        sh.CreateFolderItem(heatItem, "a node-less child")
+        assert _shItems(slicer.mrmlScene) == baseline + 3
+        bridge.removeNodes([heat])
+        assert sh.GetItemParent(sh.GetItemByDataNode(other)) == folder  # moved up, kept
+        bridge.removeNodes([other])
+        assert _shItems(slicer.mrmlScene) == baseline
+    assert not bridge.removeFolderIfEmpty(slicer.mrmlScene, sh.GetItemParent(folder))
+    assert bridge.removeFolderIfEmpty(slicer.mrmlScene, folder)
+    assert _shItems(slicer.mrmlScene) == baseline - 1
