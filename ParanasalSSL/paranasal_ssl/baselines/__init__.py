@@ -4,7 +4,8 @@ residual method; see :func:`paranasal_ssl.baselines.train.pretrain_baseline`.
 
 Each method is an ``nn.Module`` with an ``encoder`` (:class:`ResNetEncoder3D`, the part kept
 for fine-tuning), ``n_views`` (crops per sinus per step), ``loss(views, gen) -> (loss,
-embedding)`` with ``views`` a list of ``(B, 1, S, S, S)`` batches and ``embedding`` ``(B, d)``
+embeddings)`` with ``views`` a list of ``(B, 1, S, S, S)`` batches and ``embeddings`` a dict of
+``(B, d)`` tensors ("encoder": pooled features, "projection" where the method has a projector)
 for the collapse statistics, ``settings()`` (a description for the run's records) and,
 optionally, ``after_step(steps_done, total_steps)`` run after each optimiser step.
 """

@@ -57,19 +57,19 @@ class BYOL(nn.Module):
         return [(self.encoder, self.target_encoder), (self.projector, self.target_projector)]
 
     def loss(self, views: List[torch.Tensor], gen: Optional[torch.Generator] = None
-             ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``views``: two ``(B, 1, S, S, S)`` batches -> (symmetric BYOL loss, ``(B, 128)``
-        online projections of the first view)."""
+             ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """``views``: two ``(B, 1, S, S, S)`` batches -> (symmetric BYOL loss, first view's
+        ``(B, C)`` pooled features and ``(B, 128)`` online projections)."""
         x1, x2 = views
-        z1 = self.projector(self.encoder.pooled(x1))  # views separately, as BYOL's reference
-        z2 = self.projector(self.encoder.pooled(x2))
+        h1 = self.encoder.pooled(x1)  # views separately, as BYOL's reference
+        z1, z2 = self.projector(h1), self.projector(self.encoder.pooled(x2))
         q1, q2 = self.predictor(z1), self.predictor(z2)
         with torch.no_grad():  # stop-gradient: the target is only moved by the EMA
             t1 = self.target_projector(self.target_encoder.pooled(x1))
             t2 = self.target_projector(self.target_encoder.pooled(x2))
         # 2 - 2 cos = squared distance of the L2-normalised vectors
         loss = (2 + 2 * negative_cosine(q1, t2)) + (2 + 2 * negative_cosine(q2, t1))
-        return loss, z1
+        return loss, {"encoder": h1, "projection": z1}
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:

@@ -68,7 +68,7 @@ class MaskedImageModel(nn.Module):
         self._pooled = feats[-1].mean(dim=(2, 3, 4)).detach()
 
     def loss(self, views: List[torch.Tensor], gen: Optional[torch.Generator] = None
-             ) -> Tuple[torch.Tensor, torch.Tensor]:
+             ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """``views``: one ``(B, 1, S, S, S)`` batch; masks drawn with ``gen`` -> (masked MSE,
         ``(B, C)`` pooled encoder features of the masked input)."""
         x = views[0]
@@ -76,7 +76,7 @@ class MaskedImageModel(nn.Module):
         mask = mask.to(x.device)
         visible = torch.where(mask, self.mask_token.to(x.dtype), x)
         pred = self.net(visible)
-        return masked_mse(pred, x, mask), self._pooled
+        return masked_mse(pred, x, mask), {"encoder": self._pooled}
 
     def settings(self) -> Dict[str, object]:
         return {"loss": "MSE on masked voxels", "patch": self.patch,

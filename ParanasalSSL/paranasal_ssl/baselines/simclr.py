@@ -51,12 +51,12 @@ class SimCLR(nn.Module):
         self.proj_dim = proj_dim
 
     def loss(self, views: List[torch.Tensor], gen: Optional[torch.Generator] = None
-             ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``views``: two ``(B, 1, S, S, S)`` batches -> (NT-Xent loss, ``(B, 128)`` projections
-        of the first view for the collapse statistics)."""
-        z = self.projector(self.encoder.pooled(torch.cat(views)))
-        z1, z2 = z.chunk(2)
-        return nt_xent(z1, z2, self.temperature), z1
+             ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """``views``: two ``(B, 1, S, S, S)`` batches -> (NT-Xent loss, first view's ``(B, C)``
+        pooled features and ``(B, 128)`` projections, for the collapse statistics)."""
+        h = self.encoder.pooled(torch.cat(views))
+        z1, z2 = self.projector(h).chunk(2)
+        return nt_xent(z1, z2, self.temperature), {"encoder": h[:len(z1)], "projection": z1}
 
     def settings(self) -> Dict[str, object]:
         c = self.encoder.out_channels

@@ -41,14 +41,16 @@ class SimSiam(nn.Module):
         self.predictor = mlp(self.dim, [self.bottleneck], self.dim)
 
     def loss(self, views: List[torch.Tensor], gen: Optional[torch.Generator] = None
-             ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``views``: two ``(B, 1, S, S, S)`` batches -> (SimSiam loss, ``(B, 2C)`` projections
-        of the first view)."""
+             ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """``views``: two ``(B, 1, S, S, S)`` batches -> (SimSiam loss, first view's ``(B, C)``
+        pooled features and ``(B, 2C)`` projections). The projections end in an affine-free
+        batch norm, so in training mode their spread is fixed near 1/sqrt(2C): watch the
+        encoder's for collapse."""
         x1, x2 = views
-        z1 = self.projector(self.encoder.pooled(x1))  # views separately, as SimSiam's reference
-        z2 = self.projector(self.encoder.pooled(x2))
+        h1 = self.encoder.pooled(x1)  # views separately, as SimSiam's reference
+        z1, z2 = self.projector(h1), self.projector(self.encoder.pooled(x2))
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        return simsiam_loss(p1, p2, z1, z2), z1
+        return simsiam_loss(p1, p2, z1, z2), {"encoder": h1, "projection": z1}
 
     def settings(self) -> Dict[str, object]:
         c = self.encoder.out_channels

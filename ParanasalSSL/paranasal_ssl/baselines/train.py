@@ -7,8 +7,9 @@ affine, gamma, blur, noise). Masked image modelling uses one view. Validation: t
 split with views fixed once (crops 0 and 1, augmentations from a fixed seed), in batches of the
 training batch size (NT-Xent depends on the batch), giving ``val_loss`` (the monitored metric)
 and the per-dimension std of the L2-normalised projections and pooled encoder features
-(``val_std_projection``, ``val_std_encoder``; collapse -> 0); ``train_std_projection`` is the
-same statistic on the training batches.
+(``val_std_projection``, ``val_std_encoder``, in evaluation mode; collapse -> 0);
+``train_std_encoder`` and ``train_std_projection`` are the same statistics on the training
+batches (training-mode batch norm), averaged over the epoch.
 
 Budget: ``run.config.pretext_train`` (epochs, batch size, optimiser, schedule), the same for
 every method and for the residual pretext task. ``METHOD_DEFAULTS`` changes a setting for one
@@ -51,11 +52,15 @@ log = logging.getLogger(__name__)
 
 # Per-method departures from the profile's pretext_train, applied only to settings still at
 # their profile value. Epochs, batch size, optimiser and schedule are never changed here: every
-# method gets the residual pretext task's budget.
+# method gets the residual pretext task's budget. The profiles' learning rates already fit:
+# paper = LARS 0.15 at batch 128 = SimCLR's 0.3 x B / 256 (BYOL's 0.2 x B / 256 is close);
+# cpu-small = AdamW 1e-3, with which all four methods learn on 32^3 phantom crops.
 METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "simclr": {},
     "byol": {},
-    "simsiam": {},
+    # SimSiam's weight decay (1e-4) instead of SimCLR's 1e-6 (the paper profile's): decay is part
+    # of what keeps predictor-based, negative-free methods from collapsing (Tian et al. 2021)
+    "simsiam": {"weight_decay": 1e-4},
     "mim": {},
 }
 VAL_SEED = 1_234_567  # fixed validation views and masks: val_loss is comparable across epochs
@@ -118,37 +123,40 @@ def pretrain_baseline(run: Run, method: str, resume: bool = False) -> Tuple[FitR
     val_set = crops_for(run, run.split("val"), "baseline validation", "crops (val)")
     train_x = sinus_tensor(train_set, n)  # (N, n, 1, S, S, S) float16
     device = run.device
-    model = prepare_model(build_baseline(method, cfg.encoder, cfg.data.crop.shape), device)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights: a rerun is identical
+        torch.manual_seed(tcfg.seed)
+        model = build_baseline(method, cfg.encoder, cfg.data.crop.shape)
+    model = prepare_model(model, device)
     val_views = _fixed_val_views(sinus_tensor(val_set, min(2, n)), model.n_views, tcfg.augment)
     log.info("baseline %s: %d training sinuses (%d jittered crops each), %d validation sinuses",
              method, len(train_x), n, len(val_views[0]))
     bs = min(tcfg.batch_size, len(train_x))
-    train_stds: List[float] = []
+    train_stds: Dict[str, List[float]] = {}
 
     def train_step(m, idx, gen):
         views = draw_views(train_x, idx, gen, m.n_views, tcfg.augment, device)
-        loss, emb = m.loss(views, gen)
-        train_stds.append(embedding_std(emb))
+        loss, embeddings = m.loss(views, gen)
+        for key, emb in embeddings.items():
+            train_stds.setdefault(key, []).append(embedding_std(emb))
         return loss
 
     def validate(m):
         gen = torch.Generator().manual_seed(VAL_SEED)  # the same masks every epoch
-        losses, weights, embs, feats = [], [], [], []
+        total, count, projections, feats = 0.0, 0, [], []
         for s in range(0, len(val_views[0]), bs):
             views = [to_input(v[s:s + bs], device) for v in val_views]
-            loss, emb = m.loss(views, gen)
-            losses.append(float(loss))
-            weights.append(len(views[0]))
-            embs.append(emb.float().cpu())
+            loss, embeddings = m.loss(views, gen)
+            total, count = total + float(loss) * len(views[0]), count + len(views[0])
+            if "projection" in embeddings:
+                projections.append(embeddings["projection"].float().cpu())
+            # the unmasked first view for every method: what fine-tuning will see
             feats.append(m.encoder.pooled(views[0]).float().cpu())
-        row = {"val_loss": sum(ls * w for ls, w in zip(losses, weights)) / sum(weights),
-               "val_std_encoder": embedding_std(torch.cat(feats))}
-        if m.n_views > 1:
-            row["val_std_projection"] = embedding_std(torch.cat(embs))
-        if train_stds:
-            key = "train_std_projection" if m.n_views > 1 else "train_std_encoder"
-            row[key] = sum(train_stds) / len(train_stds)
-            train_stds.clear()
+        row = {"val_loss": total / count, "val_std_encoder": embedding_std(torch.cat(feats))}
+        if projections:
+            row["val_std_projection"] = embedding_std(torch.cat(projections))
+        for key, values in sorted(train_stds.items()):  # this epoch's training batches
+            row[f"train_std_{key}"] = sum(values) / len(values)
+        train_stds.clear()
         return row
 
     def after_step(m, steps_done, total_steps):
