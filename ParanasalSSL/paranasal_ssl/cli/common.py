@@ -12,7 +12,9 @@ from paranasal_ssl.training.device import DEVICE_CHOICES
 
 
 def add_run_options(p: argparse.ArgumentParser, creates: bool = False) -> None:
-    p.add_argument("--run", type=Path, required=True,
+    # --run-dir: the same option under another name, for torchrun, whose own parser reads an
+    # abbreviated --run as its --run-path before the command line reaches this one
+    p.add_argument("--run", "--run-dir", dest="run", type=Path, required=True,
                    help="run folder (created on first use; holds config, splits, stage outputs)")
     p.add_argument("--manifest", type=Path,
                    help="cohort manifest CSV" + (" (required for a new run)" if creates else
@@ -38,12 +40,27 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> Run:
-    return open_run(args.run, manifest=args.manifest, profile=args.profile,
-                    overrides=args.overrides, device=args.device, cache_dir=args.cache,
-                    workers=args.workers, threads=args.threads)
+    """Open the run folder; under ``torchrun`` join the process group first (one device per
+    local rank) and let rank 0 create a new run folder before the others open it."""
+    from paranasal_ssl.training import distributed as ddp
+
+    device = ddp.setup(args.device)
+
+    def open_it() -> Run:
+        return open_run(args.run, manifest=args.manifest, profile=args.profile,
+                        overrides=args.overrides, device=device, cache_dir=args.cache,
+                        workers=args.workers, threads=args.threads)
+
+    run = open_it() if ddp.is_main() else None
+    ddp.barrier()
+    return run if run is not None else open_it()
 
 
 def print_fit(stage: str, result, folder: Path) -> None:
+    from paranasal_ssl.training.distributed import is_main
+
+    if not is_main():
+        return
     print(f"{stage}: best epoch {result.best_epoch}/{result.epochs_run} "
           f"(metric {result.best_metric:.5g}), {result.samples_per_second:.1f} samples/s, "
           f"{result.seconds:.0f} s -> {folder}")

@@ -17,7 +17,8 @@ from paranasal_ssl.stages.data import crops_for, flat_tensor, pick_crops, sinus_
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import AugmentConfig, augment
 from paranasal_ssl.training.device import prepare_model, to_input
-from paranasal_ssl.training.loop import FitResult, fit
+from paranasal_ssl.training.distributed import batch_rows, is_main
+from paranasal_ssl.training.loop import FitResult, fit, seeded
 
 log = logging.getLogger(__name__)
 KIND = "cae"
@@ -51,13 +52,15 @@ def train_cae(run: Run, resume: bool = False) -> FitResult:
     log.info("CAE: %d normal training sinuses (%d jittered crops each), %d validation crops",
              len(train), n, len(val))
     device = run.device
-    model = prepare_model(build_cae(cfg.cae, cfg.data.crop.shape), device)
     tcfg = cfg.cae_train
+    with seeded(tcfg.seed):
+        model = prepare_model(build_cae(cfg.cae, cfg.data.crop.shape), device)
 
     def train_step(m, idx, gen):
-        x = to_input(pick_crops(train, idx, gen), device)
+        rows = batch_rows(len(idx))  # this process's share of the global batch (all of it)
+        x = to_input(pick_crops(train, idx, gen, rows), device)
         if tcfg.augment:
-            x, _ = augment(x, None, gen, CAE_AUGMENT)
+            x, _ = augment(x, None, gen, CAE_AUGMENT, rows)
         return F.l1_loss(m(x), x)
 
     def validate(m):
@@ -68,7 +71,8 @@ def train_cae(run: Run, resume: bool = False) -> FitResult:
         return {"val_l1": total / val[:, 0].numel()}
 
     out = run.stage_dir("cae")
-    save_experiment(cfg, out / "config.json", stage="cae", manifest=str(run.manifest))
+    if is_main():
+        save_experiment(cfg, out / "config.json", stage="cae", manifest=str(run.manifest))
     meta = {"architecture": cae_architecture(run), "train_cfg": asdict(tcfg),
             "n_train_sinuses": len(train)}
     return fit(model, cfg=tcfg, run_dir=out, kind=KIND, signature=cae_signature(run), meta=meta,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -11,6 +11,8 @@ from paranasal_ssl.crops import roi_box_mask
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.stages.run import Run
+from paranasal_ssl.training import distributed as ddp
+from paranasal_ssl.training.distributed import BatchRows
 
 
 def n_crops(run: Run) -> int:
@@ -25,6 +27,14 @@ def crops_for(run: Run, records: Sequence[SinusRecord], what: str,
     if not records:
         raise InputError(run.manifest, f"no sinus available for {what}",
                          expected="a manifest whose splits contain such sinuses")
+    if ddp.world_size() > 1:
+        # under torchrun each rank crops its share of the scans into the shared cache first
+        # (a scan's sides stay together: it is read once); then everyone reads the cache
+        images = list(dict.fromkeys(r.image for r in records))
+        mine = set(images[ddp.rank()::ddp.world_size()])
+        build_crop_set([r for r in records if r.image in mine], run.config.data,
+                       run.cache_dir, n_crops(run), workers=run.workers, stage=stage)
+        ddp.barrier()
     crop_set = build_crop_set(records, run.config.data, run.cache_dir, n_crops(run),
                               workers=run.workers, stage=stage)
     if not crop_set.records:
@@ -39,11 +49,14 @@ def sinus_tensor(crop_set: CropSet, n: int) -> torch.Tensor:
     return torch.from_numpy(stacked[:, :, None])
 
 
-def pick_crops(crops: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def pick_crops(crops: torch.Tensor, idx: torch.Tensor, gen: torch.Generator,
+               rows: Optional[BatchRows] = None) -> torch.Tensor:
     """One random jittered crop per sinus: ``crops`` ``(N, n, 1, S, S, S)``, ``idx`` ``(B,)``
     sinus indices -> ``(B, 1, S, S, S)``. An epoch is one pass over sinuses; over epochs every
-    cached jitter is seen."""
+    cached jitter is seen. ``rows``: draw for all of ``idx``, return only these rows (DDP)."""
     which = torch.randint(crops.shape[1], (len(idx),), generator=gen)
+    if rows is not None:
+        idx, which = idx[rows.slice], which[rows.slice]
     return crops[idx, which]
 
 

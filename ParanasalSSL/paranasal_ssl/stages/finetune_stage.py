@@ -41,7 +41,8 @@ from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import augment
 from paranasal_ssl.training.checkpoint import read_checkpoint
 from paranasal_ssl.training.device import prepare_model, to_input
-from paranasal_ssl.training.loop import FitResult, fit
+from paranasal_ssl.training.distributed import batch_rows, is_main
+from paranasal_ssl.training.loop import FitResult, fit, seeded
 from paranasal_ssl.version import code_version
 
 log = logging.getLogger(__name__)
@@ -92,13 +93,15 @@ def _validation_subset(val: Sequence[SinusRecord], fraction: float, seed: int
 def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = None,
              init: str = "pretext", name: Optional[str] = None, resume: bool = False,
              set_default: bool = True, records: Optional[Sequence[SinusRecord]] = None,
-             train_seed: Optional[int] = None) -> Tuple[FitResult, Path]:
+             train_seed: Optional[int] = None, labels_source: Optional[Path] = None
+             ) -> Tuple[FitResult, Path]:
     """Fine-tune a classifier; returns the fit result and its folder ``RUN/finetune/<name>``.
 
     ``init``: 'pretext' (this run's stage 3), 'random', or a checkpoint path (e.g. a baseline's
     encoder). ``records``: labelled training sinuses to use instead of the run's train split
     (e.g. labels exported from a review session). ``train_seed`` replaces the configured
     training seed (order, augmentation, dropout), e.g. to vary it with the label draw.
+    ``labels_source``: the file ``records`` came from, recorded (path and SHA-256) in model.json.
     """
     cfg = run.config
     fraction = cfg.finetune.label_fraction if fraction is None else fraction
@@ -121,7 +124,8 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
              len(train_crops.records), int(pos), len(val_crops.records))
 
     device = run.device
-    model = build_classifier(cfg.encoder, cfg.finetune.head_hidden, cfg.finetune.dropout)
+    with seeded(cfg.finetune_train.seed):
+        model = build_classifier(cfg.encoder, cfg.finetune.head_hidden, cfg.finetune.dropout)
     init_sha = None
     if init == "pretext":
         init_sha = load_encoder_weights(model, run.dir / "pretext" / "best.pt", run)
@@ -135,10 +139,11 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
     def train_step(m, idx, gen):
         if cfg.finetune.freeze_encoder:
             m.encoder.eval()
-        x = to_input(pick_crops(train_x, idx, gen), device)
+        rows = batch_rows(len(idx))  # this process's share of the global batch (all of it)
+        x = to_input(pick_crops(train_x, idx, gen, rows), device)
         if tcfg.augment:
-            x, _ = augment(x, None, gen)
-        y = train_y[idx].to(device)
+            x, _ = augment(x, None, gen, rows=rows)
+        y = train_y[idx[rows.slice]].to(device)
         return F.binary_cross_entropy_with_logits(m(x).float(), y,
                                                   pos_weight=pos_weight.to(device))
 
@@ -151,7 +156,8 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
         return {"val_loss": loss, "val_auprc": math.nan if auprc is None else auprc}
 
     out = run.stage_dir("finetune", name)
-    save_experiment(cfg, out / "config.json", stage="finetune", manifest=str(run.manifest))
+    if is_main():
+        save_experiment(cfg, out / "config.json", stage="finetune", manifest=str(run.manifest))
     meta = {"architecture": encoder_architecture(run), "head": cfg.finetune.head_hidden,
             "train_cfg": asdict(tcfg), "init": init, "label_fraction": fraction,
             "label_seed": seed}
@@ -159,12 +165,14 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
                  meta=meta, n_train=len(train_x), train_step=train_step, validate=validate,
                  monitor="val_loss", mode="min", device=device, resume=resume,
                  stage=f"finetune {name}", params=params)
+    heatmap_scale = load_residual_scale(run)
+    if heatmap_scale is None and (run.dir / "cae" / "best.pt").exists():
+        heatmap_scale = compute_residuals(run).heatmap_scale  # every rank: it may shard
+    if not is_main():  # rank 0 writes the model's records
+        return result, out
     val_prob = predict_crops(model, val_x, t, device)
     threshold = choose_threshold_max_f1(val_y.numpy(), val_prob)
     _write_labels_used(out / "labels_used.csv", train_crops.records, run)
-    heatmap_scale = load_residual_scale(run)
-    if heatmap_scale is None and (run.dir / "cae" / "best.pt").exists():
-        heatmap_scale = compute_residuals(run).heatmap_scale
     write_json(out / "model.json", {
         "name": name, "kind": KIND, "init": init, "init_sha256": init_sha,
         "label_fraction": fraction, "label_seed": seed, "val_fraction": val_fraction,
@@ -173,7 +181,9 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
         "uncertain_band": list(cfg.finetune.uncertain_band),
         "modality": cfg.data.intensity.modality, "best_epoch": result.best_epoch,
         "heatmap_scale": heatmap_scale,
-        "labels_used": "labels_used.csv", "code_version": code_version()})
+        "labels_used": "labels_used.csv", "code_version": code_version(),
+        "labels_file": str(Path(labels_source).resolve()) if labels_source else None,
+        "labels_file_sha256": file_sha256(labels_source) if labels_source else None})
     if set_default:
         write_json(run.dir / "model.json", {"finetune": name})
     return result, out

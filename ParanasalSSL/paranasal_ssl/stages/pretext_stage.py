@@ -27,7 +27,8 @@ from paranasal_ssl.stages.residual_stage import ResidualSet, compute_residuals
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import augment
 from paranasal_ssl.training.device import prepare_model, to_input
-from paranasal_ssl.training.loop import FitResult, fit
+from paranasal_ssl.training.distributed import batch_rows, is_main
+from paranasal_ssl.training.loop import FitResult, fit, seeded
 
 log = logging.getLogger(__name__)
 KIND = "pretext"
@@ -77,7 +78,8 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
     log.info("pretext: %d training sinuses (%d jittered crops each), %d validation crops",
              len(train_x), n, len(val_x))
     device = run.device
-    net = build_pretext(cfg.encoder, cfg.data.crop.shape)
+    with seeded(cfg.pretext_train.seed):
+        net = build_pretext(cfg.encoder, cfg.data.crop.shape)
     # Start the output at the targets' mean: residual targets are mostly zero, and Adam moves
     # a bias by about one learning rate per step, so from logit 0 it would spend thousands of
     # steps learning "mostly nothing" before any anomaly-specific feature.
@@ -88,11 +90,13 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
     tcfg = cfg.pretext_train
 
     def train_step(m, idx, gen):
+        rows = batch_rows(len(idx))  # this process's share of the global batch (all of it)
         which = torch.randint(n, (len(idx),), generator=gen)  # one jittered crop per sinus
+        idx, which = idx[rows.slice], which[rows.slice]
         x = to_input(train_x[idx, which], device)
         y = to_input(train_y[idx, which], device)
         if tcfg.augment:
-            x, y = augment(x, y, gen)
+            x, y = augment(x, y, gen, rows=rows)
         return F.binary_cross_entropy_with_logits(m(x).float(), y)
 
     def validate(m):
@@ -106,8 +110,9 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
         return {"val_bce": total / count, "val_l1": l1 / count}
 
     out = run.stage_dir("pretext")
-    save_experiment(cfg, out / "config.json", stage="pretext", manifest=str(run.manifest),
-                    residuals=str(residuals.folder))
+    if is_main():
+        save_experiment(cfg, out / "config.json", stage="pretext", manifest=str(run.manifest),
+                        residuals=str(residuals.folder))
     meta = {"architecture": encoder_architecture(run), "train_cfg": asdict(tcfg),
             "residuals": residuals.folder.name, "n_train_sinuses": len(train_x)}
     return fit(model, cfg=tcfg, run_dir=out, kind=KIND, signature=encoder_signature(run),

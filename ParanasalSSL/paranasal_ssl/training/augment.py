@@ -16,6 +16,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from paranasal_ssl.training.distributed import BatchRows
+
 
 @dataclass
 class AugmentConfig:
@@ -32,27 +34,42 @@ class AugmentConfig:
 
 
 def augment(x: torch.Tensor, target: Optional[torch.Tensor], gen: torch.Generator,
-            cfg: Optional[AugmentConfig] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+            cfg: Optional[AugmentConfig] = None, rows: Optional[BatchRows] = None
+            ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Augment ``x`` ``(B, 1, D, H, W)`` in [0, 1] and a dense ``target`` of the same size.
 
     ``gen`` is a CPU generator: the random draws do not depend on the device, so a run resumed
     from a checkpoint sees the same augmentations as an uninterrupted one.
+
+    ``rows`` (distributed training): ``x`` holds only rows ``rows.slice`` of a global batch of
+    ``rows.total``. Every random value is then drawn for the whole global batch, in the same
+    order as one process would (including the draws made only when ANY sample of the batch
+    needs them), and these rows keep theirs: each rank augments its samples exactly as the
+    single-process run does.
     """
     cfg = cfg or AugmentConfig()
-    b = x.shape[0]
+    rows = rows or BatchRows(0, x.shape[0], x.shape[0])
+    if rows.size != x.shape[0]:
+        raise ValueError(f"augment: {x.shape[0]} samples for rows {rows}")
+    total, keep, b = rows.total, rows.slice, rows.size
     dev = x.device
 
-    def rand(*shape):
-        return torch.rand(*shape, generator=gen).to(dev)
+    def draw(fn, *shape):
+        """A draw for the global batch; this rank's rows, on the device."""
+        return fn(total, *shape, generator=gen)[keep].to(dev)
 
-    flip = rand(b) < cfg.p_flip
+    # A draw gated by "any sample of the batch needs it" tests the GLOBAL flags (so every rank
+    # consumes the generator as one process does); gates without draws test the local ones.
+    flip_all = torch.rand(total, generator=gen) < cfg.p_flip
+    flip = flip_all[keep].to(dev)
     if flip.any():
         x = torch.where(flip.view(b, 1, 1, 1, 1), x.flip(-1), x)  # axis i = left-right
         if target is not None:
             target = torch.where(flip.view(b, 1, 1, 1, 1), target.flip(-1), target)
-    use_affine = rand(b) < cfg.p_affine
-    if use_affine.any():
-        theta = _random_affine(b, gen, cfg).to(dev)
+    affine_all = torch.rand(total, generator=gen) < cfg.p_affine
+    if affine_all.any():
+        theta = _random_affine(total, gen, cfg)[keep].to(dev)
+        use_affine = affine_all[keep].to(dev)
         eye = torch.eye(3, 4, device=dev).expand(b, 3, 4)
         theta = torch.where(use_affine.view(b, 1, 1), theta, eye)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -61,19 +78,19 @@ def augment(x: torch.Tensor, target: Optional[torch.Tensor], gen: torch.Generato
         if target is not None:
             target = F.grid_sample(target, grid, mode="bilinear", padding_mode="border",
                                    align_corners=False)
-    gamma_on = rand(b) < cfg.p_contrast
-    if gamma_on.any():
+    gamma_all = torch.rand(total, generator=gen) < cfg.p_contrast
+    if gamma_all.any():
         lo, hi = cfg.gamma
-        g = torch.exp(rand(b) * (math.log(hi) - math.log(lo)) + math.log(lo))
-        g = torch.where(gamma_on, g, torch.ones_like(g)).view(b, 1, 1, 1, 1)
+        g = torch.exp(draw(torch.rand) * (math.log(hi) - math.log(lo)) + math.log(lo))
+        g = torch.where(gamma_all[keep].to(dev), g, torch.ones_like(g)).view(b, 1, 1, 1, 1)
         x = x.clamp(0, 1) ** g
-    blur_on = rand(b) < cfg.p_blur
+    blur_on = draw(torch.rand) < cfg.p_blur
     if blur_on.any():
         x = torch.where(blur_on.view(b, 1, 1, 1, 1), _blur(x), x)
-    noise_on = rand(b) < cfg.p_noise
-    if noise_on.any():
-        noise = torch.randn(x.shape, generator=gen).to(dev) * cfg.noise_std
-        x = x + noise * noise_on.view(b, 1, 1, 1, 1)
+    noise_all = torch.rand(total, generator=gen) < cfg.p_noise
+    if noise_all.any():
+        noise = draw(torch.randn, *x.shape[1:]) * cfg.noise_std
+        x = x + noise * noise_all[keep].to(dev).view(b, 1, 1, 1, 1)
     return x.clamp(0.0, 1.0), target
 
 

@@ -5,10 +5,22 @@ Determinism: epoch ``e`` draws its sample order and augmentations from a generat
 ``(seed, e)`` and reseeds torch's global RNG (dropout) the same way, so a run resumed from
 ``last.pt`` after epoch ``e`` continues exactly as the uninterrupted run would (on CPU; some GPU
 kernels are nondeterministic).
+
+Distributed data parallel (``torchrun``, see :mod:`paranasal_ssl.training.distributed`): every
+rank builds the same sample order from the same seeded generator and takes the same global
+batch of ``batch_size`` sinuses; ``train_step`` receives the GLOBAL ``idx``, makes its random
+draws for the whole batch (as one process would) and computes the loss of this rank's rows
+(:func:`~paranasal_ssl.training.distributed.batch_rows`) as a mean over them. The loss is
+weighted by the rows' share so that DDP's gradient average is the global batch's mean gradient
+even when the batch does not divide evenly; batch norm uses global-batch statistics. The
+reported loss is the global mean, validation runs on rank 0 and its metrics are broadcast (every
+rank takes the same early-stopping decision), and only rank 0 writes checkpoints, metrics and
+progress. The 2-process loss trajectory equals the 1-process one within float rounding (tested).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -16,20 +28,22 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 
 from paranasal_ssl.atomic import write_text
 from paranasal_ssl.experiment import TrainConfig
-from paranasal_ssl.progress import Progress, check_cancelled
+from paranasal_ssl.progress import Progress, cancel_requested, check_cancelled, request_cancel
+from paranasal_ssl.training import distributed as ddp
 from paranasal_ssl.training.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from paranasal_ssl.training.device import autocast
 from paranasal_ssl.training.optim import build_optimizer, lr_factor, set_lr
 
 log = logging.getLogger(__name__)
 
-# train_step(model, sample_indices, generator) -> scalar loss tensor
+# train_step(model, sample_indices, generator) -> scalar loss tensor: the mean over this rank's
+# rows of the global batch ``sample_indices`` (all of them in one process)
 TrainStep = Callable[[torch.nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
 Validate = Callable[[torch.nn.Module], Dict[str, float]]
 # after_step(model, steps_done, total_steps): runs after every optimiser step (e.g. BYOL's EMA)
@@ -51,6 +65,15 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Torch's global RNG seeded with ``seed`` inside, restored after: initial weights built
+    here are the same in every run and in every process of a distributed run."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, signature: str,
         meta: Dict[str, Any], n_train: int, train_step: TrainStep, validate: Validate,
         monitor: str, mode: str, device: torch.device, resume: bool = False,
@@ -68,6 +91,12 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
     stage = stage or kind
     optimizer = build_optimizer(params if params is not None else model.parameters(), cfg)
     bs = min(cfg.batch_size, n_train)
+    world, main = ddp.world_size(), ddp.is_main()
+    if bs < world:
+        from paranasal_ssl.errors import ConfigError
+
+        raise ConfigError(None, f"{stage}: a global batch of {bs} cannot be split over {world} "
+                          "processes", field="batch_size", expected=f">= {world} samples")
     # the last partial batch is dropped: batch norm misbehaves on tiny batches
     steps_per_epoch = max(1, n_train // bs)
     if cfg.max_steps_per_epoch:
@@ -83,10 +112,27 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
         optimizer.load_state_dict(ts["optimizer"])
         state.update({k: ts[k] for k in state if k in ts})
         log.info("%s: resuming after epoch %d", stage, state["epoch"] + 1)
-    elif not resume:
+    elif not resume and main:
         for stale in ("last.pt", "best.pt", "metrics.csv"):
             (run_dir / stale).unlink(missing_ok=True)
+    ddp.barrier()  # nobody starts while rank 0 may still be removing stale files
 
+    swapped = ddp.sync_batchnorm(model, device) if world > 1 else []
+    try:
+        return _loop(model, optimizer, state, cfg, run_dir, kind, signature, meta, n_train, bs,
+                     steps_per_epoch, train_step, validate, monitor, sign, device, stage,
+                     after_step)
+    finally:
+        ddp.restore_batchnorm(swapped)
+
+
+def _loop(model, optimizer, state, cfg, run_dir, kind, signature, meta, n_train, bs,
+          steps_per_epoch, train_step, validate, monitor, sign, device, stage, after_step
+          ) -> FitResult:
+    """The epochs of :func:`fit` (see there); ``state`` is fresh or resumed."""
+    world, main = ddp.world_size(), ddp.is_main()
+    last = run_dir / "last.pt"
+    step_model = ddp.TrainView(model, device) if world > 1 else model
     total_steps = cfg.epochs * steps_per_epoch
     with Progress(stage, total=total_steps, unit="step") as progress:
         progress.done = (state["epoch"] + 1) * steps_per_epoch
@@ -96,17 +142,22 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
         while epoch < cfg.epochs and not state["finished"]:
             t0 = time.perf_counter()
             gen = epoch_generator(cfg.seed, epoch)
-            torch.manual_seed(cfg.seed * 100_003 + epoch)
+            # dropout: another stream per rank (rank 0 keeps the one-process seed)
+            torch.manual_seed(cfg.seed * 100_003 + epoch + 7919 * ddp.rank())
             order = torch.randperm(n_train, generator=gen)
             model.train()
             losses = []
             for s in range(steps_per_epoch):
                 idx = order[(s * bs) % n_train:][:bs]
                 set_lr(optimizer, cfg.lr, lr_factor(state["step"], steps_per_epoch, cfg))
-                with autocast(device):
-                    loss = train_step(model, idx, gen)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{stage}: loss became {loss.item()} at epoch "
+                if world > 1:
+                    loss, step_loss = _ddp_step(step_model, train_step, idx, gen, device)
+                else:
+                    with autocast(device):
+                        loss = train_step(model, idx, gen)
+                    step_loss = loss.item()
+                if not math.isfinite(step_loss):
+                    raise FloatingPointError(f"{stage}: loss became {step_loss} at epoch "
                                              f"{epoch + 1}; lower the learning rate")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -115,12 +166,15 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
                 if after_step is not None:
                     after_step(model, state["step"], total_steps)
                 state["samples"] += len(idx)
-                losses.append(loss.item())
+                losses.append(step_loss)
                 progress.update(1, epoch=epoch + 1, loss=losses[-1])
             train_seconds = time.perf_counter() - t0
             model.eval()
-            with torch.no_grad():
-                metrics = validate(model)
+            metrics = None
+            if main:  # the plain module: DDP's forward would wait for the other ranks
+                with torch.no_grad():
+                    metrics = validate(model)
+            metrics = ddp.broadcast_object(metrics)
             row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
                    "lr": optimizer.param_groups[0]["lr"], "seconds": round(train_seconds, 3),
                    **{k: float(v) for k, v in metrics.items()}}
@@ -129,23 +183,26 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
             value = sign * metrics[monitor]
             if value < state["best"] - 1e-12:
                 state.update(best=value, best_epoch=epoch, bad_epochs=0)
-                save_checkpoint(run_dir / "best.pt", model, kind, signature,
-                                {**meta, "epoch": epoch + 1, monitor: metrics[monitor]})
+                if main:
+                    save_checkpoint(run_dir / "best.pt", model, kind, signature,
+                                    {**meta, "epoch": epoch + 1, monitor: metrics[monitor]})
             else:
                 state["bad_epochs"] += 1
             stop = (cfg.patience and state["bad_epochs"] >= cfg.patience
                     and epoch + 1 >= cfg.min_epochs)
             state["epoch"] = epoch
             state["finished"] = bool(stop) or epoch + 1 >= cfg.epochs
-            _write_metrics(run_dir / "metrics.csv", state["history"])
-            save_checkpoint(last, model, kind, signature, {**meta, "epoch": epoch + 1},
-                            training_state={"optimizer": optimizer.state_dict(),
-                                            **{k: state[k] for k in state}})
+            if main:
+                _write_metrics(run_dir / "metrics.csv", state["history"])
+                save_checkpoint(last, model, kind, signature, {**meta, "epoch": epoch + 1},
+                                training_state={"optimizer": optimizer.state_dict(),
+                                                **{k: state[k] for k in state}})
             log.info("%s epoch %d/%d: %s", stage, epoch + 1, cfg.epochs,
                      ", ".join(f"{k}={v:.4g}" for k, v in row.items()
                                if isinstance(v, float)))
             check_cancelled()  # after saving: a cancelled run resumes from this epoch
             epoch += 1
+    ddp.barrier()  # best.pt is complete before any rank reads it
     load_weights(model, run_dir / "best.pt", kind, signature)
     model.eval()
     stopped = state["epoch"] + 1 < cfg.epochs
@@ -153,6 +210,32 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
                      epochs_run=state["epoch"] + 1, stopped_early=stopped,
                      history=state["history"], seconds=state["seconds"],
                      samples_per_second=state["samples"] / max(state["seconds"], 1e-9))
+
+
+def _ddp_step(view: ddp.TrainView, train_step: TrainStep, idx: torch.Tensor,
+              gen: torch.Generator, device: torch.device):
+    """One rank's share of a step: (loss to backpropagate, global mean loss as a float).
+
+    The local mean is scaled by ``rows * world / batch`` so that DDP's average over ranks is the
+    global batch mean (a factor of exactly 1 when the batch divides evenly). The global loss and
+    a cancel request travel in one small all-reduce, so every rank sees the same value (a
+    non-finite loss stops all of them) and a cancel on any rank stops all at the same step.
+    """
+    rows = ddp.batch_rows(len(idx))
+    view.calls = 0
+    with autocast(device), ddp.step_rows(rows):
+        loss = train_step(view, idx, gen)
+    if view.calls == 0:
+        raise RuntimeError("train_step did not call the model (or model.loss): under DDP its "
+                           "gradients would not be averaged over the ranks")
+    share = rows.size / rows.total
+    shared = torch.tensor([loss.detach().float().item() * share, float(cancel_requested())],
+                          dtype=torch.float64)
+    ddp.all_reduce_sum(shared)
+    if shared[1] > 0:
+        request_cancel()
+        check_cancelled()
+    return loss * (share * ddp.world_size()), float(shared[0])
 
 
 def _write_metrics(path: Path, history: List[Dict[str, Any]]) -> None:
