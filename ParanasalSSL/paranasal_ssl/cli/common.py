@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional, Tuple
 
 from paranasal_ssl.cli.main import add_progress_option
 from paranasal_ssl.experiment import PROFILES
@@ -64,3 +65,30 @@ def print_fit(stage: str, result, folder: Path) -> None:
     print(f"{stage}: best epoch {result.best_epoch}/{result.epochs_run} "
           f"(metric {result.best_metric:.5g}), {result.samples_per_second:.1f} samples/s, "
           f"{result.seconds:.0f} s -> {folder}")
+
+
+def add_shard_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--shard", metavar="I/N",
+                   help=f"do share I of N (0-based) of the {what}, for N independent worker "
+                   "processes (e.g. a job array on CPU machines); the last one to finish merges "
+                   "the outputs. Under torchrun the ranks share the work without this option.")
+
+
+def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; None for no sharding."""
+    from paranasal_ssl.errors import ConfigError
+    from paranasal_ssl.training.distributed import launched
+
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise ConfigError(None, f"bad shard {text!r}", field="--shard",
+                          expected="I/N with 0 <= I < N, e.g. 0/4")
+    if launched():
+        raise ConfigError(None, "--shard with torchrun: the ranks already share the work",
+                          field="--shard", expected="one of the two")
+    return i, n

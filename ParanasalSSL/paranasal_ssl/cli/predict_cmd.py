@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from paranasal_ssl.atomic import write_json
+from paranasal_ssl.cli.common import add_shard_option, parse_shard
 from paranasal_ssl.cli.main import add_progress_option
 from paranasal_ssl.training.device import DEVICE_CHOICES
 
@@ -52,6 +55,7 @@ def register(sub) -> None:
     p.add_argument("--allow-modality-mismatch", action="store_true",
                    help="analyse a scan whose modality differs from the model's")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    add_shard_option(p, "manifest's cases")
     add_progress_option(p)
     p.set_defaults(func=run)
 
@@ -78,9 +82,17 @@ def run(args) -> int:
     from paranasal_ssl.atomic import check_writable_dir
     from paranasal_ssl.errors import InputError
     from paranasal_ssl.model_bundle import load_model
+    from paranasal_ssl.training import distributed as ddp
 
+    shard = parse_shard(args.shard)
+    if shard is not None and not args.manifest:
+        raise InputError(None, "--shard splits a manifest's cases", field="--shard",
+                         expected="--manifest with --shard")
+    device = ddp.setup(args.device)  # under torchrun: one device per rank
     check_writable_dir(args.out)
-    bundle = load_model(args.model, args.device)
+    if args.image and not ddp.is_main():
+        return 0  # one scan: rank 0's job
+    bundle = load_model(args.model, device)
     if args.image:
         rois = {}
         for side in ("left", "right"):
@@ -98,7 +110,7 @@ def run(args) -> int:
                   f"{s['region_volume_ml']:.2f} mL, peak at RAS {s['peak_ras']}")
         print(f"written to {args.out}")
         return 0
-    return predict_manifest(args, bundle)
+    return predict_manifest(args, bundle, shard)
 
 
 def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = "") -> dict:
@@ -120,17 +132,63 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
     return summary
 
 
-def predict_manifest(args, bundle) -> int:
-    from paranasal_ssl.atomic import write_text
-    from paranasal_ssl.errors import ParanasalError
+def predict_manifest(args, bundle, shard: Optional[Tuple[int, int]] = None) -> int:
+    """Predict every case of the manifest; with several shards (torchrun ranks, or ``--shard``
+    workers) case ``j`` goes to shard ``j % n``, each shard writes its case folders and its
+    rows to a part file, and the rows are merged in manifest order into the predictions.csv
+    one process would write (rank 0 after all, or the last worker to finish)."""
     from paranasal_ssl.manifest import read_manifest
-    from paranasal_ssl.progress import Progress
+    from paranasal_ssl.training import distributed as ddp
 
     records = read_manifest(args.manifest)
     cases: Dict[str, list] = {}
     for r in records:
         if args.sides in ("both", r.side):
             cases.setdefault(r.case_id, []).append(r)
+    index, count = shard if shard is not None else (ddp.rank(), ddp.world_size())
+    if count == 1:
+        rows, failed = _predict_cases(args, bundle, cases)
+        _write_predictions(args.out, rows)
+        print(f"predicted {len(cases) - failed}/{len(cases)} cases -> {args.out}/predictions.csv")
+        return 0 if failed == 0 else 1
+    mine = {c: cases[c] for c in list(cases)[index::count]}
+    rows, failed = _predict_cases(args, bundle, mine)
+    by_case: Dict[str, list] = {}
+    for row in rows:
+        by_case.setdefault(row["case_id"], []).append(row)
+    write_json(_part(args.out, index, count), by_case)
+    if shard is None:  # torchrun: rank 0 merges once every rank has written its part
+        ddp.barrier()
+        if not ddp.is_main():
+            return 0 if failed == 0 else 1
+    elif not all(_part(args.out, i, count).exists() for i in range(count)):
+        print(f"predict: shard {index}/{count} done ({len(mine) - failed}/{len(mine)} cases); "
+              "the last shard to finish writes predictions.csv")
+        return 0 if failed == 0 else 1
+    try:
+        merged: Dict[str, list] = {}
+        for i in range(count):
+            merged.update(json.loads(_part(args.out, i, count).read_text()))
+    except FileNotFoundError:  # another worker finishing at the same time merged them
+        return 0 if failed == 0 else 1
+    rows = [row for c in cases for row in merged.get(c, [])]
+    _write_predictions(args.out, rows)
+    for i in range(count):
+        _part(args.out, i, count).unlink(missing_ok=True)
+    bad = sum(1 for c in cases if any(row.get("error") for row in merged.get(c, [])))
+    print(f"predicted {len(cases) - bad}/{len(cases)} cases -> {args.out}/predictions.csv")
+    return 0 if bad == 0 else 1
+
+
+def _part(out: Path, index: int, count: int) -> Path:
+    return out / f".predictions-part-{index}-of-{count}.json"
+
+
+def _predict_cases(args, bundle, cases: Dict[str, list]):
+    """(rows of predictions.csv, number of failed cases) for ``cases`` in their order."""
+    from paranasal_ssl.errors import ParanasalError
+    from paranasal_ssl.progress import Progress
+
     rows, failed = [], 0
     with Progress("predict", total=len(cases), unit="case") as progress:
         for case_id, recs in cases.items():
@@ -151,12 +209,16 @@ def predict_manifest(args, bundle) -> int:
                     rows.append({"case_id": case_id, "side": r.side, "image": str(r.image),
                                  "error": str(exc)})
             progress.update(1)
+    return rows, failed
+
+
+def _write_predictions(out: Path, rows: List[dict]) -> None:
+    from paranasal_ssl.atomic import write_text
+
     columns = ["case_id", "side", "image", "probability", "call", "region_volume_ml",
                "residual_score", "peak_ras", "folder", "error"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    write_text(args.out / "predictions.csv", buf.getvalue())
-    print(f"predicted {len(cases) - failed}/{len(cases)} cases -> {args.out}/predictions.csv")
-    return 0 if failed == 0 else 1
+    write_text(out / "predictions.csv", buf.getvalue())

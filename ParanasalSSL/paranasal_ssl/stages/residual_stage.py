@@ -13,7 +13,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from paranasal_ssl.residual_maps import crop_scores, residual_of
 from paranasal_ssl.stages.cae_stage import load_cae
 from paranasal_ssl.stages.data import crops_for, n_crops, roi_masks
 from paranasal_ssl.stages.run import Run
+from paranasal_ssl.training import distributed as ddp
 from paranasal_ssl.training.device import to_input
 from paranasal_ssl.version import code_version
 
@@ -51,20 +52,39 @@ def residual_folder(run: Run) -> Path:
     return run.dir / "residuals" / key
 
 
-def compute_residuals(run: Run, batch_size: int = 16) -> ResidualSet:
-    """Residuals for every sinus of the manifest (all splits); cached. See module docstring."""
+def compute_residuals(run: Run, batch_size: int = 16,
+                      shard: Optional[Tuple[int, int]] = None) -> Optional[ResidualSet]:
+    """Residuals for every sinus of the manifest (all splits); cached. See module docstring.
+
+    Sharding: the sinuses are cut into the batches one process would run, and batch ``j``
+    goes to shard ``j % n``, so every map is computed in the same batch as by one process and
+    the files are byte-identical. Under ``torchrun`` the shards are the ranks: each writes its
+    maps, rank 0 then writes ``scores.csv`` and ``calibration.json`` and every rank returns the
+    whole set. ``shard=(i, n)`` is for independent worker processes (no process group, e.g. a
+    CPU site's job array): each computes its share; the worker that finds every map present
+    when it is done writes the summaries (two that finish together write identical files) and
+    gets the set; the others get None.
+    """
     cfg = run.config
     folder = residual_folder(run)
     folder.mkdir(parents=True, exist_ok=True)
     n = n_crops(run)
     crops = crops_for(run, run.records, "residuals", "crops (all)")
     paths = [folder / f"{record_key(r)}.npy" for r in crops.records]
-    todo = [i for i, p in enumerate(paths) if not p.exists()]
-    if todo:
+    index, count = shard if shard is not None else (ddp.rank(), ddp.world_size())
+    missing = [i for i, p in enumerate(paths) if not p.exists()]
+    ddp.barrier()  # every rank has listed the missing maps before any is written
+    per_batch = max(1, batch_size // n)
+    if count == 1:
+        batches = [missing[s:s + per_batch] for s in range(0, len(missing), per_batch)]
+    else:  # batches of the whole list: the same wherever and whenever a shard starts
+        batches = [[i for i in range(s, min(s + per_batch, len(paths))) if not paths[i].exists()]
+                   for s in range(0, len(paths), per_batch)][index::count]
+        batches = [b for b in batches if b]
+    if batches:
         cae = load_cae(run)
-        with Progress("residuals", total=len(todo), unit="sinus") as progress:
-            for start in range(0, len(todo), max(1, batch_size // n)):
-                chunk = todo[start:start + max(1, batch_size // n)]
+        with Progress("residuals", total=sum(map(len, batches)), unit="sinus") as progress:
+            for chunk in batches:
                 x = torch.from_numpy(np.stack([np.asarray(crops.crops[i][:n]) for i in chunk]))
                 x = to_input(x.reshape(-1, 1, *x.shape[2:]), run.device)
                 r = residual_of(cae, x, cfg.residual).cpu().numpy()
@@ -73,9 +93,20 @@ def compute_residuals(run: Run, batch_size: int = 16) -> ResidualSet:
                     with atomic_path(paths[i]) as tmp:
                         np.save(tmp, r[j], allow_pickle=False)
                 progress.update(len(chunk))
+    rewrite = bool(missing)
+    if shard is not None and count > 1:
+        if not all(p.exists() for p in paths):
+            return None  # another shard still works; the last one writes the summaries
+        rewrite = bool(batches) or not (folder / "scores.csv").exists()
+    ddp.barrier()  # every map is written
     maps = [np.load(p, mmap_mode="r") for p in paths]
-    scores = _scores(run, crops, maps, folder, rewrite=bool(todo))
-    scale = _calibration(run, crops, maps, folder, rewrite=bool(todo))
+    if ddp.is_main():
+        scores = _scores(run, crops, maps, folder, rewrite=rewrite)
+        scale = _calibration(run, crops, maps, folder, rewrite=rewrite)
+    ddp.barrier()  # rank 0 wrote scores.csv and calibration.json
+    if not ddp.is_main():
+        scores = _scores(run, crops, maps, folder, rewrite=False)
+        scale = _calibration(run, crops, maps, folder, rewrite=False)
     return ResidualSet(folder, crops, maps, scores, scale)
 
 
