@@ -38,6 +38,7 @@ def run(args) -> int:
         records = read_manifest(args.labels, require_labels=True)
         r.records = r.records + [x for x in records if x.key not in {y.key for y in r.records}]
     result, out = finetune(r, args.label_fraction, args.label_seed, args.init, args.name,
-                           resume=args.resume, set_default=not args.no_default, records=records)
+                           resume=args.resume, set_default=not args.no_default, records=records,
+                           labels_source=args.labels)
     print_fit("finetune", result, out)
     return 0
