@@ -22,15 +22,20 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from ParanasalSSLLib import analysis, dependencies, heatmap_display, results, sample_data
+from ParanasalSSLLib import analysis, dependencies, results, sample_data
+from ParanasalSSLLib.analysis_panel import AnalysisPanel
 from ParanasalSSLLib.job_runner import RUNNING, SUCCEEDED, JobRunner, JobSequence
+from ParanasalSSLLib.logic import AnalysisLogic
 from ParanasalSSLLib.review_panel import FILTERS, SORT_KEYS, ReviewPanel
-from ParanasalSSLLib.settings import Settings, modelCacheFolder
+from ParanasalSSLLib.settings import Settings
 from ParanasalSSLLib.training import (
     DEVICES,
     STAGE_CHOICES,
+    cachedDemoModel,
     demoCommand,
+    demoFolder,
     modelFolderFromLog,
+    progressText,
     stageCommands,
 )
 
@@ -113,12 +118,11 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.placeLeftRoiButton.connect("clicked(bool)", lambda: self.onPlaceRoi("left"))
         self.ui.placeRightRoiButton.connect("clicked(bool)", lambda: self.onPlaceRoi("right"))
         self.ui.suggestRoisButton.connect("clicked(bool)", self.onSuggestRois)
-        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.ui.jumpToPeakButton.connect("clicked(bool)", self.onJumpToPeak)
-        self.ui.exportResultsButton.connect("clicked(bool)", self.onExportResults)
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
         self.ui.trainDemoButton.connect("clicked(bool)", self.onTrainDemoButton)
         self.ui.dependenciesButton.connect("clicked(bool)", self.onDependenciesButton)
+        self.analysisPanel = AnalysisPanel(self)  # Analyze (background job) and Outputs
+        self.analysisPanel.setup()
         self.reviewPanel = ReviewPanel(self)  # the Review section: case review, export, loop
         self.reviewPanel.setup()
         self.initializeParameterNode()
@@ -127,6 +131,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.jobTimer.stop()
         if self.jobRunning():
             self.jobSequence.cancel()
+        self.analysisPanel.cleanup()
         self.reviewPanel.cleanup()
         self.removeObservers()
 
@@ -143,6 +148,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                 self.onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event):
+        self.analysisPanel.onSceneClose()
         self.reviewPanel.onSceneClose()
         self.setParameterNode(None)
 
@@ -156,8 +162,10 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolume:
                 self._parameterNode.inputVolume = firstVolume
-        if not _isSet(self._parameterNode.modelFolder) and self.settings.modelFolder:
-            self._parameterNode.modelFolder = pathlib.Path(self.settings.modelFolder)
+        if not _isSet(self._parameterNode.modelFolder):
+            remembered = self.settings.modelFolder or cachedDemoModel()  # a demo made earlier
+            if remembered:
+                self._parameterNode.modelFolder = pathlib.Path(remembered)
 
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:
@@ -179,14 +187,11 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.updateDisplay(p.heatmapThreshold, p.heatmapOpacity)
         if _isSet(p.modelFolder) and str(p.modelFolder) != self.settings.modelFolder:
             self.settings.modelFolder = p.modelFolder
-        missing = [what for what, ok in (("a scan", p.inputVolume),
-                                         ("a sinus ROI", p.leftRoi or p.rightRoi),
-                                         ("a model folder", _isSet(p.modelFolder)
-                                          and pathlib.Path(p.modelFolder).is_dir())) if not ok]
-        self.ui.applyButton.enabled = not missing
-        self.ui.applyButton.toolTip = ("Analyze the scan with the model" if not missing
-                                       else "Select " + ", ".join(missing))
+        self.analysisPanel.updateApplyButton()
         self.ui.suggestRoisButton.enabled = bool(p.inputVolume)
+        self.ui.suggestRoisButton.toolTip = (
+            "Find both maxillary sinuses automatically (air cavities beside the nasal cavity); "
+            "check the boxes" if p.inputVolume else "Select a scan first")
         canTrain = _isSet(p.trainingManifest) and _isSet(p.trainingRunFolder)
         if not self.jobRunning():
             self.ui.trainButton.enabled = canTrain
@@ -203,7 +208,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.modules.markups.logic().StartPlaceMode(False)
 
     def onSuggestRois(self):
-        if not self.logic.ensureDependencies(askUser=True):
+        if not self.ensureDependencies():
             return
         with slicer.util.tryWithErrorDisplay("Could not suggest the sinus ROIs.", waitCursor=True):
             p = self._parameterNode
@@ -212,38 +217,9 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.leftRoi, p.rightRoi = nodes["left"], nodes["right"]
             self.ui.roiSuggestionLabel.text = analysis.suggestionText(suggestion)
 
-    def onApplyButton(self):
-        p = self._parameterNode
-        if not self.logic.ensureDependencies(askUser=True):
-            return
-        with slicer.util.tryWithErrorDisplay("Analysis failed.", waitCursor=True):
-            res = self.logic.analyze(p.inputVolume, {"left": p.leftRoi, "right": p.rightRoi},
-                                     p.modelFolder, p.device, p.heatmapThreshold,
-                                     p.heatmapOpacity)
-            self.showSummary(res)
-
     def showSummary(self, res):
-        for side in ("left", "right"):
-            summary = res.sides.get(side)
-            getattr(self.ui, f"{side}ProbabilityLabel").text = (
-                f"{summary.probability:.2f}" if summary else "-")
-            getattr(self.ui, f"{side}BadgeLabel").text = summary.badge if summary else "-"
-            getattr(self.ui, f"{side}VolumeLabel").text = (
-                f"{summary.regionVolumeMl:.2f} mL" if summary else "-")
-        self.ui.jumpToPeakButton.enabled = True
-        self.ui.exportResultsButton.enabled = True
-
-    # -- outputs ----------------------------------------------------------------------------
-
-    def onJumpToPeak(self):
-        self.logic.jumpToStrongestResidual()
-
-    def onExportResults(self):
-        folder = qt.QFileDialog.getExistingDirectory(self.parent, "Export results to")
-        if folder:
-            with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-                written = results.exportResults(self.logic.results, folder)
-                slicer.util.showStatusMessage(f"Wrote {len(written)} files to {folder}", 5000)
+        """Outputs rows for ``res`` (used by the Review section too)."""
+        self.analysisPanel.showResults(res)
 
     # -- training ---------------------------------------------------------------------------
 
@@ -257,8 +233,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                         self.ui.trainButton, "Start training")
 
     def onTrainDemoButton(self):
-        out = modelCacheFolder() / "demo"
-        self.toggleJobs(lambda: [demoCommand(out, self._parameterNode.device)],
+        self.toggleJobs(lambda: [demoCommand(demoFolder(), self._parameterNode.device)],
                         self.ui.trainDemoButton, "Train demo model")
 
     def toggleJobs(self, makeCommands, button, idleText):
@@ -269,7 +244,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.startJobs(makeCommands(), button, idleText)
 
     def startJobs(self, commands, button, idleText):
-        if not self.logic.ensureDependencies(askUser=True):
+        if not self.ensureDependencies():
             return
         self.ui.trainingLogTextEdit.clear()
         self.ui.trainingProgressBar.value = 0
@@ -293,10 +268,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onJobProgress(self, record):
         if record.get("fraction") is not None:
             self.ui.trainingProgressBar.value = int(100 * record["fraction"])
-        metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                            for k, v in (record.get("metrics") or {}).items())
-        self.ui.trainingStatusLabel.text = f"{record.get('stage')}: {record.get('done')}/" \
-                                           f"{record.get('total')} {metrics}"
+        self.ui.trainingStatusLabel.text = progressText(record)
 
     def onJobLog(self, line):
         self.ui.trainingLogTextEdit.appendPlainText(line)
@@ -312,70 +284,35 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 else None)
             if folder:
                 self._parameterNode.modelFolder = pathlib.Path(folder)
+                self.ui.trainingStatusLabel.text = f"Finished; the model folder is now {folder}"
         self.reviewPanel.onJobFinished(self._jobButton, state == SUCCEEDED)
         self.onParameterNodeModified()
 
+    def ensureDependencies(self):
+        """True if every Python package is there; otherwise ask once and install."""
+        return dependencies.ensureInSlicer(askUser=True)
+
     def onDependenciesButton(self):
-        ok = self.logic.ensureDependencies(askUser=True)
+        ok = self.ensureDependencies()
         self.ui.dependenciesLabel.text = "All packages present" if ok else "Packages missing"
 
 
-class ParanasalSSLLogic(ScriptedLoadableModuleLogic):
-    """What the module does, callable without the GUI (Python console, tests)."""
+class ParanasalSSLLogic(ScriptedLoadableModuleLogic, AnalysisLogic):
+    """What the module does, callable without the GUI (Python console, scripts): ``analyze``
+    (in this process), ``analysisJob`` (background process), ``updateDisplay``,
+    ``jumpToStrongestResidual``, ``createRoiNode`` - all in ``ParanasalSSLLib.logic``."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self.results = None  # the last AnalysisResults
+        AnalysisLogic.__init__(self)
 
     def getParameterNode(self):
         return ParanasalSSLParameterNode(super().getParameterNode())
 
-    def createRoiNode(self, side):
-        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode",
-                                                  analysis.roiNodeName(side))
-        node.CreateDefaultDisplayNodes()
-        node.GetDisplayNode().SetSelectedColor(*analysis.ROI_COLORS[side])
-        return node
-
-    def ensureDependencies(self, askUser=True):
-        """True if every Python package is there; otherwise ask once and install."""
-        statuses = dependencies.checkDependencies()
-        if not dependencies.missing(statuses):
-            return True
-        if askUser and not slicer.util.confirmOkCancelDisplay(
-                dependencies.summary(statuses) + "\n\nInstall them now?", "ParanasalSSL"):
-            return False
-        try:
-            with slicer.util.WaitCursor():
-                dependencies.installMissing(statuses, dependencies.slicerPipInstaller,
-                                            dependencies.pyTorchUtilsInstaller())
-        except dependencies.DependencyError as error:
-            slicer.util.errorDisplay(str(error))
-            return False
-        return not dependencies.missing(dependencies.checkDependencies())
-
-    def analyze(self, volumeNode, roiNodes, modelDir, device="auto", threshold=None,
-                opacity=0.6):
-        """Predict with the model in ``modelDir`` and show heatmap, regions and summary."""
-        self.results = analysis.analyzeScan(volumeNode, roiNodes, modelDir, device, threshold,
-                                            opacity)
-        return self.results
-
-    def updateDisplay(self, threshold, opacity):
-        if self.results is not None and self.results.heatmapNode is not None \
-                and self.results.heatmapNode.GetScene() is not None:
-            heatmap_display.setThreshold(self.results.heatmapNode, threshold)
-            heatmap_display.setOpacity(opacity)
-
-    def jumpToStrongestResidual(self):
-        ras = self.results.strongestPeakRas() if self.results else None
-        if ras is not None:
-            heatmap_display.jumpSlicesToRas(ras)
-        return ras
-
 
 class ParanasalSSLTest(ScriptedLoadableModuleTest):
-    """In-Slicer self-test: sample phantom, ROI suggestion, heatmap display, jump, cleanup."""
+    """In-Slicer self-test: sample phantom, ROI suggestion, heatmap display, jump, cleanup,
+    the background analysis with a tiny model trained on the spot, case review."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -387,6 +324,8 @@ class ParanasalSSLTest(ScriptedLoadableModuleTest):
         self.test_parameterNodeAndWidgets()
         self.setUp()
         self.test_reviewCaseSwap()
+        self.setUp()
+        self.test_analyzeSamplePhantom()
 
     def test_suggestDisplayAndReplace(self):
         import numpy as np
@@ -442,3 +381,27 @@ class ParanasalSSLTest(ScriptedLoadableModuleTest):
         again = open_session(folder / "cases.csv", "selftest")
         self.assertEqual(again.verdict(loaded.caseId, "left").label, 1)  # saved at once
         self.delayDisplay("Test passed")
+
+    def test_analyzeSamplePhantom(self):
+        import tempfile
+
+        from ParanasalSSLLib import selftest
+
+        self.delayDisplay("Training a tiny model (background process, under a minute)")
+        report = selftest.runAnalysisSelfTest(tempfile.mkdtemp(prefix="ParanasalSSLTest-"),
+                                              "cpu", idle=slicer.app.processEvents)
+        self.assertEqual(report["problems"], [])
+        self.delayDisplay("Analyze in the module panel turns into Cancel, and cancels")
+        widget = slicer.modules.paranasalssl.widgetRepresentation().self()
+        p = widget._parameterNode
+        p.inputVolume, p.modelFolder = report["nodes"]["scan"], report["model"]
+        p.leftRoi, p.rightRoi = report["nodes"]["leftRoi"], report["nodes"]["rightRoi"]
+        count = slicer.mrmlScene.GetNumberOfNodes()
+        widget.ui.applyButton.click()
+        self.assertEqual(widget.ui.applyButton.text, "Cancel")
+        widget.ui.applyButton.click()
+        widget.analysisPanel.job.wait(10.0, idle=slicer.app.processEvents)
+        self.assertEqual(widget.ui.applyButton.text, "Analyze")
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)  # nothing half-made
+        self.delayDisplay("Test passed")
+

@@ -1,9 +1,17 @@
 """The module's two scan-level actions on MRML nodes: suggest the sinus ROIs, and analyse the
-scan with a trained model (``paranasal_ssl.inference.predict_scan``) into result nodes."""
+scan with a trained model into result nodes; plus what the panel says about both.
+
+The analysis runs in two ways with the same inputs and the same result nodes:
+``analyzeScan`` calls ``paranasal_ssl.inference.predict_scan`` in this process (Slicer's Python
+console, scripts), ``analysis_job.AnalysisJob`` runs ``paranasal_ssl predict`` as a background
+process (the module's Analyze button: Slicer never freezes). Both check the inputs here first and
+build the nodes with ``addPredictionResults``: all of them, or none.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Tuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -11,15 +19,23 @@ from paranasal_ssl.errors import InputError
 from ParanasalSSLLib import mrml_bridge, results
 
 if TYPE_CHECKING:  # scipy (through roi_suggest) may not be installed when the module loads
+    import SimpleITK as sitk
+
+    from paranasal_ssl.geometry import SinusROI
     from paranasal_ssl.roi_suggest import RoiSuggestion
 
 SIDES = ("left", "right")
-REGION_CODES = {"left": 1, "right": 2}  # values of ScanPrediction.region
+REGION_CODES = {"left": 1, "right": 2}  # values of the predicted region image
 ROI_COLORS = {"left": (0.98, 0.55, 0.10), "right": (0.10, 0.65, 0.95)}
+BADGE_COLORS = {"normal": "#2e7d32", "uncertain": "#b26a00", "anomalous": "#c62828"}
+DEFAULT_THRESHOLD = 0.5  # heatmap value from which voxels form the region (the core's default)
 
 
 def roiNodeName(side: str) -> str:
     return f"{side} maxillary sinus"
+
+
+# -- ROI suggestion ---------------------------------------------------------------------------
 
 
 def suggestRoiNodes(volumeNode, roiNodes: Optional[Mapping[str, object]] = None
@@ -48,30 +64,156 @@ def suggestionText(suggestion: RoiSuggestion) -> str:
     return "Low confidence: " + "; ".join(suggestion.notes)
 
 
-def analyzeScan(volumeNode, roiNodes: Mapping[str, object], modelDir, device: str = "auto",
-                threshold: Optional[float] = None, opacity: float = 0.6,
-                predict: Optional[Callable] = None) -> results.AnalysisResults:
-    """Run the model on the scan for every side that has an ROI node and show the results.
+# -- inputs -----------------------------------------------------------------------------------
 
-    ``predict`` defaults to ``paranasal_ssl.inference.predict_scan(image, rois, model_dir,
-    device=..., source=...) -> ScanPrediction``. ``threshold`` defaults to the prediction's
-    region threshold. Earlier results of the same scan are replaced; nothing is left behind if
-    anything fails.
-    """
+
+def modelFolderProblem(modelDir) -> Optional[str]:
+    """Why ``modelDir`` cannot be a trained model (None if it may be one). A cheap look at the
+    folder, without torch: the background process checks the checkpoints themselves."""
+    if modelDir is None or str(modelDir) in ("", "."):
+        return "no model folder selected"
+    folder = Path(modelDir)
+    if not folder.is_dir():
+        return f"the model folder {folder} does not exist"
+    if not (folder / "model.json").is_file():
+        return (f"{folder} holds no trained model (no model.json): choose a run folder or its "
+                "finetune/<name>, or train a demo model")
+    return None
+
+
+def inputProblems(volumeNode, roiNodes: Mapping[str, object], modelDir) -> List[str]:
+    """What is missing before Analyze can run, in words for the Apply button's tooltip."""
+    problems = []
+    if volumeNode is None:
+        problems.append("select a scan")
+    if not any(node is not None for node in roiNodes.values()):
+        problems.append("place a box on at least one maxillary sinus (Place or Suggest ROIs)")
+    modelProblem = modelFolderProblem(modelDir)
+    if modelProblem == "no model folder selected":
+        problems.append("select a model folder, or train a demo model (Training section)")
+    elif modelProblem:
+        problems.append(modelProblem)
+    return problems
+
+
+def problemsText(problems: List[str]) -> str:
+    return ("To analyse: " + "; ".join(problems) + ".") if problems else ""
+
+
+def sinusRois(volumeNode, roiNodes: Mapping[str, object]) -> Dict[str, SinusROI]:
+    """The placed ROI boxes by side (RAS world mm). Raises ``InputError`` if there is none or a
+    box has no size yet."""
     rois = {side: mrml_bridge.sinusRoiFromRoiNode(node)
             for side, node in roiNodes.items() if node is not None}
     if not rois:
-        raise InputError(volumeNode.GetName(), "no sinus ROI", field="roi",
-                         expected="a left and/or right maxillary sinus box")
-    if predict is None:
-        from paranasal_ssl.inference import predict_scan as predict
+        raise InputError(volumeNode.GetName() if volumeNode else None, "no sinus ROI",
+                         field="roi", expected="a left and/or right maxillary sinus box")
+    return rois
+
+
+def scanImage(volumeNode) -> sitk.Image:
+    """The volume as a SimpleITK image in world geometry, refused (``InputError`` naming the
+    node) if the model cannot use it: no voxels, several components, a single slice, NaNs."""
+    from paranasal_ssl.scan_io import check_scan
+
+    if volumeNode is None:
+        raise InputError(None, "no scan selected", expected="a head CT or MRI volume")
     image = mrml_bridge.imageFromVolumeNode(volumeNode)
-    prediction = predict(image, rois, str(modelDir), device=device, source=volumeNode.GetName())
-    masks = {side: (np.asarray(prediction.region) == REGION_CODES[side]).astype(np.uint8)
-             for side in prediction.sides}
-    return results.addAnalysisResults(
-        volumeNode, prediction.heatmap, masks,
-        {side: p.probability for side, p in prediction.sides.items()},
-        threshold=prediction.threshold if threshold is None else threshold, opacity=opacity,
-        calls={side: p.call for side, p in prediction.sides.items()},
-        peaksRas={side: p.peak_ras for side, p in prediction.sides.items()})
+    check_scan(image, volumeNode.GetName())
+    return image
+
+
+# -- analysis ---------------------------------------------------------------------------------
+
+
+def analyzeScan(volumeNode, roiNodes: Mapping[str, object], model, device: str = "auto",
+                threshold: Optional[float] = None, opacity: float = 0.6
+                ) -> results.AnalysisResults:
+    """Analyse the scan in THIS process (it waits: for scripts and the Python console) for every
+    side that has an ROI node, and show the results.
+
+    ``model``: a model folder (or a loaded ``ModelBundle``). ``threshold``: heatmap value from
+    which voxels form the region (default 0.5); the heatmap is shown from the same value.
+    Earlier results of the scan are replaced; nothing is added if anything fails.
+    """
+    from paranasal_ssl.inference import predict_scan
+
+    rois = sinusRois(volumeNode, roiNodes)
+    image = scanImage(volumeNode)
+    if isinstance(model, (str, Path)):
+        problem = modelFolderProblem(model)
+        if problem:
+            raise InputError(model, problem, field="model")
+        model = str(model)
+    threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    prediction = predict_scan(image, rois, model, device=device, threshold=threshold,
+                              source=volumeNode.GetName())
+    return addPredictionResults(volumeNode, prediction.heatmap, prediction.region,
+                                prediction.summary(), opacity=opacity)
+
+
+def addPredictionResults(volumeNode, heatmap: np.ndarray, region: np.ndarray, summary: dict,
+                         threshold: Optional[float] = None, opacity: float = 0.6
+                         ) -> results.AnalysisResults:
+    """Result nodes from one prediction: ``heatmap`` (float, [0, 1]) and ``region`` (1 left,
+    2 right) as ``[k, j, i]`` arrays in the scan's grid, ``summary`` as ``predict`` writes it
+    (``ScanPrediction.summary()``: per side probability, call, peak). Shown from ``threshold``
+    (default: the summary's region threshold)."""
+    expected = tuple(reversed(volumeNode.GetImageData().GetDimensions()))
+    for name, array in (("heatmap", heatmap), ("region", region)):
+        if tuple(np.shape(array)) != expected:
+            raise InputError(volumeNode.GetName(), f"the {name} ({np.shape(array)}) does not "
+                             f"fit the scan's grid {expected}", expected="the same scan")
+    sides = summary["sides"]
+    regionThreshold = float(summary.get("region_threshold", DEFAULT_THRESHOLD))
+    masks = {side: (np.asarray(region) == REGION_CODES[side]).astype(np.uint8) for side in sides}
+    res = results.addAnalysisResults(
+        volumeNode, np.clip(np.asarray(heatmap, np.float32), 0.0, 1.0), masks,
+        {side: s["probability"] for side, s in sides.items()},
+        threshold=regionThreshold if threshold is None else threshold, opacity=opacity,
+        calls={side: s.get("call") for side, s in sides.items()},
+        peaksRas={side: s["peak_ras"] for side, s in sides.items() if s.get("peak_value", 1)})
+    res.regionThreshold = regionThreshold
+    res.model = dict(summary.get("model") or {})
+    return res
+
+
+# -- what the Outputs section shows -----------------------------------------------------------
+
+
+def sideTexts(res: Optional[results.AnalysisResults]) -> Dict[str, Dict[str, str]]:
+    """Per side the texts of the Outputs rows: probability, badge (plain and coloured HTML),
+    region volume in mL and its tooltip; "-" where a side was not analysed."""
+    texts = {}
+    for side in SIDES:
+        summary = res.sides.get(side) if res is not None else None
+        if summary is None:
+            texts[side] = {"probability": "-", "badge": "-", "badgeHtml": "-", "volume": "-",
+                           "volumeToolTip": "Volume of the highlighted region (mL)"}
+            continue
+        badge = summary.badge
+        threshold = res.regionThreshold
+        at = f" (heat \u2265 {threshold:.2f})" if threshold is not None else ""
+        texts[side] = {
+            "probability": f"{summary.probability:.2f}",
+            "badge": badge,
+            "badgeHtml": f'<b><span style="color:{BADGE_COLORS.get(badge, "#000000")}">'
+                         f"{badge}</span></b>",
+            "volume": f"{summary.regionVolumeMl:.2f} mL",
+            "volumeToolTip": f"Volume of the {side} region{at} when the scan was analysed; "
+                             "moving the threshold slider changes only the display",
+        }
+    return texts
+
+
+def finishedText(res: results.AnalysisResults, seconds: Optional[float] = None) -> str:
+    """One line after a successful analysis."""
+    parts = [f"{side} {s.text()}" for side, s in sorted(res.sides.items())]
+    took = f" in {seconds:.0f} s" if seconds is not None else ""
+    empty = "" if hasPeak(res) else " The heatmap is empty (no residual above zero)."
+    return f"Analysed{took}: " + ", ".join(parts) + "." + empty
+
+
+def hasPeak(res: Optional[results.AnalysisResults]) -> bool:
+    """True if the results hold a heatmap with some residual to jump to."""
+    return res is not None and res.strongestPeakRas() is not None

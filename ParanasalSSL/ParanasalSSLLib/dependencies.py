@@ -193,3 +193,23 @@ def pyTorchUtilsInstaller() -> Optional[Callable[[str], None]]:
                                torchVersionRequirement=spec[len(TORCH):])
 
     return install
+
+
+def ensureInSlicer(askUser: bool = True) -> bool:
+    """True if every package is there; otherwise ask the user once (a Slicer dialog) and
+    install what is missing. For the widget: the logic never pops dialogs."""
+    import slicer
+
+    statuses = checkDependencies()
+    if not missing(statuses):
+        return True
+    if askUser and not slicer.util.confirmOkCancelDisplay(
+            summary(statuses) + "\n\nInstall them now?", "ParanasalSSL"):
+        return False
+    try:
+        with slicer.util.WaitCursor():
+            installMissing(statuses, slicerPipInstaller, pyTorchUtilsInstaller())
+    except DependencyError as error:
+        slicer.util.errorDisplay(str(error))
+        return False
+    return not missing(checkDependencies())

@@ -69,7 +69,7 @@ def showHeatmap(heatmapNode, scanNode, threshold: float = 0.5, opacity: float = 
         display.SetAndObserveColorNodeID(heatColorNode(heatmapNode.GetScene()).GetID())
         display.SetInterpolate(True)
     setThreshold(heatmapNode, threshold)
-    for composite in _compositeNodes(heatmapNode.GetScene()):
+    for composite in compositeNodes(heatmapNode.GetScene()):
         with slicer.util.NodeModify(composite):
             composite.SetBackgroundVolumeID(scanNode.GetID())
             composite.SetForegroundVolumeID(heatmapNode.GetID())
@@ -95,14 +95,14 @@ def setThreshold(heatmapNode, threshold: float) -> float:
 def setOpacity(opacity: float, scene=None) -> float:
     """Foreground (heat) opacity in every slice view; returns the value used, in [0, 1]."""
     opacity = float(np.clip(opacity, 0.0, 1.0))
-    for composite in _compositeNodes(scene or slicer.mrmlScene):
+    for composite in compositeNodes(scene or slicer.mrmlScene):
         composite.SetForegroundOpacity(opacity)
     return opacity
 
 
 def hideHeatmap(heatmapNode) -> None:
     """Remove ``heatmapNode`` from the foreground of every slice view that shows it."""
-    for composite in _compositeNodes(heatmapNode.GetScene()):
+    for composite in compositeNodes(heatmapNode.GetScene()):
         if composite.GetForegroundVolumeID() == heatmapNode.GetID():
             composite.SetForegroundVolumeID(None)
 
@@ -128,7 +128,8 @@ def jumpSlicesToRas(ras, scene=None, centered: bool = True) -> None:
     slicer.vtkMRMLSliceNode.JumpAllSlices(scene, r, a, s, mode)
 
 
-def _compositeNodes(scene):
+def compositeNodes(scene) -> list:
+    """The slice composite nodes of ``scene`` (one per slice view)."""
     nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
     nodes.UnRegister(None)
     return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
+import slicer
 
 from ParanasalSSLLib import heatmap_display, mrml_bridge
 
@@ -61,14 +62,19 @@ class AnalysisResults:
     heatmapNode: object = None
     regionsNode: object = None
     sides: Dict[str, SideSummary] = field(default_factory=dict)
+    regionThreshold: Optional[float] = None  # heatmap value the regions were cut at, if known
+    model: Dict[str, object] = field(default_factory=dict)  # what made them (predict summary)
 
     @property
     def nodes(self) -> List:
         return [n for n in (self.heatmapNode, self.regionsNode) if n is not None]
 
     def strongestPeakRas(self) -> Optional[np.ndarray]:
-        """RAS of the strongest residual in the whole heatmap (None if there is no heatmap)."""
-        if self.heatmapNode is None:
+        """RAS of the strongest residual in the whole heatmap (None if there is no heatmap or
+        it holds no residual above zero)."""
+        if self.heatmapNode is None or self.heatmapNode.GetScene() is None:
+            return None
+        if not np.any(slicer.util.arrayFromVolume(self.heatmapNode) > 0):
             return None
         return heatmap_display.peakRas(self.heatmapNode)
 
@@ -152,7 +158,7 @@ def exportResults(results: AnalysisResults, directory) -> List[Path]:
     """Write the heatmap (.nrrd and .nii.gz) and the regions (.seg.nrrd) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    stem = _safeName(results.scanNode.GetName())
+    stem = safeFileName(results.scanNode.GetName())
     written = []
     if results.heatmapNode is not None:
         for suffix in (".nrrd", ".nii.gz"):
@@ -192,7 +198,7 @@ def saveScene(scene, mrmlPath, dataDirectory=None) -> Path:
         if node.GetStorageNode() is None and not node.AddDefaultStorageNode():
             continue  # a node type that is stored inside the .mrml itself
         extension = node.GetStorageNode().GetDefaultWriteFileExtension()
-        writeNode(node, dataDirectory / f"{_safeName(node.GetName())}.{extension}")
+        writeNode(node, dataDirectory / f"{safeFileName(node.GetName())}.{extension}")
     scene.SetRootDirectory(str(mrmlPath.parent))
     scene.SetURL(str(mrmlPath))
     if not scene.Commit():
@@ -200,5 +206,5 @@ def saveScene(scene, mrmlPath, dataDirectory=None) -> Path:
     return mrmlPath
 
 
-def _safeName(name: str) -> str:
+def safeFileName(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "node"

@@ -37,6 +37,19 @@ def demoCommand(outFolder, device: str = "auto", modality: str = "ct") -> List[s
             "--progress", "json"]
 
 
+def demoFolder() -> Path:
+    """Where the module's "Train demo model" button writes (per user, per version)."""
+    from ParanasalSSLLib.settings import modelCacheFolder
+
+    return modelCacheFolder() / "demo"
+
+
+def cachedDemoModel() -> Optional[Path]:
+    """The demo model trained earlier on this computer by this version, if there is one."""
+    run = demoFolder() / "run"
+    return run if (run / "model.json").is_file() else None
+
+
 def modelFolderFromLog(lines: Iterable[str]) -> Optional[Path]:
     """The run folder a finished demo printed (``model: <folder>  (results: ...)``)."""
     found = None
@@ -44,3 +57,10 @@ def modelFolderFromLog(lines: Iterable[str]) -> Optional[Path]:
         if line.startswith(MODEL_LINE):
             found = Path(line[len(MODEL_LINE):].split("  (")[0].strip())
     return found
+
+
+def progressText(record: dict) -> str:
+    """One status line from a progress record: stage, done/total and the metrics."""
+    metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in (record.get("metrics") or {}).items())
+    return f"{record.get('stage')}: {record.get('done')}/{record.get('total')} {metrics}".strip()

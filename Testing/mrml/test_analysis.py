@@ -1,21 +1,25 @@
-"""Scan-level actions on nodes: ROI suggestion into ROI nodes, and analysis into result nodes.
-
-The analysis is driven by a stand-in predictor that returns the core's real ``ScanPrediction``
-built from the phantom's ground truth (an "oracle"): it checks the Slicer wiring (what goes in,
-what comes out, where it lands) without a trained model. The model itself is the core's concern.
+"""Scan-level actions on a real slicer-core scene with the REAL trained tiny model
+(``trained_run``): ROI suggestion into ROI nodes, and the synchronous analysis (``predict_scan``
+in this process, as the Python console runs it) into result nodes in the scan's geometry.
+Repeated analyses replace their nodes and subject-hierarchy items; refused inputs change nothing.
 """
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import slicer
+from scene_checks import assertSameGeometry, counts
 
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.inference import ScanPrediction, SidePrediction
-from ParanasalSSLLib import analysis, results, sample_data
+from paranasal_ssl.inference import predict_scan
+from paranasal_ssl.model_bundle import load_model
+from paranasal_ssl.scan_io import read_scan
+from ParanasalSSLLib import analysis, heatmap_display, results, sample_data
 from ParanasalSSLLib import mrml_bridge as bridge
+from ParanasalSSLLib.logic import AnalysisLogic
 
 
 @pytest.fixture
@@ -37,65 +41,83 @@ def test_suggested_rois_fill_the_roi_nodes(phantom):
     assert analysis.suggestionText(suggestion).startswith("Both sinuses found")
 
 
-def _oracle(calls):
-    """A predictor returning a genuine ScanPrediction made from the phantom's truth mask."""
-
-    def predict(image, rois, modelDir, device="auto", source=None):
-        calls.append({"image": image, "rois": rois, "model": modelDir, "device": device,
-                      "source": source})
-        truth = sitk.GetArrayFromImage(sitk.ReadImage(calls[0]["truthPath"]))
-        heat = np.where(truth > 0, 0.9, 0.0).astype(np.float32)
-        region = np.zeros(truth.shape, np.uint8)
-        i = np.arange(truth.shape[2])
-        lps = np.array([image.TransformIndexToPhysicalPoint((int(x), 0, 0)) for x in i])
-        isLeft = (lps[:, 0] > np.mean([-r.center[0] for r in rois.values()]))[None, None, :]
-        region[(truth > 0) & isLeft] = 1
-        region[(truth > 0) & ~isLeft] = 2
-        sides = {s: SidePrediction(s, roi, 0.8 if (region == (1 if s == "left" else 2)).any()
-                                   else 0.1, [0.8], "anomalous" if s == "left" else "normal",
-                                   0.0, tuple(roi.center), 0.9, 0.0)
-                 for s, roi in rois.items()}
-        return ScanPrediction(sides, heat, region, image, {"modality": "ct"}, 0.4)
-
-    return predict
-
-
-def test_analysis_sends_the_scan_and_rois_and_shows_the_prediction(phantom):
-    nodes, paths = phantom
-    calls = [{"truthPath": str(paths["mask"])}]
-    roiNodes = {"left": nodes["leftRoi"], "right": nodes["rightRoi"]}
-    res = analysis.analyzeScan(nodes["scan"], roiNodes, "/models/demo", device="cpu",
-                               opacity=0.7, predict=_oracle(calls))
-    sent = calls[1]
-    reference = sitk.ReadImage(str(paths["image"]))
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(sent["image"]),
-                                  sitk.GetArrayFromImage(reference))
-    np.testing.assert_allclose(sent["image"].GetOrigin(), reference.GetOrigin(), atol=1e-4)
-    assert sent["model"] == "/models/demo" and sent["device"] == "cpu"
-    assert sent["source"] == nodes["scan"].GetName()
-    np.testing.assert_allclose(sent["rois"]["left"].center,
-                               bridge.sinusRoiFromRoiNode(nodes["leftRoi"]).center)
-    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(paths["mask"])))
-    np.testing.assert_array_equal(slicer.util.arrayFromVolume(res.heatmapNode),
-                                  np.where(truth > 0, 0.9, 0.0).astype(np.float32))
-    assert res.heatmapNode.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.4)
-    assert res.sides["left"].badge == "anomalous" and res.sides["right"].badge == "normal"
-    total = sum(res.sides[s].regionVolumeMl for s in ("left", "right"))
-    assert total == pytest.approx(bridge.maskVolumeMl(truth > 0, nodes["scan"]))
-    np.testing.assert_allclose(res.sides["left"].peakRas, sent["rois"]["left"].center)
+def test_the_models_prediction_lands_in_the_scans_geometry(sickCase, trained_run):
+    run, _ = trained_run
+    logic = AnalysisLogic()
+    res = logic.analyze(sickCase.scan, sickCase.rois, run.dir, device="cpu", opacity=0.7)
+    assert logic.results is res and res.regionThreshold == 0.5
+    # the core on the same scan read from its file, with the boxes as the ROI nodes hold them
+    rois = {side: bridge.sinusRoiFromRoiNode(node) for side, node in sickCase.rois.items()}
+    expected = predict_scan(read_scan(sickCase.image), rois, load_model(run.dir, "cpu"),
+                            source=sickCase.scan.GetName())
+    heat = slicer.util.arrayFromVolume(res.heatmapNode)
+    np.testing.assert_allclose(heat, expected.heatmap, atol=1e-6)
+    assertSameGeometry(res.heatmapNode, sickCase.scan)
+    assert 0.0 <= heat.min() and heat.max() <= 1.0
+    assert heat[expected.region == analysis.REGION_CODES[sickCase.sickSide]].max() >= 0.5
+    for side, p in expected.sides.items():
+        shown = res.sides[side]
+        assert 0.0 <= shown.probability <= 1.0
+        assert shown.probability == pytest.approx(p.probability)
+        assert shown.badge == p.call
+        assert shown.regionVolumeMl == pytest.approx(p.region_volume_ml)
+        segmentId = res.regionsNode.GetSegmentation().GetSegmentIdBySegmentName(
+            f"{side} sinus anomaly region")
+        np.testing.assert_array_equal(
+            bridge.arrayFromSegment(res.regionsNode, segmentId, sickCase.scan),
+            expected.region == analysis.REGION_CODES[side])
+        texts = analysis.sideTexts(res)[side]
+        assert texts["volume"] == f"{p.region_volume_ml:.2f} mL" and p.call in texts["badgeHtml"]
+    display = res.heatmapNode.GetDisplayNode()
+    assert display.GetLowerThreshold() == pytest.approx(0.5)
+    composites = heatmap_display.compositeNodes(slicer.mrmlScene)
+    assert {c.GetForegroundVolumeID() for c in composites} == {res.heatmapNode.GetID()}
+    assert [c.GetForegroundOpacity() for c in composites] == pytest.approx([0.7] * 3)
+    logic.updateDisplay(0.3, 0.4)  # the sliders
+    assert display.GetLowerThreshold() == pytest.approx(0.3)
+    assert [c.GetForegroundOpacity() for c in composites] == pytest.approx([0.4] * 3)
+    ras = logic.jumpToStrongestResidual()
+    sick = rois[sickCase.sickSide]
+    assert np.all(np.abs(ras - sick.center) <= sick.size / 2 + 6.0)  # inside the sick box
+    red = slicer.mrmlScene.GetSingletonNode("Red", "vtkMRMLSliceNode")
+    assert red.GetSliceOffset() == pytest.approx(ras[2], abs=1e-3)
 
 
-def test_a_failing_prediction_leaves_the_scene_as_it_was(phantom):
-    nodes, _ = phantom
-    before = slicer.mrmlScene.GetNumberOfNodes()
+def test_repeated_analyses_keep_node_and_subject_hierarchy_counts(sickCase, trained_run):
+    run, _ = trained_run
+    logic = AnalysisLogic()
+    first = logic.analyze(sickCase.scan, sickCase.rois, run.dir, device="cpu")
+    after = counts(slicer.mrmlScene)
+    for threshold in (0.4, 0.6):
+        again = logic.analyze(sickCase.scan, sickCase.rois, run.dir, "cpu", threshold)
+        assert counts(slicer.mrmlScene) == after
+        assert first.heatmapNode.GetScene() is None and again.regionThreshold == threshold
+        first = again
+    assert results.resultNodes(sickCase.scan) == again.nodes
 
-    def broken(image, rois, modelDir, device="auto", source=None):
-        raise InputError(modelDir, "not a trained model folder")
 
-    with pytest.raises(InputError, match="not a trained model"):
-        analysis.analyzeScan(nodes["scan"], {"left": nodes["leftRoi"]}, "/nowhere",
-                             predict=broken)
-    with pytest.raises(InputError, match="no sinus ROI"):
-        analysis.analyzeScan(nodes["scan"], {"left": None}, "/nowhere", predict=broken)
-    assert slicer.mrmlScene.GetNumberOfNodes() == before
-    assert results.resultNodes(nodes["scan"]) == []
+def test_refused_inputs_leave_the_scene_as_it_was(sickCase, trained_run, tmp_path):
+    run, _ = trained_run
+    logic = AnalysisLogic()
+    previous = logic.analyze(sickCase.scan, sickCase.rois, run.dir, device="cpu")
+    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken"
+    shutil.copytree(run.dir, broken, ignore=shutil.ignore_patterns("cache", "residuals"))
+    for best in (broken / "finetune").glob("*/best.pt"):
+        best.write_bytes(b"not a checkpoint")
+    flat = slicer.util.addVolumeFromArray(np.zeros((1, 40, 40), np.int16), name="one slice")
+    far = sickCase.records["left"].roi
+    outside = bridge.addRoiNode(type(far).from_values(far.center + [0, 0, 400], far.size), "far")
+    before, shown = counts(slicer.mrmlScene), results.resultNodes(sickCase.scan)
+    rois = sickCase.rois
+    for scan, roiNodes, model, words in (
+            (sickCase.scan, rois, tmp_path / "empty", "holds no trained model"),
+            (sickCase.scan, rois, tmp_path / "nowhere", "does not exist"),
+            (sickCase.scan, rois, broken, "cannot load checkpoint"),
+            (flat, rois, run.dir, "one slice: image is 2D in effect"),
+            (sickCase.scan, {"left": None, "right": None}, run.dir, "no sinus ROI"),
+            (sickCase.scan, {"left": outside}, run.dir, "lies 100% outside the scan")):
+        with pytest.raises(InputError, match=words):
+            logic.analyze(scan, roiNodes, model, device="cpu")
+        assert counts(slicer.mrmlScene) == before
+        assert results.resultNodes(sickCase.scan) == shown and logic.results is previous

@@ -5,6 +5,7 @@ corrected boxes saved with the verdict, and export with a .seg.nrrd Slicer reads
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -220,84 +221,12 @@ def test_job_commands_are_accepted_by_the_real_command_line():
 
 
 # -- the Review section's wiring --------------------------------------------------------------
-# The panel's Qt widgets exist only inside Slicer (PythonQt). These stand-ins carry exactly the
-# widget names of the .ui file and emit the signals Qt would, so the panel's own code (what it
-# records, shows and starts) runs here against the real session, scene and command line.
-
-class _Widget:
-    def __init__(self):
-        self.slots, self.text, self.toolTip, self.enabled = {}, "", "", True
-        self._checked, self._index, self.items = False, 0, []
-
-    def connect(self, signal, slot):
-        self.slots.setdefault(signal, []).append(slot)
-
-    def emit(self, signal, *args):
-        import inspect
-
-        for slot in self.slots.get(signal, []):
-            params = inspect.signature(slot).parameters.values()
-            if not any(p.kind == p.VAR_POSITIONAL for p in params):
-                args = args[:len(params)]  # PythonQt drops arguments a slot does not take
-            slot(*args)
-
-    def addItems(self, items):
-        self.items += items
-
-    @property
-    def checked(self):
-        return self._checked
-
-    @checked.setter
-    def checked(self, value):
-        if value != self._checked:
-            self._checked = value
-            self.emit("toggled(bool)", value)
-
-    @property
-    def currentIndex(self):
-        return self._index
-
-    @currentIndex.setter
-    def currentIndex(self, value):
-        if value != self._index:
-            self._index = value
-            self.emit("currentIndexChanged(int)", value)
-
-
-class _Shortcut(_Widget):
-    made = {}
-
-    def __init__(self, keys, parent):
-        super().__init__()
-        _Shortcut.made[keys.key] = self
-
-    def setEnabled(self, on):
-        self.enabled = on
-
-    def setParent(self, parent):
-        pass
-
+# The panel's PythonQt widgets are stand-ins (Testing/mrml/conftest.py) named as in the .ui.
 
 @pytest.fixture
-def panel(slicerApp, reviewSession, tmp_path, monkeypatch):
-    import types
-    import xml.etree.ElementTree as ET
-
+def panel(standIns, reviewSession, tmp_path):
     from ParanasalSSLLib import review_panel
 
-    uiFile = review_panel.__file__.replace("ParanasalSSLLib/review_panel.py",
-                                           "Resources/UI/ParanasalSSL.ui")
-    names = [w.get("name") for w in ET.parse(uiFile).getroot().iter("widget")]
-    qt = types.SimpleNamespace(
-        QShortcut=_Shortcut, QKeySequence=lambda key: types.SimpleNamespace(key=key),
-        QFileDialog=types.SimpleNamespace(getExistingDirectory=lambda *a: str(tmp_path / "x")),
-        Qt=types.SimpleNamespace(WaitCursor=0))
-    monkeypatch.setitem(__import__("sys").modules, "qt", qt)
-    app = types.SimpleNamespace(setOverrideCursor=lambda c: None, testingEnabled=lambda: True,
-                                restoreOverrideCursor=lambda: None, topLevelWidgets=lambda: [],
-                                applicationLogic=lambda: slicerApp.appLogic)
-    monkeypatch.setattr(slicer, "app", app, raising=False)
     session, _ = reviewSession
     params = types.SimpleNamespace(
         reviewCaseList=session.case_list.source, reviewReader="rad", reviewSort="list",
@@ -307,13 +236,13 @@ def panel(slicerApp, reviewSession, tmp_path, monkeypatch):
         trainingRunFolder=tmp_path / "run")
     jobs = []
     module = types.SimpleNamespace(
-        ui=types.SimpleNamespace(**{n: _Widget() for n in names}), _parameterNode=params,
+        ui=standIns.ui, _parameterNode=params,
         logic=types.SimpleNamespace(results=None), showSummary=lambda res: None, parent=None,
         jobRunning=lambda: False,
         toggleJobs=lambda make, button, text: jobs.append((make(), button)))
     p = review_panel.ReviewPanel(module)
     p.setup()
-    p.jobs = jobs
+    p.jobs, p.keys = jobs, standIns.shortcuts  # shortcut stand-ins by key
     return p
 
 
@@ -332,18 +261,18 @@ def test_the_review_section_records_navigates_exports_and_starts_the_loop(panel,
     v = session.verdict("a", "left")
     assert (v.verdict, v.label, v.anomaly_type, v.heatmap_on_target, v.comment) == (
         "agree", 1, "polyp", False, "rim")
-    _Shortcut.made["4"].emit("activated()")  # right anomalous
+    panel.keys["4"].emit("activated()")  # right anomalous
     assert session.status("a") == "reviewed" and "reader: anomalous" in \
         ui.rightReviewSideLabel.text
-    _Shortcut.made["N"].emit("activated()")  # 'broken' is skipped
+    panel.keys["N"].emit("activated()")  # 'broken' is skipped
     assert panel.reviewer.loaded.caseId == "b" and session.verdict("b", "left") is None
     assert ui.leftTypeComboBox.currentIndex == 0 and ui.leftCommentLineEdit.text == ""
-    _Shortcut.made["X"].emit("activated()")
+    panel.keys["X"].emit("activated()")
     assert session.status("b") == "flagged"
     params.reviewSort = "probability"
     panel.onParameterNodeModified()
     assert session.view["sort"] == "probability"
-    _Shortcut.made["A"].emit("activated()")
+    panel.keys["A"].emit("activated()")
     panel.onExport()
     assert (tmp_path / "x" / "labels.csv").is_file() and ui.reviewFinetuneButton.enabled
     assert (tmp_path / "x" / "images" / "a_regions.seg.nrrd").is_file()

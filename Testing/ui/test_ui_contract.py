@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "ParanasalSSL"
 MODULE = MODULE_DIR / "ParanasalSSL.py"
 REVIEW_PANEL = MODULE_DIR / "ParanasalSSLLib" / "review_panel.py"  # wires the Review section
+ANALYSIS_PANEL = MODULE_DIR / "ParanasalSSLLib" / "analysis_panel.py"  # Analyze and Outputs
 UI = MODULE_DIR / "Resources" / "UI" / "ParanasalSSL.ui"
 SIDES = ("left", "right")
 
@@ -92,6 +93,18 @@ def test_every_widget_the_module_uses_exists(moduleSource, widgets):
     assert sorted(used - set(widgets)) == []
 
 
+def test_every_widget_the_analysis_panel_uses_exists(widgets):
+    source = ANALYSIS_PANEL.read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    for pattern in re.findall(r'getattr\(self\.ui, f"\{side\}(\w+)"\)', source):
+        used |= {side + pattern for side in SIDES}
+    assert {"applyButton", "analysisProgressBar", "analysisStatusLabel", "leftBadgeLabel",
+            "rightVolumeLabel", "jumpToPeakButton", "exportResultsButton"} <= used
+    assert sorted(used - set(widgets)) == []
+    assert widgets["analysisStatusLabel"].get("class") == "QLabel"
+    assert _property(widgets["analysisStatusLabel"], "wordWrap") == "true"
+
+
 def test_every_widget_the_review_panel_uses_exists(widgets):
     if str(MODULE_DIR) not in sys.path:
         sys.path.insert(0, str(MODULE_DIR))
@@ -137,7 +150,8 @@ def test_apply_is_disabled_with_a_reason_and_the_required_controls_exist(widgets
         "trainingProgressBar": "QProgressBar", "trainingLogTextEdit": "QPlainTextEdit",
         "thresholdSliderWidget": "ctkSliderWidget", "opacitySliderWidget": "ctkSliderWidget",
         "modelFolderPathLineEdit": "ctkPathLineEdit", "stageComboBox": "QComboBox",
-        "deviceComboBox": "QComboBox",
+        "deviceComboBox": "QComboBox", "analysisProgressBar": "QProgressBar",
+        "analysisStatusLabel": "QLabel",
     }
     for side in SIDES:
         for what in ("Probability", "Badge", "Volume"):
@@ -216,4 +230,5 @@ def test_the_module_loads_before_the_heavy_packages_are_installed(moduleSource, 
                           timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ok")
-    assert {"analysis", "dependencies", "job_runner", "sample_data"} <= set(libModules)
+    assert {"analysis", "analysis_panel", "dependencies", "job_runner", "logic",
+            "sample_data"} <= set(libModules)
