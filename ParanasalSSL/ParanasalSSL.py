@@ -52,7 +52,9 @@ class ParanasalSSL(ScriptedLoadableModule):
             "maxillary sinuses of head CT or MRI with a self-supervised residual method: per "
             "side a probability, a residual heatmap over the scan and the volume of the "
             "highlighted region. Place or suggest a box on each sinus, choose a trained model "
-            "folder and click Analyze. Research software, not for clinical use.")
+            "folder (or train a demo model in the Training section) and click Analyze: it runs "
+            "in the background, Slicer stays usable, and the button cancels it meanwhile. "
+            "Research software, not for clinical use.")
         self.parent.acknowledgementText = (
             "Built on 3D Slicer, MONAI and PyTorch. The sample phantom is generated locally.")
         slicer.app.connect("startupCompleted()", registerSampleData)
@@ -360,7 +362,8 @@ class ParanasalSSLTest(ScriptedLoadableModuleTest):
         widget = slicer.modules.paranasalssl.widgetRepresentation().self()
         widget.initializeParameterNode()
         self.assertFalse(widget.ui.applyButton.enabled)
-        self.assertIn("Select", widget.ui.applyButton.toolTip)
+        self.assertIn("select a scan", widget.ui.applyButton.toolTip)
+        self.assertEqual(widget.ui.analysisStatusLabel.text, widget.ui.applyButton.toolTip)
         self.delayDisplay("Test passed")
 
     def test_reviewCaseSwap(self):

@@ -63,4 +63,6 @@ def progressText(record: dict) -> str:
     """One status line from a progress record: stage, done/total and the metrics."""
     metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in (record.get("metrics") or {}).items())
-    return f"{record.get('stage')}: {record.get('done')}/{record.get('total')} {metrics}".strip()
+    done, total = record.get("done"), record.get("total")
+    count = f"{done}/{total}" if total else f"{done}"
+    return f"{record.get('stage')}: {count} {metrics}".strip()

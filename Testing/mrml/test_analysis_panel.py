@@ -95,7 +95,9 @@ def test_analyze_turns_into_cancel_then_shows_the_outputs(panel, sickCase, train
     after = counts(slicer.mrmlScene)
     ui.applyButton.click()
     job = panel.job
-    assert f"--roi-{side}-axes" in job.runner.command
+    command = job.runner.command
+    assert f"--roi-{side}-axes" in command and command[command.index("--device") + 1] == "cpu"
+    assert command[command.index("--threshold") + 1] == "0.5"  # the threshold slider
     written = sitk.ReadImage(str(job.folder / analysis_job.SCAN_FILE))  # the volume, exactly
     reference = bridge.imageFromVolumeNode(sickCase.scan)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written),

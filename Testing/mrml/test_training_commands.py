@@ -29,3 +29,21 @@ def test_demo_command_is_accepted_by_the_cli_and_its_model_folder_is_found(tmp_p
     log = ["AUPRC table", f"model: {tmp_path}/demo/run  (results: {tmp_path}/demo/results.md)"]
     assert training.modelFolderFromLog(log) == tmp_path / "demo" / "run"
     assert training.modelFolderFromLog(["no model line"]) is None
+
+
+def test_a_demo_model_made_earlier_is_found_in_the_per_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARANASAL_CACHE", str(tmp_path))
+    assert training.demoFolder().is_relative_to(tmp_path)
+    assert training.cachedDemoModel() is None
+    run = training.demoFolder() / "run"
+    run.mkdir(parents=True)
+    assert training.cachedDemoModel() is None  # an interrupted demo is no model
+    (run / "model.json").write_text("{}")
+    assert training.cachedDemoModel() == run
+
+
+def test_progress_records_read_as_one_line():
+    record = {"stage": "train-cae", "done": 3, "total": 40, "fraction": 0.075,
+              "metrics": {"train_loss": 0.123456, "epoch": 3}}
+    assert training.progressText(record) == "train-cae: 3/40 train_loss 0.1235, epoch 3"
+    assert training.progressText({"stage": "predict", "done": 2, "total": None}) == "predict: 2"
