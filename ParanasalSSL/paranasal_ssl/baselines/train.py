@@ -27,6 +27,7 @@ encoder's state dict, signed with :func:`encoder_signature`, ready for
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -199,9 +200,10 @@ def _export_encoders(model, method: str, out: Path, full_kind: str, full_sig: st
     write_json(out / "baseline.json", {
         **meta, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "best_val_loss": result.best_metric, "samples_per_second": result.samples_per_second,
-        "train_seconds": result.seconds, "collapse_reference_std": {
-            "note": "embedding spread evenly over the unit sphere of dimension d: 1/sqrt(d); "
-                    "collapse: 0"},
+        "train_seconds": result.seconds,
+        # std of L2-normalised embeddings spread evenly over the unit sphere of dimension d is
+        # 1/sqrt(d) (pooled ReLU features stay in one orthant, so somewhat less); collapse: 0
+        "collapse_reference_std": {"encoder": 1.0 / math.sqrt(model.encoder.out_channels)},
         "encoder_best": "best.pt", "encoder_last": "last.pt"})
     log.info("baseline %s: best epoch %d (val_loss %.4g) -> %s", method, result.best_epoch,
              result.best_metric, out / "best.pt")
