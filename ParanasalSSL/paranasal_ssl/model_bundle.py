@@ -3,12 +3,14 @@ heatmap calibration and decision thresholds, loaded once and kept per folder."""
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Tuple, Union
 
 import torch
+from torch import nn
 
 from paranasal_ssl.config import load_json, to_dict
 from paranasal_ssl.errors import CheckpointError, InputError
@@ -16,7 +18,7 @@ from paranasal_ssl.experiment import ExperimentConfig, load_experiment
 from paranasal_ssl.hashing import stable_hash
 from paranasal_ssl.networks import build_cae, build_classifier
 from paranasal_ssl.training.checkpoint import load_weights
-from paranasal_ssl.training.device import prepare_model, resolve_device
+from paranasal_ssl.training.device import prepare_model, resolve_device, to_input
 
 
 @dataclass
@@ -86,7 +88,53 @@ def load_model(path: Union[str, Path], device: str = "auto") -> ModelBundle:
         if scale is None:
             raise CheckpointError(ft_dir / "model.json", "no heatmap calibration recorded",
                                   field="heatmap_scale", expected="a model made by `finetune`")
-        bundle = ModelBundle(run_dir, ft_dir, config, prepare_model(cae, dev).eval(),
-                             prepare_model(clf, dev).eval(), info, float(scale), dev)
+        x = torch.rand(2, 1, crop, crop, crop)
+        bundle = ModelBundle(run_dir, ft_dir, config, for_inference(cae, dev, x),
+                             for_inference(clf, dev, x), info, float(scale), dev)
         _CACHE[key] = bundle
         return bundle
+
+
+def for_inference(model: torch.nn.Module, device: torch.device,
+                  probe: torch.Tensor) -> torch.nn.Module:
+    """``model`` in eval mode on ``device``, with every batch norm folded into the convolution
+    before it (one pass over the activations less per layer: about a quarter of the CPU time
+    of predict went to eval-mode batch norm). The folded copy is kept only if it gives the
+    same output as the original on ``probe`` (``(B, 1, S, S, S)``), so a network whose batch
+    norm does not directly follow its convolution is left as it is."""
+    model = prepare_model(model, device).eval()
+    folded = fold_batchnorm(copy.deepcopy(model))
+    folded = prepare_model(folded, device).eval()
+    x = to_input(probe, device)
+    with torch.inference_mode():
+        ref, got = model(x).float(), folded(x).float()
+    if torch.allclose(ref, got, rtol=1e-3, atol=1e-4):
+        return folded
+    return model
+
+
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold eval-mode batch norms into the convolution registered just before them (MONAI's
+    ResNet: ``conv1``/``bn1``, blocks' ``conv``/``bn`` pairs, downsample ``Sequential``; MONAI's
+    ``Convolution``: ``conv`` then ``adn.N``); the batch norm becomes ``Identity``. In place."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    for module in list(model.modules()):
+        children = list(module.named_children())
+        for (name_a, a), (_, b) in zip(children, children[1:]):
+            if not isinstance(a, convs):
+                continue
+            holder, bn_name = module, None
+            if isinstance(b, nn.modules.batchnorm._BatchNorm):
+                bn_name = [n for n, c in children if c is b][0]
+            elif isinstance(getattr(b, "N", None), nn.modules.batchnorm._BatchNorm):
+                holder, bn_name = b, "N"  # MONAI ADN block: norm first
+            if bn_name is None:
+                continue
+            bn = getattr(holder, bn_name)
+            if not bn.track_running_stats:
+                continue
+            setattr(module, name_a, fuse_conv_bn_eval(a.eval(), bn.eval()))
+            setattr(holder, bn_name, nn.Identity())
+    return model
