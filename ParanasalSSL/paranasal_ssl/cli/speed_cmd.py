@@ -20,10 +20,42 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=6, help="timed iterations per network")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--out", type=Path, default=Path("bench_out"), help="report folder")
+    g = p.add_argument_group("paper comparison", "--compare-paper: the paper's network (ResNet-18 "
+                             "encoder + U-Net decoder, decoder kept running in fine-tuning) "
+                             "against this project's at equal crop size; writes "
+                             "OUT/paper_compare.{json,md}")
+    g.add_argument("--compare-paper", action="store_true", help="run the comparison instead")
+    g.add_argument("--crop", type=int, default=0,
+                   help="crop edge in voxels for both (default: 64 on CUDA, 32 on CPU)")
+    g.add_argument("--batch", type=int, default=8, help="training batch for throughput")
+    g.add_argument("--epochs", type=int, default=3,
+                   help="pretext epochs of the short training behind the AUPRC check")
+    g.add_argument("--compare-manifest", type=Path,
+                   help="cohort for the AUPRC check (default: 40 synthetic phantom cases)")
+    g.add_argument("--no-auprc", action="store_true", help="throughput only")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all)")
     p.set_defaults(func=run)
 
 
+def run_compare(args) -> int:
+    from paranasal_ssl.atomic import write_json, write_text
+    from paranasal_ssl.benchmarks.paper_compare import markdown, run_compare
+    from paranasal_ssl.training.device import resolve_device
+
+    dev = resolve_device(args.device)
+    crop = args.crop or (64 if dev.type == "cuda" else 32)
+    report = run_compare(str(dev), crop, args.out, args.compare_manifest, args.batch,
+                         args.steps, args.threads, args.epochs, not args.no_auprc)
+    write_json(args.out / "paper_compare.json", report)
+    text = markdown(report)
+    write_text(args.out / "paper_compare.md", text)
+    print(text)
+    return 0
+
+
 def run(args) -> int:
+    if args.compare_paper:
+        return run_compare(args)
     from paranasal_ssl.atomic import write_json, write_text
     from paranasal_ssl.benchmarks.speed import run_speed
     from paranasal_ssl.evaluation import format_table
