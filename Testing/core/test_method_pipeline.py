@@ -137,3 +137,13 @@ def test_corrupt_or_mismatched_checkpoint_is_refused(trained_run, tmp_path):
     shutil.copy(copy / "cae" / "best.pt", best)
     with pytest.raises(CheckpointError, match="holds a cae model"):
         load_model(copy, "cpu")
+
+
+def test_finetune_from_scratch_works_in_a_run_without_a_cae(tmp_path, tiny_cohort):
+    """A from-scratch classifier needs no CAE; its model simply has no heatmap calibration."""
+    run = open_run(tmp_path / "run", manifest=tiny_cohort, overrides=TINY_OVERRIDES,
+                   device="cpu", workers=1)
+    result, folder = finetune(run, 1.0, 0, "random", name="scratch", set_default=False)
+    info = json.loads((folder / "model.json").read_text())
+    assert info["init"] == "random" and info["heatmap_scale"] is None
+    assert result.epochs_run >= 1

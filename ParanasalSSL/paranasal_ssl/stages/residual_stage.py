@@ -156,5 +156,8 @@ def _calibration(run: Run, crops: CropSet, maps, folder: Path, rewrite: bool) ->
 
 
 def load_residual_scale(run: Run) -> Optional[float]:
+    """The heatmap scale of this run's residuals, or None (no CAE or no residuals yet)."""
+    if not (run.dir / "cae" / "best.pt").exists():
+        return None
     path = residual_folder(run) / "calibration.json"
     return float(load_json(path)["heatmap_scale"]) if path.exists() else None
