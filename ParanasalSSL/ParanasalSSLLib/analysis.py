@@ -74,10 +74,10 @@ def modelFolderProblem(modelDir) -> Optional[str]:
         return "no model folder selected"
     folder = Path(modelDir)
     if not folder.is_dir():
-        return f"the model folder {folder} does not exist"
+        return "the model folder does not exist"
     if not (folder / "model.json").is_file():
-        return (f"{folder} holds no trained model (no model.json): choose a run folder or its "
-                "finetune/<name>, or train a demo model")
+        return ("the model folder holds no trained model (no model.json): choose a run folder "
+                "or its finetune/<name>, or train a demo model")
     return None
 
 

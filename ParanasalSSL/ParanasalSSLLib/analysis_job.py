@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from paranasal_ssl.errors import ParanasalError
+from paranasal_ssl.errors import InputError, ParanasalError
 from ParanasalSSLLib import analysis, results
 from ParanasalSSLLib.job_runner import CANCELLED, FAILED, IDLE, RUNNING, SUCCEEDED, JobRunner
 
@@ -125,7 +125,7 @@ class AnalysisJob:
             rois = analysis.sinusRois(self.volumeNode, self.roiNodes)
             problem = analysis.modelFolderProblem(self.modelDir)
             if problem:
-                raise analysis.InputError(self.modelDir, problem, field="model")
+                raise InputError(self.modelDir, problem, field="model")
             image = analysis.scanImage(self.volumeNode)
             self.folder = workFolder(self.scanName, self.workRoot)
             sitk.WriteImage(image, str(self.folder / SCAN_FILE))  # raw NRRD: fast, exact
@@ -190,8 +190,8 @@ class AnalysisJob:
         import SimpleITK as sitk
 
         if self.volumeNode.GetScene() is None:
-            raise analysis.InputError(self.scanName, "the scan was removed from the scene "
-                                      "during the analysis")
+            raise InputError(self.scanName, "the scan was removed from the scene during the "
+                             "analysis")
         out = self.folder / OUT_FOLDER
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         arrays: Dict[str, np.ndarray] = {
