@@ -112,7 +112,9 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
     batches, geoms = [], {}
     for side_name, roi in rois.items():
         side = check_side(side_name)
-        offsets = jitter_offsets(f"{source or 'scan'}:{side}", n, cfg.data.crop.jitter_mm)
+        # Test-time jitter depends on the side only: the same image gives the same answer
+        # whatever its file is called (a temporary copy in Slicer, the original on disk).
+        offsets = jitter_offsets(f"test-time:{side}", n, cfg.data.crop.jitter_mm)
         for c in range(n):
             crop, geom = extract_crop(image, roi, cfg.data.crop, side, cfg.data.intensity.pad_value,
                                       offsets[c], source=source)
