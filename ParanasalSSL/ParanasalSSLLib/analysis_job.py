@@ -53,18 +53,12 @@ def predictArgs(modelDir, scanPath, rois: Mapping[str, object], outDir, device: 
 
 
 def workFolder(scanName: str, root=None) -> Path:
-    """An empty folder for one analysis of ``scanName``. The same scan gets the same folder:
-    ``predict`` seeds its test-time jitter with the image path, so analysing a scan again gives
-    the same numbers. A second analysis of it running at the same time gets a folder of its own.
-    """
+    """A new empty folder for one analysis of ``scanName`` (unique, so two analyses, or two
+    Slicer sessions, never share one; ``predict``'s test-time jitter does not depend on the
+    file name, so the numbers are the same whatever folder the scan is written to)."""
     root = Path(root) if root else Path(tempfile.gettempdir()) / "ParanasalSSL-analysis"
     root.mkdir(parents=True, exist_ok=True)
-    folder = root / results.safeFileName(scanName)
-    if str(folder) in _BUSY:
-        folder = Path(tempfile.mkdtemp(prefix=folder.name + "-", dir=root))
-    else:
-        shutil.rmtree(folder, ignore_errors=True)  # left by a crash
-        folder.mkdir()
+    folder = Path(tempfile.mkdtemp(prefix=results.safeFileName(scanName) + "-", dir=root))
     _BUSY.add(str(folder))
     return folder
 
