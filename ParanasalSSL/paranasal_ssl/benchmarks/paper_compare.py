@@ -241,6 +241,8 @@ def run_compare(device: str, crop: int, out: Path, manifest: Optional[Path] = No
     cohort is synthesised into ``out``)."""
     from paranasal_ssl.version import environment_info
 
+    if threads:  # the peak matrix product and the recorded environment use them too
+        torch.set_num_threads(threads)
     small: ExperimentConfig = profile_config("cpu-small")
     report = {"environment": environment_info(), "device": device, "crop": crop,
               "batch": batch, "timed_steps": steps,
