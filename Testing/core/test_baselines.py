@@ -109,6 +109,46 @@ def test_mim_loss_only_on_masked_voxels():
     assert torch.all(seen["y"].grad[~mask] == 0) and seen["y"].grad[mask].abs().sum() > 0
 
 
+def test_distributed_rows_of_the_baselines_are_the_single_process_batch():
+    """What each rank of a DDP run computes, checked in one process: its rows of the global
+    batch's views, SimCLR anchors and MIM masks, and losses whose row-weighted sum is the
+    global one (2-process runs: ``test_distributed.py``)."""
+    from paranasal_ssl.baselines.train import draw_views
+    from paranasal_ssl.training.distributed import batch_rows, step_rows
+
+    crops = torch.rand(6, 2, 1, 16, 16, 16).half()
+    idx = torch.tensor([4, 0, 3, 1, 5])
+    whole = draw_views(crops, idx, torch.Generator().manual_seed(7), 2, True, torch.device("cpu"))
+    splits = [[batch_rows(5, r, w) for r in range(w)] for w in (2, 3)]
+    for rows in splits:
+        parts = [draw_views(crops, idx, torch.Generator().manual_seed(7), 2, True,
+                            torch.device("cpu"), r) for r in rows]
+        for v in range(2):
+            torch.testing.assert_close(torch.cat([p[v] for p in parts]), whole[v])
+
+    z1, z2 = torch.randn(5, 8), torch.randn(5, 8)
+    for rows in splits:
+        weighted = sum(nt_xent(z1, z2, 0.5, anchors=r.slice) * (r.size / 5) for r in rows)
+        torch.testing.assert_close(weighted, nt_xent(z1, z2, 0.5))
+
+    torch.manual_seed(0)
+    model = MaskedImageModel(TINY_ENCODER, 16).eval()  # per-sample outputs: no batch statistics
+    seen = {}
+    model.net.register_forward_hook(lambda mod, inp, out: seen.update(x=inp[0]))
+    x = torch.rand(5, 1, 16, 16, 16)
+    with torch.no_grad():
+        full, _ = model.loss([x], torch.Generator().manual_seed(1))
+        full_input = seen["x"]
+        for rows in splits:
+            total = 0.0
+            for r in rows:
+                with step_rows(r):
+                    part, _ = model.loss([x[r.slice]], torch.Generator().manual_seed(1))
+                torch.testing.assert_close(seen["x"], full_input[r.slice])  # its masks
+                total += part * (r.size / 5)
+            torch.testing.assert_close(total, full)
+
+
 def test_embedding_std_detects_collapse():
     assert embedding_std(torch.ones(16, 32) + 1e-6 * torch.randn(16, 32)) < 1e-5
     spread = embedding_std(torch.randn(4096, 32))
@@ -164,9 +204,13 @@ def test_pretrain_baseline_learns_exports_encoder_and_finetunes(baseline_run, me
 def test_cli_pretrain_baseline(baseline_run):
     from paranasal_ssl.cli.main import main
 
-    code = main(["pretrain-baseline", "--run", str(baseline_run.dir), "--method", "simsiam",
-                 "--set", "pretext_train.epochs=1", "--device", "cpu", "--progress", "none",
-                 "--threads", "2"])
+    threads = torch.get_num_threads()
+    try:
+        code = main(["pretrain-baseline", "--run", str(baseline_run.dir), "--method", "simsiam",
+                     "--set", "pretext_train.epochs=1", "--device", "cpu", "--progress", "none",
+                     "--threads", "2"])
+    finally:  # --threads sets torch's for the whole process: the later tests keep theirs
+        torch.set_num_threads(threads)
     assert code == 0
     lines = (baseline_run.dir / "baselines" / "simsiam" / "metrics.csv").read_text().splitlines()
     assert len(lines) == 2

@@ -1,5 +1,6 @@
 """Distributed training with real Gloo processes launched by torchrun: the same loss trajectory
-as one process with the same global batch, and a killed rank fails the launch loudly."""
+as one process with the same global batch (the method's stages and the self-supervised
+baselines), only rank 0 writing the outputs, and a killed rank fails the launch loudly."""
 
 from __future__ import annotations
 
@@ -27,18 +28,39 @@ def _sets(settings):
     return [a for s in settings for a in ("--set", s)]
 
 
-def _torchrun(python_exe, *args, **kwargs) -> subprocess.Popen:
+def _torchrun(python_exe, *args, program=("-m", "paranasal_ssl"), **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PARANASAL_PROGRESS": "none", "PYTHONWARNINGS": "ignore",
            "PARANASAL_DIST_TIMEOUT_S": "60"}
     return subprocess.Popen([python_exe, "-m", "torch.distributed.run", "--standalone",
-                             "--nproc_per_node", "2", "--monitor-interval", "0.2", "-m",
-                             "paranasal_ssl", *args], env=env, stdout=subprocess.PIPE,
+                             "--nproc_per_node", "2", "--monitor-interval", "0.2", *program,
+                             *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def _losses(path: Path):
+# The CLI with a Python audit hook that lists, per rank, the files it writes: opened for
+# writing, or renamed into place (the atomic writes; torch.save's own writer is not audited).
+AUDITED_CLI = """
+import os, sys
+log = open(os.path.join(sys.argv.pop(1), "writes-" + os.environ["RANK"]), "w", buffering=1)
+WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+def hook(event, args):
+    if event == "os.rename":
+        log.write(f"{os.path.abspath(os.fspath(args[1]))}\\n")
+    elif event == "open" and isinstance(args[0], (str, bytes, os.PathLike)) and (
+            any(c in args[1] for c in "wax+") if isinstance(args[1], str)
+            else args[2] & WRITE):
+        log.write(f"{os.path.abspath(os.fspath(args[0]))}\\n")
+
+sys.addaudithook(hook)
+from paranasal_ssl.cli.main import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _losses(path: Path, column: str = "train_loss"):
     with open(path, newline="") as f:
-        return [float(row["train_loss"]) for row in csv.DictReader(f)]
+        return [float(row[column]) for row in csv.DictReader(f)]
 
 
 def test_augmentation_of_each_rank_is_its_slice_of_the_single_process_batch():
@@ -109,3 +131,47 @@ def _children(pid: int):
         found += [int(c) for c in text]
     return sorted(found)
 
+
+def test_two_gloo_processes_pretrain_baselines_as_one_process(tiny_cohort, tmp_path, python_exe):
+    """SimCLR (negatives gathered from the global batch) and BYOL (EMA target, batch norm in
+    the heads and the target): the per-epoch training loss of 2 processes is that of 1 with the
+    same global batch, split unevenly (5 = 2 + 3); rank 1 writes nothing."""
+    # One small SGD step per epoch. Not the profile's AdamW: Adam's first steps are about
+    # lr * sign(gradient), so an element whose gradient is ~0 (a conv bias before batch norm)
+    # moves by +-lr on float rounding alone. And few, small steps: on this tiny network a
+    # rounding-level change of the gradient (1e-5: the memory layout alone makes that much in
+    # one process) grows quickly over steps. With these settings one process against itself
+    # with another layout differs by ~1e-6; a SimCLR whose gather's backward dropped the other
+    # ranks' gradients (27% off in the gradient) by 1.4% in epoch 2.
+    settings = [*TINY_OVERRIDES, "pretext_train.epochs=2", "pretext_train.batch_size=5",
+                "pretext_train.max_steps_per_epoch=1", "pretext_train.optimizer=sgd",
+                "pretext_train.lr=1e-4", "pretext_train.schedule=constant"]
+    common = ["--manifest", str(tiny_cohort), "--profile", "cpu-small", *_sets(settings),
+              "--device", "cpu", "--workers", "1", "--progress", "none",
+              "--cache", str(tmp_path / "cache")]  # cropped once, by the 1-process run
+    single, double = tmp_path / "one", tmp_path / "two"
+    cli = tmp_path / "audited_cli.py"
+    cli.write_text(AUDITED_CLI)
+    for method in ("simclr", "byol"):
+        command = ["pretrain-baseline", "--method", method]
+        assert main([*command, "--run", str(single), *common]) == 0
+        audit = tmp_path / f"writes-{method}"
+        audit.mkdir()
+        proc = _torchrun(python_exe, *command, "--run-dir", str(double), *common,
+                         program=(str(cli), str(audit)))
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out[-3000:]
+        stage = Path("baselines") / method
+        for column in ("train_loss", "train_std_encoder", "train_std_projection"):
+            one = _losses(single / stage / "metrics.csv", column)
+            two = _losses(double / stage / "metrics.csv", column)
+            assert len(one) == len(two) == 2
+            assert two == pytest.approx(one, rel=1e-4), (method, column)
+        assert sorted(p.name for p in (double / stage).iterdir()) == \
+            sorted(p.name for p in (single / stage).iterdir())
+        written = {r: [Path(line) for line in (audit / f"writes-{r}").read_text().splitlines()]
+                   for r in (0, 1)}
+        assert not [p for p in written[1] if double in p.parents], written[1]
+        assert {double / stage / name for name in ("best.pt", "last.pt", "metrics.csv",
+                                                   "baseline.json", "config.json")} \
+            <= set(written[0])

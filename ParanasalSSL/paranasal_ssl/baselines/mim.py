@@ -19,6 +19,7 @@ from torch import nn
 
 from paranasal_ssl.experiment import EncoderConfig
 from paranasal_ssl.networks.pretext import ResidualPredictor
+from paranasal_ssl.training.distributed import current_rows
 
 
 def random_patch_mask(batch: int, size: int, patch: int, ratio: float,
@@ -36,11 +37,13 @@ def random_patch_mask(batch: int, size: int, patch: int, ratio: float,
     return grid[:, :, :size, :size, :size].contiguous()
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the voxels where ``mask`` is True; ``(B, 1, S, S, S)`` each."""
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+               count: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean squared error over the voxels where ``mask`` is True; ``(B, 1, S, S, S)`` each.
+    ``count``: the divisor instead of the number of masked voxels (see ``MaskedImageModel``)."""
     m = mask.to(torch.float32)
     err = (pred.float() - target.float()) ** 2
-    return (err * m).sum() / m.sum().clamp_min(1.0)
+    return (err * m).sum() / (m.sum() if count is None else count).clamp_min(1.0)
 
 
 class MaskedImageModel(nn.Module):
@@ -72,11 +75,23 @@ class MaskedImageModel(nn.Module):
         """``views``: one ``(B, 1, S, S, S)`` batch; masks drawn with ``gen`` -> (masked MSE,
         ``(B, C)`` pooled encoder features of the masked input)."""
         x = views[0]
-        mask = random_patch_mask(len(x), self.crop_shape, self.patch, self.mask_ratio, gen)
+        rows = current_rows()
+        count = None
+        if rows is None:
+            mask = random_patch_mask(len(x), self.crop_shape, self.patch, self.mask_ratio, gen)
+        else:  # DDP: masks drawn for the global batch as one process would; these rows' kept
+            mask = random_patch_mask(rows.total, self.crop_shape, self.patch, self.mask_ratio,
+                                     gen)
+            # divide by the global batch's masked voxels, rescaled to these rows' share: the
+            # loop's rows/batch weighting then sums the ranks' losses to the global masked MSE
+            count = mask.sum().float() * (rows.size / rows.total)
+            mask = mask[rows.slice]
         mask = mask.to(x.device)
         visible = torch.where(mask, self.mask_token.to(x.dtype), x)
         pred = self.net(visible)
-        return masked_mse(pred, x, mask), {"encoder": self._pooled}
+        if count is not None:
+            count = count.to(x.device)
+        return masked_mse(pred, x, mask, count), {"encoder": self._pooled}
 
     def settings(self) -> Dict[str, object]:
         return {"loss": "MSE on masked voxels", "patch": self.patch,

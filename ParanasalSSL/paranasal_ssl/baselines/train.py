@@ -17,6 +17,12 @@ method only while that setting still has its profile value: a value the user set
 creation or with ``--set pretext_train.KEY=VALUE``) always wins. What was used is recorded in
 ``baseline.json``, ``config.json`` and the checkpoints' meta.
 
+Distributed (``torchrun``): every draw (crop choices, augmentations, MIM masks) is made for the
+whole global batch in one-process order and each rank keeps its rows; SimCLR contrasts each
+rank's rows with the global batch; batch norm (heads and BYOL's target too) uses global-batch
+statistics; the training embedding statistics are those of the global batch. The loss
+trajectory is then the single-process one (tested). Rank 0 alone writes the outputs.
+
 Outputs, ``RUN/baselines/<method>/``: ``best.pt`` and ``last.pt`` (kind ``encoder``: only the
 encoder's state dict, signed with :func:`encoder_signature`, ready for
 ``finetune(run, ..., init=path)``), ``metrics.csv``, ``config.json``, ``baseline.json`` and
@@ -31,7 +37,7 @@ import math
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -47,6 +53,13 @@ from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import augment
 from paranasal_ssl.training.checkpoint import load_weights, save_checkpoint
 from paranasal_ssl.training.device import prepare_model, to_input
+from paranasal_ssl.training.distributed import (
+    BatchRows,
+    barrier,
+    batch_rows,
+    gather_rows,
+    is_main,
+)
 from paranasal_ssl.training.loop import FitResult, fit
 
 log = logging.getLogger(__name__)
@@ -78,22 +91,27 @@ def baseline_train_config(run: Run, method: str) -> Tuple[TrainConfig, Dict[str,
 
 
 def draw_views(crops: torch.Tensor, idx: torch.Tensor, gen: torch.Generator, n_views: int,
-               do_augment: bool, device: torch.device) -> List[torch.Tensor]:
+               do_augment: bool, device: torch.device, rows: Optional[BatchRows] = None
+               ) -> List[torch.Tensor]:
     """``n_views`` batches ``(B, 1, S, S, S)`` on ``device`` from ``crops`` ``(N, n, 1, S, S,
     S)``: per sinus ``idx`` one cached jitter per view (distinct where ``n > 1``), each view
-    augmented with its own generator seeded from ``gen``."""
+    augmented with its own generator seeded from ``gen``.
+
+    ``rows`` (DDP): every choice is drawn for the whole global batch ``idx``, in one-process
+    order, and only these rows are returned (``rows.size`` samples per view)."""
     n = crops.shape[1]
+    rows = rows or BatchRows(0, len(idx), len(idx))
     first = torch.randint(n, (len(idx),), generator=gen)
     views = []
     for v in range(n_views):
         which = first
         if v and n > 1:  # shift by 1..n-1: another cached jitter than the first view's
             which = (first + torch.randint(1, n, (len(idx),), generator=gen)) % n
-        x = to_input(crops[idx, which], device)
+        x = to_input(crops[idx[rows.slice], which[rows.slice]], device)
         if do_augment:
             view_gen = torch.Generator().manual_seed(
                 int(torch.randint(2 ** 62, (1,), generator=gen)))
-            x, _ = augment(x, None, view_gen)
+            x, _ = augment(x, None, view_gen, rows=rows)
         views.append(x)
     return views
 
@@ -135,10 +153,14 @@ def pretrain_baseline(run: Run, method: str, resume: bool = False) -> Tuple[FitR
     train_stds: Dict[str, List[float]] = {}
 
     def train_step(m, idx, gen):
-        views = draw_views(train_x, idx, gen, m.n_views, tcfg.augment, device)
+        rows = batch_rows(len(idx))  # this process's share of the global batch (all of it)
+        views = draw_views(train_x, idx, gen, m.n_views, tcfg.augment, device, rows)
         loss, embeddings = m.loss(views, gen)
-        for key, emb in embeddings.items():
-            train_stds.setdefault(key, []).append(embedding_std(emb))
+        for key, emb in embeddings.items():  # statistics of the global batch, for rank 0
+            with torch.no_grad():
+                emb = gather_rows(emb.detach().float(), rows)
+            if is_main():
+                train_stds.setdefault(key, []).append(embedding_std(emb))
         return loss
 
     def validate(m):
@@ -172,15 +194,18 @@ def pretrain_baseline(run: Run, method: str, resume: bool = False) -> Tuple[FitR
             "train_cfg": asdict(tcfg), "method_defaults_applied": applied,
             "n_train_sinuses": len(train_x), "n_val_sinuses": len(val_views[0])}
     run_cfg = replace(cfg, pretext_train=tcfg)
-    save_experiment(run_cfg, out / "config.json", stage=f"baseline-{method}",
-                    manifest=str(run.manifest))
+    if is_main():
+        save_experiment(run_cfg, out / "config.json", stage=f"baseline-{method}",
+                        manifest=str(run.manifest))
     params = [p for p in model.parameters() if p.requires_grad]  # not BYOL's target
     result = fit(model, cfg=tcfg, run_dir=out / "training", kind=full_kind, signature=full_sig,
                  meta=meta, n_train=len(train_x), train_step=train_step, validate=validate,
                  monitor="val_loss", mode="min", device=device, resume=resume,
                  stage=f"baseline {method}", params=params,
                  after_step=after_step if hasattr(model, "after_step") else None)
-    _export_encoders(model, method, out, full_kind, full_sig, sig, meta, result, run)
+    if is_main():
+        _export_encoders(model, method, out, full_kind, full_sig, sig, meta, result, run)
+    barrier()  # the exported encoders exist on return, on every rank
     return result, out
 
 

@@ -207,6 +207,25 @@ class _AllReduceSum(torch.autograd.Function):
         return out
 
 
+def gather_rows(t: torch.Tensor, rows: BatchRows) -> torch.Tensor:
+    """The global batch ``(rows.total, ...)`` from every rank's rows ``t`` (``rows.size``
+    leading rows each; uneven splits too), in single-process order; ``t`` itself in one process.
+
+    Differentiable like ``torch.distributed.nn.functional.all_gather``: each rank places its rows
+    in a zero tensor and the autograd-aware all-reduce sums them, so the backward gives each rank
+    the SUM over ranks of the gradients with respect to its rows (a loss of every rank may
+    depend on every rank's rows, e.g. the negatives of NT-Xent).
+    """
+    if not (is_initialized() and world_size() > 1):
+        return t
+    if t.shape[0] != rows.size:
+        raise ValueError(f"gather_rows: {t.shape[0]} rows for {rows}")
+    rest = t.shape[1:]
+    full = torch.cat([t.new_zeros((rows.start, *rest)), t,
+                      t.new_zeros((rows.total - rows.stop, *rest))])
+    return _AllReduceSum.apply(full)
+
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics are those of the GLOBAL batch, for Gloo/CPU.
 
