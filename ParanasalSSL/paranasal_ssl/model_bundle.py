@@ -82,7 +82,7 @@ def load_model(path: Union[str, Path], device: str = "auto") -> ModelBundle:
         load_weights(cae, run_dir / "cae" / "best.pt", "cae",
                      stable_hash({"cae": to_dict(config.cae), "crop": crop}))
         clf = build_classifier(config.encoder, config.finetune.head_hidden,
-                               config.finetune.dropout)
+                               config.finetune.dropout, prior=bool(info.get("score_prior")))
         load_weights(clf, best, "classifier")
         scale = info.get("heatmap_scale")
         if scale is None:

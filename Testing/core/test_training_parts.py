@@ -14,11 +14,12 @@ from paranasal_ssl import progress
 from paranasal_ssl.config import CropConfig
 from paranasal_ssl.crops import extract_crop, roi_box_mask
 from paranasal_ssl.errors import CancelledError, CheckpointError
-from paranasal_ssl.experiment import TrainConfig, profile_config
+from paranasal_ssl.experiment import ResidualConfig, TrainConfig, profile_config
 from paranasal_ssl.geometry import SinusROI
 from paranasal_ssl.networks import build_cae, build_classifier, build_pretext
 from paranasal_ssl.residual_maps import crop_scores, median_filter3d, per_crop_rescale
 from paranasal_ssl.scan_io import image_from_array
+from paranasal_ssl.stages.pretext_stage import pretext_loss, sinus_scores
 from paranasal_ssl.training.augment import AugmentConfig, augment
 from paranasal_ssl.training.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from paranasal_ssl.training.loop import fit
@@ -183,3 +184,31 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_sinus_scores_take_the_quantile_inside_the_box_only():
+    targets = torch.zeros(2, 1, 4, 4, 4)
+    targets[0, 0, 0, 0, :] = torch.tensor([0.2, 0.4, 0.6, 0.8])
+    targets[0, 0, 3, 3, 3] = 1.0  # outside the box: must not count
+    targets[1, 0, 2, 2, 2] = 0.5  # the second box is empty -> score 0
+    boxes = torch.zeros(2, 1, 4, 4, 4, dtype=torch.bool)
+    boxes[0, 0, 0, 0, :] = True
+    scores = sinus_scores(targets, boxes, q=1.0)
+    assert scores.tolist() == pytest.approx([0.8, 0.0])
+    median = sinus_scores(targets, boxes, q=0.5)
+    assert median[0].item() == pytest.approx(0.5)  # numpy's linear interpolation of 0.4, 0.6
+
+
+def test_pretext_loss_adds_the_dice_and_score_terms_as_configured():
+    logits = torch.tensor([[0.0, 2.0], [-1.0, 1.0]])
+    target = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    paper = ResidualConfig(pretext_score_weight=0.0, pretext_dice_weight=0.0)
+    assert pretext_loss(logits, target, paper).item() == pytest.approx(bce.item())
+    p = torch.sigmoid(logits)
+    dice = (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    score_logit, score_target = torch.tensor([0.5]), torch.tensor([1.0])
+    score_bce = np.log1p(np.exp(-0.5))
+    both = ResidualConfig(pretext_score_weight=2.0, pretext_dice_weight=0.5)
+    got = pretext_loss(logits, target, both, score_logit, score_target).item()
+    assert got == pytest.approx(bce.item() + 0.5 * (1 - dice.item()) + 2.0 * score_bce)

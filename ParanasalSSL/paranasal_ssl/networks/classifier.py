@@ -17,10 +17,15 @@ class SinusClassifier(nn.Module):
     Head: global average pool of the last encoder stage, then ``Linear -> ReLU -> Dropout`` per
     hidden width and a final ``Linear(., 1)`` (the paper's 512-256-2 head with one logit instead of
     two softmax outputs: the same model, trained with class-weighted BCE).
+
+    ``prior=True`` adds a linear ``prior`` on the pooled features whose logit is added to the
+    head's: fine-tuning from the residual pretext copies the pretext network's sinus-level head
+    (a distilled zero-label residual score) into it and zeroes the head's last layer, so with no
+    labels the classifier ranks sinuses as the residual does and labels only correct it.
     """
 
     def __init__(self, config: EncoderConfig, hidden: Sequence[int] = (256,),
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, prior: bool = False):
         super().__init__()
         self.encoder = ResNetEncoder3D(config)
         layers, c_in = [], self.encoder.out_channels
@@ -29,11 +34,16 @@ class SinusClassifier(nn.Module):
             c_in = h
         layers.append(nn.Linear(c_in, 1))
         self.head = nn.Sequential(*layers)
+        self.prior = nn.Linear(self.encoder.out_channels, 1) if prior else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder.pooled(x)).squeeze(1)
+        pooled = self.encoder.pooled(x)
+        logit = self.head(pooled)
+        if self.prior is not None:
+            logit = logit + self.prior(pooled)
+        return logit.squeeze(1)
 
 
 def build_classifier(config: EncoderConfig, hidden: Sequence[int] = (256,),
-                     dropout: float = 0.0) -> SinusClassifier:
-    return SinusClassifier(config, hidden, dropout)
+                     dropout: float = 0.0, prior: bool = False) -> SinusClassifier:
+    return SinusClassifier(config, hidden, dropout, prior)

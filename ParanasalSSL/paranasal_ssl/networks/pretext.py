@@ -36,9 +36,11 @@ class ResidualPredictor(nn.Module):
     each step and concatenating the deepest encoder feature of matching size (U-Net skips).
     """
 
-    def __init__(self, config: EncoderConfig, crop_shape: int):
+    def __init__(self, config: EncoderConfig, crop_shape: int, score_head: bool = False):
         super().__init__()
         self.encoder = ResNetEncoder3D(config)
+        # optional sinus-level output on the pooled last stage (what the classifier will use)
+        self.score_head = nn.Linear(self.encoder.out_channels, 1) if score_head else None
         sizes = self._feature_sizes(crop_shape)
         # deepest feature per spatial size, for the skips
         self._skip_of_size = {}
@@ -67,13 +69,18 @@ class ResidualPredictor(nn.Module):
             self.encoder.train(was_training)
         return [int(f.shape[-1]) for f in feats]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, with_score: bool = False):
+        """Map logits ``(B, 1, S, S, S)``; with ``with_score`` also ``(B,)`` score logits."""
         feats = self.encoder(x)
         h = feats[-1]
         for block, skip in zip(self.decoder, self._skip_index):
             h = block(h, feats[skip] if skip is not None else None)
-        return self.head(h)
+        logits = self.head(h)
+        if not with_score:
+            return logits
+        return logits, self.score_head(feats[-1].mean(dim=(2, 3, 4))).squeeze(1)
 
 
-def build_pretext(config: EncoderConfig, crop_shape: int) -> ResidualPredictor:
-    return ResidualPredictor(config, crop_shape)
+def build_pretext(config: EncoderConfig, crop_shape: int,
+                  score_head: bool = False) -> ResidualPredictor:
+    return ResidualPredictor(config, crop_shape, score_head)

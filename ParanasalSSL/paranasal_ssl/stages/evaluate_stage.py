@@ -36,9 +36,11 @@ from paranasal_ssl.version import code_version, environment_info
 
 def load_classifier(run: Run, name: str) -> torch.nn.Module:
     folder = run.dir / "finetune" / name
+    prior = bool(load_json(folder / "model.json").get("score_prior", False)) \
+        if (folder / "model.json").exists() else False
     model = build_classifier(run.config.encoder, run.config.finetune.head_hidden,
-                             run.config.finetune.dropout)
-    load_weights(model, folder / "best.pt", KIND, classifier_signature(run))
+                             run.config.finetune.dropout, prior=prior)
+    load_weights(model, folder / "best.pt", KIND, classifier_signature(run, prior))
     return prepare_model(model, run.device).eval()
 
 

@@ -55,9 +55,19 @@ def finetune_name(fraction: float, seed: int, init: str) -> str:
     return f"f{fraction:g}-s{seed}-{tag}"
 
 
-def classifier_signature(run: Run) -> str:
-    return stable_hash({"encoder": encoder_signature(run),
-                        "head": run.config.finetune.head_hidden})
+def classifier_signature(run: Run, prior: bool = False) -> str:
+    key = {"encoder": encoder_signature(run), "head": run.config.finetune.head_hidden}
+    if prior:
+        key["prior"] = True
+    return stable_hash(key)
+
+
+def pretext_score_head(path: Path) -> Optional[dict]:
+    """The sinus-level head of a pretext checkpoint (``score_head.*``), if it has one."""
+    payload = read_checkpoint(path, "pretext")
+    head = {k[len("score_head."):]: v for k, v in payload["model"].items()
+            if k.startswith("score_head.")}
+    return head or None
 
 
 def load_encoder_weights(model: SinusClassifier, path: Path, run: Run) -> str:
@@ -75,6 +85,33 @@ def load_encoder_weights(model: SinusClassifier, path: Path, run: Run) -> str:
     if missing:
         raise InputError(path, f"{len(missing)} encoder weights missing (e.g. {missing[0]})")
     return file_sha256(path)
+
+
+def initial_classifier(run: Run, init: str) -> Tuple[SinusClassifier, Optional[str]]:
+    """The classifier before fine-tuning and the SHA-256 of the checkpoint it starts from.
+
+    From a pretext with a sinus-level head (``residual.pretext_score_weight > 0``) and
+    ``finetune.score_prior``, that head becomes the classifier's ``prior`` and the head's last
+    layer starts at zero: before any label, the classifier's logit is the pretext's score.
+    """
+    cfg = run.config
+    prior = None
+    if init == "pretext" and cfg.finetune.score_prior:
+        prior = pretext_score_head(run.dir / "pretext" / "best.pt")
+    with seeded(cfg.finetune_train.seed):
+        model = build_classifier(cfg.encoder, cfg.finetune.head_hidden, cfg.finetune.dropout,
+                                 prior=prior is not None)
+    if prior is not None:
+        model.prior.load_state_dict(prior)
+        with torch.no_grad():  # the head adds nothing until the labels say so
+            model.head[-1].weight.zero_()
+            model.head[-1].bias.zero_()
+    init_sha = None
+    if init == "pretext":
+        init_sha = load_encoder_weights(model, run.dir / "pretext" / "best.pt", run)
+    elif init != "random":
+        init_sha = load_encoder_weights(model, Path(init), run)
+    return model, init_sha
 
 
 def _validation_subset(val: Sequence[SinusRecord], fraction: float, seed: int
@@ -124,13 +161,8 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
              len(train_crops.records), int(pos), len(val_crops.records))
 
     device = run.device
-    with seeded(cfg.finetune_train.seed):
-        model = build_classifier(cfg.encoder, cfg.finetune.head_hidden, cfg.finetune.dropout)
-    init_sha = None
-    if init == "pretext":
-        init_sha = load_encoder_weights(model, run.dir / "pretext" / "best.pt", run)
-    elif init != "random":
-        init_sha = load_encoder_weights(model, Path(init), run)
+    model, init_sha = initial_classifier(run, init)
+    model_has_prior = model.prior is not None
     model = prepare_model(model, device)
     tcfg = cfg.finetune_train if train_seed is None else replace(cfg.finetune_train,
                                                                   seed=train_seed)
@@ -161,7 +193,8 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
     meta = {"architecture": encoder_architecture(run), "head": cfg.finetune.head_hidden,
             "train_cfg": asdict(tcfg), "init": init, "label_fraction": fraction,
             "label_seed": seed}
-    result = fit(model, cfg=tcfg, run_dir=out, kind=KIND, signature=classifier_signature(run),
+    result = fit(model, cfg=tcfg, run_dir=out, kind=KIND,
+                 signature=classifier_signature(run, model_has_prior),
                  meta=meta, n_train=len(train_x), train_step=train_step, validate=validate,
                  monitor="val_loss", mode="min", device=device, resume=resume,
                  stage=f"finetune {name}", params=params)
@@ -180,7 +213,7 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
         "n_val_sinuses": len(val_crops.records), "threshold": float(threshold),
         "uncertain_band": list(cfg.finetune.uncertain_band),
         "modality": cfg.data.intensity.modality, "best_epoch": result.best_epoch,
-        "heatmap_scale": heatmap_scale,
+        "heatmap_scale": heatmap_scale, "score_prior": model_has_prior,
         "labels_used": "labels_used.csv", "code_version": code_version(),
         "labels_file": str(Path(labels_source).resolve()) if labels_source else None,
         "labels_file_sha256": file_sha256(labels_source) if labels_source else None})

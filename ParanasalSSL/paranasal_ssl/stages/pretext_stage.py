@@ -22,7 +22,7 @@ from paranasal_ssl.experiment import save_experiment
 from paranasal_ssl.hashing import stable_hash
 from paranasal_ssl.networks import build_pretext
 from paranasal_ssl.residual_maps import global_rescale, per_crop_rescale
-from paranasal_ssl.stages.data import flat_tensor, sinus_tensor
+from paranasal_ssl.stages.data import flat_tensor, roi_masks, sinus_tensor
 from paranasal_ssl.stages.residual_stage import ResidualSet, compute_residuals
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import augment
@@ -78,8 +78,13 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
     log.info("pretext: %d training sinuses (%d jittered crops each), %d validation crops",
              len(train_x), n, len(val_x))
     device = run.device
+    rcfg = cfg.residual
+    use_score = rcfg.pretext_score_weight > 0
+    if use_score:  # sinus-level targets per (sinus, jitter): (N, n) and (Nv,)
+        train_s = sinus_scores(train_y, roi_masks(crops.subset(train_keys).records, run, n))
+        val_s = sinus_scores(val_y, roi_masks(crops.subset(val_keys).records, run, 1))
     with seeded(cfg.pretext_train.seed):
-        net = build_pretext(cfg.encoder, cfg.data.crop.shape)
+        net = build_pretext(cfg.encoder, cfg.data.crop.shape, score_head=use_score)
     # Start the output at the targets' mean: residual targets are mostly zero, and Adam moves
     # a bias by about one learning rate per step, so from logit 0 it would spend thousands of
     # steps learning "mostly nothing" before any anomaly-specific feature.
@@ -97,17 +102,29 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
         y = to_input(train_y[idx, which], device)
         if tcfg.augment:
             x, y = augment(x, y, gen, rows=rows)
-        return F.binary_cross_entropy_with_logits(m(x).float(), y)
+        if not use_score:
+            return pretext_loss(m(x).float(), y, rcfg)
+        logits, score = m(x, with_score=True)
+        return pretext_loss(logits.float(), y, rcfg, score.float(),
+                            train_s[idx, which].to(device))
 
     def validate(m):
-        total, l1 = 0.0, 0.0
+        total, l1, loss, batches = 0.0, 0.0, 0.0, 0
         for s in range(0, len(val_x), 16):
             x, y = to_input(val_x[s:s + 16], device), to_input(val_y[s:s + 16], device)
-            logits = m(x).float()
+            if use_score:
+                logits, score = m(x, with_score=True)
+                loss += pretext_loss(logits.float(), y, rcfg, score.float(),
+                                     val_s[s:s + 16].to(device)).item()
+            else:
+                logits = m(x)
+                loss += pretext_loss(logits.float(), y, rcfg).item()
+            logits = logits.float()
+            batches += 1
             total += F.binary_cross_entropy_with_logits(logits, y, reduction="sum").item()
             l1 += (torch.sigmoid(logits) - y).abs().sum().item()
         count = val_y.numel()
-        return {"val_bce": total / count, "val_l1": l1 / count}
+        return {"val_loss": loss / batches, "val_bce": total / count, "val_l1": l1 / count}
 
     out = run.stage_dir("pretext")
     if is_main():
@@ -117,5 +134,33 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
             "residuals": residuals.folder.name, "n_train_sinuses": len(train_x)}
     return fit(model, cfg=tcfg, run_dir=out, kind=KIND, signature=encoder_signature(run),
                meta=meta, n_train=len(train_x), train_step=train_step, validate=validate,
-               monitor="val_bce", mode="min", device=device, resume=resume, stage="pretrain")
+               monitor="val_loss", mode="min", device=device, resume=resume, stage="pretrain")
+
+
+def sinus_scores(targets: torch.Tensor, boxes: torch.Tensor, q: float = 0.99) -> torch.Tensor:
+    """Sinus-level soft targets: the ``q`` quantile of each target map inside its ROI box.
+
+    ``targets`` ``(N, n, 1, S, S, S)`` or ``(N, 1, S, S, S)`` in [0, 1], ``boxes`` the matching
+    ``(N * n, 1, S, S, S)`` bool masks -> ``(N, n)`` or ``(N,)``: near 0 when the CAE found no
+    material where air belongs, near 1 when it did.
+    """
+    flat = targets.reshape(len(boxes), -1).float()
+    inside = torch.where(boxes.reshape(len(boxes), -1), flat, torch.full_like(flat, float("nan")))
+    return torch.nanquantile(inside, q, dim=1).nan_to_num(0.0).reshape(targets.shape[:-4])
+
+
+def pretext_loss(logits: torch.Tensor, target: torch.Tensor, cfg, score_logits=None,
+                 score_target=None) -> torch.Tensor:
+    """BCE-with-logits on the residual map (the paper), plus the optional soft Dice on the map
+    (over the whole batch, so crops with an empty target are fine) and BCE on the sinus-level
+    score."""
+    loss = F.binary_cross_entropy_with_logits(logits, target)
+    if cfg.pretext_dice_weight > 0:
+        p = torch.sigmoid(logits)
+        dice = (2 * (p * target).sum() + 1.0) / (p.sum() + target.sum() + 1.0)
+        loss = loss + cfg.pretext_dice_weight * (1 - dice)
+    if score_logits is not None:
+        loss = loss + cfg.pretext_score_weight * F.binary_cross_entropy_with_logits(
+            score_logits, score_target)
+    return loss
 

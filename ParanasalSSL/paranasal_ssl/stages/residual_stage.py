@@ -47,7 +47,11 @@ class ResidualSet:
 
 def residual_folder(run: Run) -> Path:
     cae = run.dir / "cae" / "best.pt"
-    key = stable_hash({"cae": file_sha256(cae), "residual": to_dict(run.config.residual),
+    r = run.config.residual
+    # only the settings that shape the maps, scores and calibration (not the pretext's)
+    shaping = {k: getattr(r, k) for k in ("median_kernel", "sign", "air_gate",
+                                            "heatmap_quantile", "score")}
+    key = stable_hash({"cae": file_sha256(cae), "residual": shaping,
                        "data": to_dict(run.config.data)}, 12)
     return run.dir / "residuals" / key
 
