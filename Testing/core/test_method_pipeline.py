@@ -154,7 +154,9 @@ def test_finetune_from_scratch_works_in_a_run_without_a_cae(tmp_path, tiny_cohor
     result, folder = finetune(run, 1.0, 0, "random", name="scratch", set_default=False)
     info = json.loads((folder / "model.json").read_text())
     assert info["init"] == "random" and info["heatmap_scale"] is None
-    assert result.epochs_run >= 1
+    assert info["score_prior"] is False
+    history = result.history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
 def test_finetuning_starts_from_the_pretext_sinus_score(trained_run):
