@@ -108,19 +108,8 @@ def _parse_row(row: Dict[str, str], path: Path, line_no: int) -> SinusRecord:
                              expected="a number in millimetres") from None
 
     side = check_side(need("side"), f"{path} {where}")
-    label_text = row.get("label", "").lower()
-    if label_text not in LABEL_WORDS:
-        raise InputError(path, f"{where}: unknown label {row.get('label')!r}", field="label",
-                         expected="0, 1, normal, anomalous or empty (unlabelled)")
-    types = []
-    for name in filter(None, (t.strip() for t in row.get("anomaly_types", "").split(";"))):
-        if name.lower() == "normal":
-            continue
-        canon = canonical_anomaly(name)
-        if canon is None:
-            raise InputError(path, f"{where}: unknown anomaly type {name!r}",
-                             field="anomaly_types", expected="names from paranasal_ssl.anomalies")
-        types.append(canon)
+    label = parse_label(row, path, where)
+    types = parse_anomaly_types(row, path, where)
     axes = None
     if row.get("roi_axes"):
         try:
@@ -141,9 +130,32 @@ def _parse_row(row: Dict[str, str], path: Path, line_no: int) -> SinusRecord:
     return SinusRecord(
         case_id=need("case_id"), subject_id=need("subject_id"),
         image=_resolve(path, need("image")), side=side, roi=roi,
-        label=LABEL_WORDS[label_text], anomaly_types=tuple(types),
+        label=label, anomaly_types=types,
         mask=_resolve(path, row["mask"]) if row.get("mask") else None,
         modality=modality, extra=extra)
+
+
+def parse_label(row: Dict[str, str], path: Path, where: str) -> Optional[int]:
+    """The ``label`` column: 0, 1 or None (unlabelled); an unknown word is an InputError."""
+    text = row.get("label", "").lower()
+    if text not in LABEL_WORDS:
+        raise InputError(path, f"{where}: unknown label {row.get('label')!r}", field="label",
+                         expected="0, 1, normal, anomalous or empty (unlabelled)")
+    return LABEL_WORDS[text]
+
+
+def parse_anomaly_types(row: Dict[str, str], path: Path, where: str) -> Tuple[str, ...]:
+    """The ``anomaly_types`` column (``;``-separated, ``normal`` ignored) as canonical names."""
+    types = []
+    for name in filter(None, (t.strip() for t in row.get("anomaly_types", "").split(";"))):
+        if name.lower() == "normal":
+            continue
+        canon = canonical_anomaly(name)
+        if canon is None:
+            raise InputError(path, f"{where}: unknown anomaly type {name!r}",
+                             field="anomaly_types", expected="names from paranasal_ssl.anomalies")
+        types.append(canon)
+    return tuple(types)
 
 
 def _resolve(manifest: Path, value: str) -> Path:

@@ -24,11 +24,10 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from paranasal_ssl.anomalies import canonical_anomaly
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SIDES, SinusROI, check_side
 from paranasal_ssl.hashing import stable_hash
-from paranasal_ssl.manifest import LABEL_WORDS
+from paranasal_ssl.manifest import parse_anomaly_types, parse_label
 from paranasal_ssl.scan_io import IMAGE_SUFFIXES
 
 ROI_COLUMNS = ("roi_center_r", "roi_center_a", "roi_center_s",
@@ -218,21 +217,8 @@ def _add_row(builders: Dict[str, dict], row: Dict[str, str], image_col: str, pat
     roi = _parse_roi(row, path, where)
     if roi is not None:
         b["rois"][side] = roi
-    label_text = row.get("label", "").lower()
-    if label_text not in LABEL_WORDS:
-        raise InputError(path, f"{where}: unknown label {row.get('label')!r}", field="label",
-                         expected="0, 1, normal, anomalous or empty")
-    b["labels"][side] = LABEL_WORDS[label_text]
-    types = []
-    for name in filter(None, (t.strip() for t in row.get("anomaly_types", "").split(";"))):
-        if name.lower() == "normal":
-            continue
-        canon = canonical_anomaly(name)
-        if canon is None:
-            raise InputError(path, f"{where}: unknown anomaly type {name!r}",
-                             field="anomaly_types", expected="names from paranasal_ssl.anomalies")
-        types.append(canon)
-    b["types"][side] = tuple(types)
+    b["labels"][side] = parse_label(row, path, where)
+    b["types"][side] = parse_anomaly_types(row, path, where)
 
 
 def _parse_roi(row: Dict[str, str], path: Path, where: str) -> Optional[SinusROI]:
