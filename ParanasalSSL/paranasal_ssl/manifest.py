@@ -110,13 +110,7 @@ def _parse_row(row: Dict[str, str], path: Path, line_no: int) -> SinusRecord:
     side = check_side(need("side"), f"{path} {where}")
     label = parse_label(row, path, where)
     types = parse_anomaly_types(row, path, where)
-    axes = None
-    if row.get("roi_axes"):
-        try:
-            axes = np.array([float(v) for v in row["roi_axes"].split()]).reshape(3, 3)
-        except ValueError:
-            raise InputError(path, f"{where}: roi_axes must be 9 numbers", field="roi_axes",
-                             expected="row-major 3x3 rotation, columns = ROI axes in RAS") from None
+    axes = parse_roi_axes(row, path, where)
     roi = SinusROI.from_values(
         [number("roi_center_r"), number("roi_center_a"), number("roi_center_s")],
         [number("roi_size_r"), number("roi_size_a"), number("roi_size_s")],
@@ -156,6 +150,17 @@ def parse_anomaly_types(row: Dict[str, str], path: Path, where: str) -> Tuple[st
                              field="anomaly_types", expected="names from paranasal_ssl.anomalies")
         types.append(canon)
     return tuple(types)
+
+
+def parse_roi_axes(row: Dict[str, str], path: Path, where: str) -> Optional[np.ndarray]:
+    """The optional ``roi_axes`` column: 9 numbers, row-major 3x3, columns = box axes in RAS."""
+    if not row.get("roi_axes"):
+        return None
+    try:
+        return np.array([float(v) for v in row["roi_axes"].split()]).reshape(3, 3)
+    except ValueError:
+        raise InputError(path, f"{where}: roi_axes must be 9 numbers", field="roi_axes",
+                         expected="row-major 3x3 rotation, columns = ROI axes in RAS") from None
 
 
 def _resolve(manifest: Path, value: str) -> Path:

@@ -65,10 +65,11 @@ GOOD = {"case_id": "a", "subject_id": "s", "image": "a.nii.gz", "side": "left", 
     ({"roi_center_a": "abc"}, "roi_center_a", "not a number"),
     ({"roi_size_s": "0"}, "roi", "ROI size"),
     ({"case_id": ""}, "case_id", "empty value"),
+    ({"roi_axes": "1 0 0 0 1 0 0 0"}, "roi_axes", "must be 9 numbers"),
 ])
 def test_bad_manifest_values_name_file_line_and_field(tmp_path, change, field, message):
     path = tmp_path / "m.csv"
-    write_csv(path, [GOOD, {**GOOD, "side": "right", **change}], list(GOOD))
+    write_csv(path, [GOOD, {**GOOD, "side": "right", **change}], list(GOOD) + ["roi_axes"])
     with pytest.raises(InputError) as err:
         read_manifest(path)
     text = str(err.value)

@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
-import numpy as np
-
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SIDES, SinusROI, check_side
 from paranasal_ssl.hashing import stable_hash
-from paranasal_ssl.manifest import parse_anomaly_types, parse_label
+from paranasal_ssl.manifest import parse_anomaly_types, parse_label, parse_roi_axes
 from paranasal_ssl.scan_io import IMAGE_SUFFIXES
 
 ROI_COLUMNS = ("roi_center_r", "roi_center_a", "roi_center_s",
@@ -235,13 +233,7 @@ def _parse_roi(row: Dict[str, str], path: Path, where: str) -> Optional[SinusROI
         bad = next(c for c in ROI_COLUMNS if not _is_number(row[c]))
         raise InputError(path, f"{where}: {row[bad]!r} is not a number", field=bad,
                          expected="a number in millimetres") from None
-    axes = None
-    if row.get("roi_axes"):
-        try:
-            axes = np.array([float(v) for v in row["roi_axes"].split()]).reshape(3, 3)
-        except ValueError:
-            raise InputError(path, f"{where}: roi_axes must be 9 numbers", field="roi_axes",
-                             expected="row-major 3x3 rotation, columns = ROI axes in RAS") from None
+    axes = parse_roi_axes(row, path, where)
     return SinusROI.from_values(values[:3], values[3:], axes, source=f"{path} {where}")
 
 
