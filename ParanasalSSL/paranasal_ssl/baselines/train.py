@@ -52,7 +52,7 @@ from paranasal_ssl.stages.pretext_stage import encoder_architecture, encoder_sig
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import augment
 from paranasal_ssl.training.checkpoint import load_weights, save_checkpoint
-from paranasal_ssl.training.device import prepare_model, to_input
+from paranasal_ssl.training.device import prepare_model, resident, to_input
 from paranasal_ssl.training.distributed import (
     BatchRows,
     barrier,
@@ -140,8 +140,8 @@ def pretrain_baseline(run: Run, method: str, resume: bool = False) -> Tuple[FitR
     n = cfg.data.crop.train_crops_per_side
     train_set = crops_for(run, run.split("train"), "baseline pretraining", "crops (train)")
     val_set = crops_for(run, run.split("val"), "baseline validation", "crops (val)")
-    train_x = sinus_tensor(train_set, n)  # (N, n, 1, S, S, S) float16
     device = run.device
+    train_x = resident(sinus_tensor(train_set, n), device)  # (N, n, 1, S, S, S) float16
     with torch.random.fork_rng(devices=[]):  # seeded initial weights: a rerun is identical
         torch.manual_seed(tcfg.seed)
         model = build_baseline(method, cfg.encoder, cfg.data.crop.shape)

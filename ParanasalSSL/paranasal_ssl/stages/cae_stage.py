@@ -16,7 +16,7 @@ from paranasal_ssl.networks import build_cae
 from paranasal_ssl.stages.data import crops_for, flat_tensor, pick_crops, sinus_tensor
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import AugmentConfig, augment
-from paranasal_ssl.training.device import prepare_model, to_input
+from paranasal_ssl.training.device import prepare_model, resident, to_input
 from paranasal_ssl.training.distributed import batch_rows, is_main
 from paranasal_ssl.training.loop import FitResult, fit, seeded
 
@@ -52,6 +52,7 @@ def train_cae(run: Run, resume: bool = False) -> FitResult:
     log.info("CAE: %d normal training sinuses (%d jittered crops each), %d validation crops",
              len(train), n, len(val))
     device = run.device
+    train = resident(train, device)
     tcfg = cfg.cae_train
     with seeded(tcfg.seed):
         model = prepare_model(build_cae(cfg.cae, cfg.data.crop.shape), device)

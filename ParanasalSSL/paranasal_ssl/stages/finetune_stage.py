@@ -40,7 +40,7 @@ from paranasal_ssl.stages.residual_stage import compute_residuals, load_residual
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import augment
 from paranasal_ssl.training.checkpoint import read_checkpoint
-from paranasal_ssl.training.device import prepare_model, to_input
+from paranasal_ssl.training.device import prepare_model, resident, to_input
 from paranasal_ssl.training.distributed import batch_rows, is_main
 from paranasal_ssl.training.loop import FitResult, fit, seeded
 from paranasal_ssl.version import code_version
@@ -161,6 +161,7 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
              len(train_crops.records), int(pos), len(val_crops.records))
 
     device = run.device
+    train_x = resident(train_x, device)
     model, init_sha = initial_classifier(run, init)
     model_has_prior = model.prior is not None
     model = prepare_model(model, device)

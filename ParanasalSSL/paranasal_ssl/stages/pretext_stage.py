@@ -26,7 +26,7 @@ from paranasal_ssl.stages.data import flat_tensor, roi_masks, sinus_tensor
 from paranasal_ssl.stages.residual_stage import ResidualSet, compute_residuals
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import augment
-from paranasal_ssl.training.device import prepare_model, to_input
+from paranasal_ssl.training.device import prepare_model, resident, to_input
 from paranasal_ssl.training.distributed import batch_rows, is_main
 from paranasal_ssl.training.loop import FitResult, fit, seeded
 
@@ -83,6 +83,7 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
     if use_score:  # sinus-level targets per (sinus, jitter): (N, n) and (Nv,)
         train_s = sinus_scores(train_y, roi_masks(crops.subset(train_keys).records, run, n))
         val_s = sinus_scores(val_y, roi_masks(crops.subset(val_keys).records, run, 1))
+    train_x, train_y = resident(train_x, device), resident(train_y, device)
     with seeded(cfg.pretext_train.seed):
         net = build_pretext(cfg.encoder, cfg.data.crop.shape, score_head=use_score)
     # Start the output at the targets' mean: residual targets are mostly zero, and Adam moves
