@@ -27,3 +27,15 @@ def test_flops_count_the_decoder_and_the_machine_peak_is_measured():
     assert paper > 10 * ours > 0
     assert flops_per_sample("ours", STAGES[2], 16, train=True) > 2 * ours
     assert peak_flops(torch.device("cpu"), n=256, reps=2) > 1e8
+
+
+def test_the_accuracy_check_keeps_the_field_of_view_at_any_crop_size():
+    """64^3 crops at 2 mm (128 mm) reached outside the phantom heads on the GPU; the check now
+    keeps the 64 mm field of view: 1 mm voxels at 64^3, as in the paper."""
+    from paranasal_ssl.benchmarks.paper_compare import compare_overrides
+    from paranasal_ssl.experiment import override, profile_config
+
+    for crop, spacing in ((16, 4.0), (32, 2.0), (64, 1.0)):
+        crop_cfg = override(profile_config("cpu-small"), compare_overrides(crop, 3)).data.crop
+        assert (crop_cfg.shape, crop_cfg.spacing_mm) == (crop, spacing)
+        assert crop_cfg.shape * crop_cfg.spacing_mm == 64.0

@@ -192,6 +192,20 @@ def throughput(device: str, crop: int, batch: int, steps: int, threads: int,
     return out
 
 
+def crop_spacing_mm(crop: int) -> float:
+    """Voxel size that keeps the cpu-small field of view (32 x 2 mm = 64 mm) at ``crop`` voxels:
+    64^3 crops at 1 mm as in the paper, not 64 x 2 mm = 128 mm boxes reaching outside the head."""
+    small = profile_config("cpu-small").data.crop
+    return small.shape * small.spacing_mm / crop
+
+
+def compare_overrides(crop: int, epochs: int) -> List[str]:
+    """Settings both networks of the AUPRC check train with (on the cpu-small profile)."""
+    return [f"data.crop.shape={crop}", f"data.crop.spacing_mm={crop_spacing_mm(crop):g}",
+            f"cae_train.epochs={max(epochs, 10)}", f"pretext_train.epochs={epochs}",
+            f"finetune_train.epochs={max(epochs, 5)}", "finetune_train.min_epochs=1"]
+
+
 def auprc_at_fraction(manifest: Path, out: Path, crop: int, epochs: int, device: str,
                       fraction: float = 0.1) -> Dict[str, dict]:
     """Train both networks briefly on ``manifest`` (same data, CAE, residuals, optimiser and
@@ -203,9 +217,7 @@ def auprc_at_fraction(manifest: Path, out: Path, crop: int, epochs: int, device:
     from paranasal_ssl.stages.residual_stage import compute_residuals
     from paranasal_ssl.stages.run import open_run
 
-    common = [f"data.crop.shape={crop}", f"cae_train.epochs={max(epochs, 10)}",
-              f"pretext_train.epochs={epochs}", f"finetune_train.epochs={max(epochs, 5)}",
-              "finetune_train.min_epochs=1"]
+    common = compare_overrides(crop, epochs)
     ours = open_run(out / "ours", manifest=manifest, profile="cpu-small", overrides=common,
                     device=device)
     train_cae(ours)
@@ -252,7 +264,8 @@ def run_compare(device: str, crop: int, out: Path, manifest: Optional[Path] = No
         if manifest is None:
             from paranasal_ssl.cli.main import main
 
-            assert main(["synth", str(out / "cohort"), "--cases", "40", "--spacing", "2",
+            assert main(["synth", str(out / "cohort"), "--cases", "40",
+                         "--spacing", f"{min(2.0, crop_spacing_mm(crop)):g}",
                          "--seed", "11", "--progress", "none"]) == 0
             manifest = out / "cohort" / "manifest.csv"
         report["auprc_at_10pct"] = auprc_at_fraction(manifest, out / "runs", crop, epochs,

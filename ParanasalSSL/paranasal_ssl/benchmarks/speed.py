@@ -1,7 +1,9 @@
 """Speed and memory of each stage's network and of ``predict`` on one case.
 
 Training throughput counts forward + backward + optimiser step on random crops of the profile's
-size and batch; inference counts forward passes under ``torch.inference_mode``. ``predict`` is
+size and batch, already on the device (no data handling: the bound a training epoch can reach),
+with the training loop's precision (bf16 autocast on CUDA); inference counts float32 forward
+passes under ``torch.inference_mode``, as ``predict`` runs them. ``predict`` is
 timed end to end (scan read, both sides with test-time crops, heatmap back in scan geometry,
 outputs written) in a fresh subprocess, whose peak resident memory is reported too.
 """
@@ -19,7 +21,7 @@ import torch
 
 from paranasal_ssl.experiment import ExperimentConfig, profile_config
 from paranasal_ssl.networks import build_cae, build_classifier, build_pretext
-from paranasal_ssl.training.device import memory_format, resolve_device
+from paranasal_ssl.training.device import autocast, memory_format, resolve_device
 
 
 def time_network(model: torch.nn.Module, crop: int, batch: int, device: torch.device,
@@ -33,13 +35,14 @@ def time_network(model: torch.nn.Module, crop: int, batch: int, device: torch.de
 
     def once():
         if train:
-            out = model(x)
+            with autocast(device):
+                out = model(x)
             loss = out.float().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         else:
-            with torch.inference_mode():
+            with torch.inference_mode():  # float32, as predict runs
                 model(x)
 
     for _ in range(warmup):
