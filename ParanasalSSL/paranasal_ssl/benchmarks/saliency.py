@@ -13,9 +13,22 @@ from paranasal_ssl.evaluation import aggregate_localisation
 from paranasal_ssl.networks import SinusClassifier
 from paranasal_ssl.training.device import to_input
 
+# Grad-CAM needs a feature map fine enough to point at a finding: the last stage of the
+# encoder is 2 x 2 x 2 for a 32^3 crop (its peak is a block an eighth of the crop, which
+# never lies inside a mask), so the map is taken at the deepest stage with this many voxels
+# per edge (8^3 for 32^3 crops: one cell per 8 mm at 2 mm).
+MIN_CAM_EDGE = 8
+
+
+def cam_stage(stage_shapes: List[int]) -> int:
+    """Index of the deepest stage whose edge is at least ``MIN_CAM_EDGE`` voxels (else 0)."""
+    fine = [i for i, edge in enumerate(stage_shapes) if edge >= MIN_CAM_EDGE]
+    return fine[-1] if fine else 0
+
 
 def grad_cam(model: SinusClassifier, x: torch.Tensor, device: torch.device) -> np.ndarray:
-    """Grad-CAM of the anomaly logit on the last encoder stage, upsampled to the crop.
+    """Grad-CAM of the anomaly logit at the deepest encoder stage of at least ``MIN_CAM_EDGE``
+    voxels per edge (:func:`cam_stage`), upsampled to the crop.
 
     ``x`` ``(B, 1, S, S, S)`` -> ``(B, S, S, S)`` maps in [0, 1] (each map scaled by its max).
     """
@@ -24,9 +37,14 @@ def grad_cam(model: SinusClassifier, x: torch.Tensor, device: torch.device) -> n
     for start in range(0, len(x), 16):
         xb = to_input(x[start:start + 16], device)
         with torch.enable_grad():
-            feats = model.encoder(xb)[-1]
+            stages = model.encoder(xb)
+            k = cam_stage([f.shape[-1] for f in stages])
+            feats = stages[k]
             feats.retain_grad()
-            logit = model.head(feats.mean(dim=(2, 3, 4))).squeeze(1)
+            pooled = stages[-1].mean(dim=(2, 3, 4))  # as SinusClassifier.forward
+            logit = model.head(pooled)
+            if model.prior is not None:  # the logit the model outputs includes its prior
+                logit = logit + model.prior(pooled)
             logit.sum().backward()
         weights = feats.grad.mean(dim=(2, 3, 4), keepdim=True)
         cam = F.relu((weights * feats).sum(1, keepdim=True)).detach()
