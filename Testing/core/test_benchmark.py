@@ -44,6 +44,12 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_cohort):
     assert time.perf_counter() - t < 30
     assert [c.stat().st_mtime_ns for c in cells] == stamps
     assert again["cohorts"][0]["methods"] == s["methods"]
+    # ... and keeps what the first run cost: the resumed run's own time would hide it
+    earlier = again["timings_s"]["earlier invocations"]
+    assert [e["total_seconds"] for e in earlier] == [saved["total_seconds"]]
+    assert earlier[0]["timings_s"] == {k: v for k, v in saved["timings_s"].items()
+                                       if k != "earlier invocations"}
+    assert "resumed; earlier run" in (out / "report.md").read_text()
 
 
 def test_paired_difference_of_a_method_with_itself_is_exactly_zero():

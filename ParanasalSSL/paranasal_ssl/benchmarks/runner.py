@@ -6,6 +6,7 @@ each finished (method, fraction, draw) cell is stored as JSON and read back.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict
@@ -37,7 +38,7 @@ def run_benchmark(out: Path, plan: BenchmarkPlan, device: str = "auto", workers:
 
     out = check_writable_dir(out)
     started = time.perf_counter()
-    summaries, timings = [], {}
+    summaries, timings = [], {"earlier invocations": _earlier_invocations(out)}
     for cohort in plan.cohorts:
         t0 = time.perf_counter()
         run = prepare_cohort(out, plan, cohort, device, workers)
@@ -75,6 +76,22 @@ def run_benchmark(out: Path, plan: BenchmarkPlan, device: str = "auto", workers:
     return _write(out, plan, summaries, timings, started)
 
 
+def _earlier_invocations(out: Path) -> List[dict]:
+    """Code version and timings of the runs before this one in ``out``: a resumed run reads
+    their cells back, so its own timings alone would hide what the results cost."""
+    old = out / "results.json"
+    if not old.exists():
+        return []
+    try:
+        prev = json.loads(old.read_text())
+        timings = dict(prev["timings_s"])
+        earlier = timings.pop("earlier invocations", [])
+        return earlier + [{"code_version": prev["code_version"], "timings_s": timings,
+                           "total_seconds": prev["total_seconds"]}]
+    except (ValueError, KeyError, TypeError):
+        return []  # an unreadable earlier summary is rewritten below; its cells stay
+
+
 def _write(out: Path, plan: BenchmarkPlan, summaries, timings, started) -> dict:
     results = {"plan": asdict(plan), "code_version": code_version(),
                "environment": environment_info(), "timings_s": timings,
@@ -85,7 +102,11 @@ def _write(out: Path, plan: BenchmarkPlan, summaries, timings, started) -> dict:
             f"Code {results['code_version']}; {results['environment']['processor']}, "
             f"{results['environment']['cpu_threads']} threads, torch "
             f"{results['environment']['torch']}, CUDA {results['environment']['cuda']}; "
-            f"{results['total_seconds'] / 60:.0f} min. Label draws (seeds) "
+            f"{results['total_seconds'] / 60:.0f} min"
+            + "".join(f" (resumed; earlier run {e['code_version']}: "
+                      f"{e['total_seconds'] / 60:.0f} min)"
+                      for e in timings["earlier invocations"])
+            + f". Label draws (seeds) "
             f"{plan.seeds}; fractions {plan.fractions}; overrides {plan.overrides}.", ""]
     for s in summaries:
         text += [cohort_section(s, plan.headline_fraction), f"![AUPRC]({s['figure']})", ""]
