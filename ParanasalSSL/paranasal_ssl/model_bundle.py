@@ -1,4 +1,4 @@
-"""A trained model as ``predict`` and the Slicer module use it: config, CAE, classifier,
+"""A trained model as ``predict`` and the Slicer module use it: config, CAE(s), classifier,
 heatmap calibration and decision thresholds, loaded once and kept per folder."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Dict, Tuple, Union
 import torch
 from torch import nn
 
-from paranasal_ssl.config import load_json, to_dict
+from paranasal_ssl.config import load_json
 from paranasal_ssl.errors import CheckpointError, InputError
 from paranasal_ssl.experiment import ExperimentConfig, load_experiment
-from paranasal_ssl.hashing import stable_hash
-from paranasal_ssl.networks import build_cae, build_classifier
+from paranasal_ssl.networks import CAEEnsemble, build_cae, build_classifier, cae_signature
+from paranasal_ssl.stages.cae_stage import cae_checkpoints
 from paranasal_ssl.training.checkpoint import load_weights
 from paranasal_ssl.training.device import prepare_model, resolve_device, to_input
 
@@ -78,9 +78,11 @@ def load_model(path: Union[str, Path], device: str = "auto") -> ModelBundle:
         config = load_experiment(run_dir / "config.json")
         info = load_json(ft_dir / "model.json")
         crop = config.data.crop.shape
-        cae = build_cae(config.cae, crop)
-        load_weights(cae, run_dir / "cae" / "best.pt", "cae",
-                     stable_hash({"cae": to_dict(config.cae), "crop": crop}))
+        members = []
+        for path in cae_checkpoints(run_dir, config):
+            members.append(build_cae(config.cae, crop))
+            load_weights(members[-1], path, "cae", cae_signature(config.cae, crop))
+        cae = members[0] if len(members) == 1 else CAEEnsemble(members)
         clf = build_classifier(config.encoder, config.finetune.head_hidden,
                                config.finetune.dropout, prior=bool(info.get("score_prior")))
         load_weights(clf, best, "classifier")

@@ -38,8 +38,15 @@ def raw_residual(cae: torch.nn.Module, x: torch.Tensor, median_kernel: int,
 
     ``sign="abs"``: ``|x - CAE(x)|`` (the paper). ``sign="positive"``: ``max(x - CAE(x), 0)``,
     material where the normal model predicts less. ``air_gate``: keep the residual only where
-    ``CAE(x) < air_gate`` (where a normal sinus holds air).
+    ``CAE(x) < air_gate`` (where a normal sinus holds air). A ``CAEEnsemble`` gives the mean of
+    its members' residual maps (each gated and filtered as above).
     """
+    members = getattr(cae, "members", None)
+    if members is not None:
+        total = raw_residual(members[0], x, median_kernel, sign, air_gate)
+        for m in members[1:]:
+            total += raw_residual(m, x, median_kernel, sign, air_gate)
+        return total / len(members)
     recon = cae(x).float()
     diff = x.float() - recon
     r = diff.abs() if sign == "abs" else diff.clamp_min(0.0)

@@ -15,7 +15,7 @@ TINY_OVERRIDES: List[str] = [
     "cae.channels=[8,16,32]", "cae.kernel_size=3", "cae.latent_dim=64",
     "encoder.widths=[8,8,16,16]", "encoder.decoder_widths=[16,8,8]",
     "cae_train.epochs=150", "cae_train.batch_size=4", "cae_train.lr=0.01",
-    "cae_train.patience=0",
+    "cae_train.patience=0", "cae.ensemble=1",  # one CAE: test_cae_ensemble.py covers more
     "pretext_train.epochs=4", "pretext_train.batch_size=8", "pretext_train.warmup_epochs=0",
     "finetune_train.epochs=6", "finetune_train.batch_size=8", "finetune.head_hidden=[8]",
     "residual.median_kernel=3",

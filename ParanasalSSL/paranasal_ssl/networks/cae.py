@@ -6,7 +6,9 @@ import torch
 from monai.networks.blocks import Convolution
 from torch import nn
 
+from paranasal_ssl.config import to_dict
 from paranasal_ssl.experiment import CAEConfig
+from paranasal_ssl.hashing import stable_hash
 
 _ACT = ("leakyrelu", {"negative_slope": 0.2, "inplace": True})
 
@@ -63,6 +65,32 @@ class ConvAutoencoder3D(nn.Module):
         return self.decode(self.encode(x))
 
 
+class CAEEnsemble(nn.Module):
+    """Several CAEs of the same architecture (``config.ensemble`` of them, one per seed).
+
+    Stage 2 averages the members' residual maps (``residual_maps.raw_residual`` looks for
+    ``members``), not their reconstructions: the mean of the residuals is what was checked on
+    the validation split. ``forward`` (the mean reconstruction) exists for code that only
+    needs a module, e.g. the batch-norm folding check of ``model_bundle.for_inference``.
+    """
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
 def build_cae(config: CAEConfig, crop_shape: int) -> ConvAutoencoder3D:
+    """One CAE (one member of the ensemble) of ``config``'s architecture."""
     return ConvAutoencoder3D(crop_shape, tuple(config.channels), config.kernel_size,
                              config.bottleneck_channels, config.latent_dim)
+
+
+def cae_signature(config: CAEConfig, crop_shape: int) -> str:
+    """Architecture hash a CAE checkpoint is checked against. The ensemble size is left out:
+    it says how many checkpoints there are, not what each holds (and runs saved before the
+    field existed keep their signature)."""
+    arch = {k: v for k, v in to_dict(config).items() if k != "ensemble"}
+    return stable_hash({"cae": arch, "crop": crop_shape})

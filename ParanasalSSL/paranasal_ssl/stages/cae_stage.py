@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import List
 
 import torch
 import torch.nn.functional as F
 
 from paranasal_ssl.config import to_dict
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.experiment import save_experiment
-from paranasal_ssl.hashing import stable_hash
-from paranasal_ssl.networks import build_cae
+from paranasal_ssl.experiment import ExperimentConfig, save_experiment
+from paranasal_ssl.networks import CAEEnsemble, build_cae, cae_signature
 from paranasal_ssl.stages.data import crops_for, flat_tensor, pick_crops, sinus_tensor
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import AugmentConfig, augment
@@ -27,16 +28,35 @@ KIND = "cae"
 CAE_AUGMENT = AugmentConfig(p_noise=0.0, p_blur=0.0, p_contrast=0.0, p_affine=0.5)
 
 
-def cae_signature(run: Run) -> str:
-    return stable_hash({"cae": to_dict(run.config.cae), "crop": run.config.data.crop.shape})
+def cae_checkpoints(run_dir: Path, config: ExperimentConfig) -> List[Path]:
+    """Best checkpoint of each ensemble member: ``RUN/cae/best.pt`` for member 0 (where a
+    single-CAE run keeps it) and ``RUN/cae/member-<k>/best.pt`` for the others."""
+    return [member_dir(Path(run_dir), k) / "best.pt" for k in range(config.cae.ensemble)]
+
+
+def trained_cae_checkpoints(run: Run) -> List[Path]:
+    """``cae_checkpoints`` of the run; InputError naming the first one not trained yet."""
+    paths = cae_checkpoints(run.dir, run.config)
+    for k, path in enumerate(paths):
+        if not path.exists():
+            what = "no trained CAE in this run" if k == 0 else \
+                f"CAE {k + 1} of the ensemble of {len(paths)} (cae.ensemble) is not trained"
+            raise InputError(path, what, expected="run `train-cae` first")
+    return paths
+
+
+def member_dir(run_dir: Path, k: int) -> Path:
+    return run_dir / "cae" if k == 0 else run_dir / "cae" / f"member-{k}"
 
 
 def cae_architecture(run: Run) -> dict:
     return {"crop_shape": run.config.data.crop.shape, **to_dict(run.config.cae)}
 
 
-def train_cae(run: Run, resume: bool = False) -> FitResult:
-    """Fit the CAE; writes ``RUN/cae/{best.pt,last.pt,metrics.csv,config.json}``."""
+def train_cae(run: Run, resume: bool = False) -> List[FitResult]:
+    """Fit the ``cae.ensemble`` CAEs (seeds ``cae_train.seed + k``) one after the other;
+    each writes ``best.pt``, ``last.pt``, ``metrics.csv`` and ``config.json`` in its folder
+    (``cae_checkpoints``). Returns one result per member."""
     cfg = run.config
     train_normals = run.split("train", label=0)
     val_normals = run.split("val", label=0)
@@ -49,11 +69,18 @@ def train_cae(run: Run, resume: bool = False) -> FitResult:
     n = cfg.data.crop.train_crops_per_side
     train = sinus_tensor(crops_for(run, train_normals, "CAE training", "crops (train)"), n)
     val = flat_tensor(crops_for(run, val_normals, "CAE validation", "crops (val)"), 1)
-    log.info("CAE: %d normal training sinuses (%d jittered crops each), %d validation crops",
-             len(train), n, len(val))
-    device = run.device
-    train = resident(train, device)
-    tcfg = cfg.cae_train
+    log.info("CAE: %d normal training sinuses (%d jittered crops each), %d validation crops, "
+             "%d member(s)", len(train), n, len(val), cfg.cae.ensemble)
+    train = resident(train, run.device)
+    return [_fit_member(run, k, train, val, resume) for k in range(cfg.cae.ensemble)]
+
+
+def _fit_member(run: Run, k: int, train: torch.Tensor, val: torch.Tensor,
+                resume: bool) -> FitResult:
+    """Member ``k``: the same data and schedule as member 0, seed ``cae_train.seed + k``."""
+    cfg, device = run.config, run.device
+    tcfg = replace(cfg.cae_train, seed=cfg.cae_train.seed + k)
+    n = cfg.data.crop.train_crops_per_side
     with seeded(tcfg.seed):
         model = prepare_model(build_cae(cfg.cae, cfg.data.crop.shape), device)
 
@@ -71,22 +98,28 @@ def train_cae(run: Run, resume: bool = False) -> FitResult:
             total += F.l1_loss(m(x), x, reduction="sum").item()
         return {"val_l1": total / val[:, 0].numel()}
 
-    out = run.stage_dir("cae")
+    out = member_dir(run.dir, k)
+    out.mkdir(parents=True, exist_ok=True)
     if is_main():
-        save_experiment(cfg, out / "config.json", stage="cae", manifest=str(run.manifest))
+        save_experiment(cfg, out / "config.json", stage="cae", manifest=str(run.manifest),
+                        member=k)
     meta = {"architecture": cae_architecture(run), "train_cfg": asdict(tcfg),
-            "n_train_sinuses": len(train)}
-    return fit(model, cfg=tcfg, run_dir=out, kind=KIND, signature=cae_signature(run), meta=meta,
+            "n_train_sinuses": len(train), "member": k, "crops_per_sinus": n}
+    stage = "train-cae" if cfg.cae.ensemble == 1 else f"train-cae {k + 1}/{cfg.cae.ensemble}"
+    return fit(model, cfg=tcfg, run_dir=out, kind=KIND,
+               signature=cae_signature(cfg.cae, cfg.data.crop.shape), meta=meta,
                n_train=len(train), train_step=train_step, validate=validate, monitor="val_l1",
-               mode="min", device=device, resume=resume, stage="train-cae")
+               mode="min", device=device, resume=resume, stage=stage)
 
 
 def load_cae(run: Run) -> torch.nn.Module:
+    """The run's CAE in eval mode on its device: a ``CAEEnsemble`` when ``cae.ensemble > 1``."""
     from paranasal_ssl.training.checkpoint import load_weights
 
-    model = build_cae(run.config.cae, run.config.data.crop.shape)
-    path = run.dir / "cae" / "best.pt"
-    if not path.exists():
-        raise InputError(path, "no trained CAE in this run", expected="run `train-cae` first")
-    load_weights(model, path, KIND, cae_signature(run))
+    members = []
+    for path in trained_cae_checkpoints(run):
+        model = build_cae(run.config.cae, run.config.data.crop.shape)
+        load_weights(model, path, KIND, cae_signature(run.config.cae, run.config.data.crop.shape))
+        members.append(model)
+    model = members[0] if len(members) == 1 else CAEEnsemble(members)
     return prepare_model(model, run.device).eval()

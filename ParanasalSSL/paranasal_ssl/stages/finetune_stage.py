@@ -28,6 +28,7 @@ from paranasal_ssl.hashing import file_sha256, stable_hash
 from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.networks import SinusClassifier, build_classifier
 from paranasal_ssl.splits import label_fraction_subset
+from paranasal_ssl.stages.cae_stage import cae_checkpoints
 from paranasal_ssl.stages.data import (
     crops_for,
     flat_tensor,
@@ -200,7 +201,8 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
                  monitor="val_loss", mode="min", device=device, resume=resume,
                  stage=f"finetune {name}", params=params)
     heatmap_scale = load_residual_scale(run)
-    if heatmap_scale is None and (run.dir / "cae" / "best.pt").exists():
+    cae_trained = all(p.exists() for p in cae_checkpoints(run.dir, run.config))
+    if heatmap_scale is None and cae_trained:
         heatmap_scale = compute_residuals(run).heatmap_scale  # every rank: it may shard
     if not is_main():  # rank 0 writes the model's records
         return result, out

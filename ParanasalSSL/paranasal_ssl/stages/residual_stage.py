@@ -1,9 +1,10 @@
-"""Stage 2: residual maps of every crop of the manifest, cached by sinus and CAE checkpoint.
+"""Stage 2: residual maps of every crop of the manifest, cached by sinus and CAE checkpoint(s).
 
 Output folder ``RUN/residuals/<cae key>/``: one float16 ``(n, S, S, S)`` file of raw
-median-filtered residuals per sinus (``<sinus key>.npy``), ``scores.csv`` (the zero-label
-baseline: a residual score per sinus) and ``calibration.json`` (the scale that puts normal
-training residuals at 0.5 on the heatmap). A rerun with the same inputs recomputes nothing.
+median-filtered residuals per sinus (``<sinus key>.npy``; with ``cae.ensemble > 1`` the mean
+of the members' maps), ``scores.csv`` (the zero-label baseline: a residual score per sinus)
+and ``calibration.json`` (the scale that puts normal training residuals at 0.5 on the
+heatmap). A rerun with the same inputs recomputes nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from paranasal_ssl.crop_cache import CropSet, record_key
 from paranasal_ssl.hashing import file_sha256, stable_hash
 from paranasal_ssl.progress import Progress
 from paranasal_ssl.residual_maps import crop_scores, residual_of
-from paranasal_ssl.stages.cae_stage import load_cae
+from paranasal_ssl.stages.cae_stage import cae_checkpoints, load_cae, trained_cae_checkpoints
 from paranasal_ssl.stages.data import crops_for, n_crops, roi_masks
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training import distributed as ddp
@@ -46,12 +47,14 @@ class ResidualSet:
 
 
 def residual_folder(run: Run) -> Path:
-    cae = run.dir / "cae" / "best.pt"
+    """``RUN/residuals/<key>``: the key hashes every CAE checkpoint (a single CAE's run keeps
+    the key it had before ensembles existed), the residual settings and the data settings."""
+    shas = [file_sha256(p) for p in trained_cae_checkpoints(run)]
     r = run.config.residual
     # only the settings that shape the maps, scores and calibration (not the pretext's)
     shaping = {k: getattr(r, k) for k in ("median_kernel", "sign", "air_gate",
                                             "heatmap_quantile", "score")}
-    key = stable_hash({"cae": file_sha256(cae), "residual": shaping,
+    key = stable_hash({"cae": shas[0] if len(shas) == 1 else shas, "residual": shaping,
                        "data": to_dict(run.config.data)}, 12)
     return run.dir / "residuals" / key
 
@@ -161,7 +164,7 @@ def _calibration(run: Run, crops: CropSet, maps, folder: Path, rewrite: bool) ->
 
 def load_residual_scale(run: Run) -> Optional[float]:
     """The heatmap scale of this run's residuals, or None (no CAE or no residuals yet)."""
-    if not (run.dir / "cae" / "best.pt").exists():
+    if not all(p.exists() for p in cae_checkpoints(run.dir, run.config)):
         return None
     path = residual_folder(run) / "calibration.json"
     return float(load_json(path)["heatmap_scale"]) if path.exists() else None
