@@ -24,9 +24,10 @@ from paranasal_ssl.stages.run import open_run
 from paranasal_ssl.training.checkpoint import load_weights
 
 # Fewer CAE epochs than the tiny default: this test is about the plumbing, not the residual's
-# quality. So few epochs leave the air-gated residual empty; the ungated one is not.
-ENSEMBLE = [*TINY_OVERRIDES, "cae.ensemble=2", "cae_train.epochs=8", "residual.sign=abs",
-            "residual.air_gate=null"]
+# quality. So few epochs leave the air-gated residual empty; the ungated one is not. The
+# members train as denoising CAEs (coarse noise), so that path runs too.
+ENSEMBLE = [*TINY_OVERRIDES, "cae.ensemble=2", "cae_train.epochs=8", "cae.noise_std=0.2",
+            "residual.sign=abs", "residual.air_gate=null"]
 
 
 def _sets(overrides):

@@ -20,8 +20,9 @@ from paranasal_ssl.networks import build_cae, build_classifier, build_pretext
 from paranasal_ssl.residual_maps import crop_scores, median_filter3d, per_crop_rescale
 from paranasal_ssl.scan_io import image_from_array
 from paranasal_ssl.stages.pretext_stage import pretext_loss, sinus_scores
-from paranasal_ssl.training.augment import AugmentConfig, augment
+from paranasal_ssl.training.augment import AugmentConfig, augment, coarse_noise
 from paranasal_ssl.training.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from paranasal_ssl.training.distributed import BatchRows
 from paranasal_ssl.training.loop import fit
 from paranasal_ssl.training.optim import LARS, lr_factor
 
@@ -79,6 +80,22 @@ def test_median_filter_matches_scipy_on_residual_like_and_signed_input(kind):
     ref = np.stack([ndi.median_filter(v[0], 5, mode="nearest") for v in x.numpy()])
     np.testing.assert_array_equal(ours[:, 0], ref)
     assert (ref > 0).mean() > 0.02  # the blob survives the filter: not a trivial all-0 case
+
+
+def test_coarse_noise_is_blob_sized_reproducible_and_split_by_rows():
+    x = torch.zeros(6, 1, 32, 32, 32)
+    noise = coarse_noise(x, 4, 0.2, torch.Generator().manual_seed(1))
+    assert noise.shape == x.shape
+    again = coarse_noise(x, 4, 0.2, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(noise, again)
+    # blobs, not speckle: neighbouring voxels nearly equal, voxels a lattice cell apart not
+    near = torch.corrcoef(torch.stack([noise[..., :-1].flatten(), noise[..., 1:].flatten()]))
+    far = torch.corrcoef(torch.stack([noise[..., :-16].flatten(), noise[..., 16:].flatten()]))
+    assert near[0, 1] > 0.95 and abs(far[0, 1]) < 0.3
+    assert 0.05 < noise.std() < 0.2  # trilinear upsampling shrinks the lattice's 0.2
+    # a process holding rows 2..4 of the global batch gets exactly those rows' noise
+    part = coarse_noise(x[2:5], 4, 0.2, torch.Generator().manual_seed(1), BatchRows(2, 5, 6))
+    torch.testing.assert_close(part, noise[2:5])
 
 
 def test_per_crop_rescale_maps_percentiles_to_unit_range():

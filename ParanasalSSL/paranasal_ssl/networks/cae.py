@@ -10,6 +10,8 @@ from paranasal_ssl.config import to_dict
 from paranasal_ssl.experiment import CAEConfig
 from paranasal_ssl.hashing import stable_hash
 
+# CAEConfig fields that do not change the network's weights' shapes
+TRAINING_FIELDS = ("ensemble", "noise_std", "noise_grid")
 _ACT = ("leakyrelu", {"negative_slope": 0.2, "inplace": True})
 
 
@@ -89,8 +91,9 @@ def build_cae(config: CAEConfig, crop_shape: int) -> ConvAutoencoder3D:
 
 
 def cae_signature(config: CAEConfig, crop_shape: int) -> str:
-    """Architecture hash a CAE checkpoint is checked against. The ensemble size is left out:
-    it says how many checkpoints there are, not what each holds (and runs saved before the
-    field existed keep their signature)."""
-    arch = {k: v for k, v in to_dict(config).items() if k != "ensemble"}
+    """Architecture hash a CAE checkpoint is checked against. The ensemble size and the
+    denoising noise are left out: they say how many checkpoints there are and how they were
+    trained, not what shape their weights have (and runs saved before those fields existed
+    keep their signature)."""
+    arch = {k: v for k, v in to_dict(config).items() if k not in TRAINING_FIELDS}
     return stable_hash({"cae": arch, "crop": crop_shape})

@@ -16,7 +16,7 @@ from paranasal_ssl.experiment import ExperimentConfig, save_experiment
 from paranasal_ssl.networks import CAEEnsemble, build_cae, cae_signature
 from paranasal_ssl.stages.data import crops_for, flat_tensor, pick_crops, sinus_tensor
 from paranasal_ssl.stages.run import Run
-from paranasal_ssl.training.augment import AugmentConfig, augment
+from paranasal_ssl.training.augment import AugmentConfig, augment, coarse_noise
 from paranasal_ssl.training.device import prepare_model, resident, to_input
 from paranasal_ssl.training.distributed import batch_rows, is_main
 from paranasal_ssl.training.loop import FitResult, fit, seeded
@@ -89,6 +89,9 @@ def _fit_member(run: Run, k: int, train: torch.Tensor, val: torch.Tensor,
         x = to_input(pick_crops(train, idx, gen, rows), device)
         if tcfg.augment:
             x, _ = augment(x, None, gen, CAE_AUGMENT, rows)
+        if cfg.cae.noise_std > 0:  # denoising: the clean crop is the target
+            return F.l1_loss(m(x + coarse_noise(x, cfg.cae.noise_grid, cfg.cae.noise_std,
+                                                gen, rows)), x)
         return F.l1_loss(m(x), x)
 
     def validate(m):

@@ -126,3 +126,20 @@ def _blur(x: torch.Tensor, sigma: float = 0.8) -> torch.Tensor:
         pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = 2
         out = F.conv3d(F.pad(out, pad, mode="replicate"), weight, groups=c)
     return out
+
+
+def coarse_noise(x: torch.Tensor, grid: int, std: float, gen: torch.Generator,
+                 rows: Optional[BatchRows] = None) -> torch.Tensor:
+    """Smooth Gaussian noise for a denoising CAE, ``(B, 1, S, S, S)`` like ``x``.
+
+    Drawn on a ``grid^3`` lattice (std ``std``, intensity units of the [0, 1] crop) and
+    upsampled trilinearly, so it forms blobs of ``S / grid`` voxels rather than speckle: the
+    "coarse noise" of Kascenas et al. (MIDL 2022), whose denoising autoencoder learns to remove
+    blob-sized departures from normal anatomy, the scale of sinus findings, instead of copying
+    them. Drawn for the whole global batch (``rows``: this process's share), like ``augment``.
+    """
+    rows = rows or BatchRows(0, x.shape[0], x.shape[0])
+    lattice = torch.randn(rows.total, 1, grid, grid, grid, generator=gen)[rows.slice]
+    noise = F.interpolate(lattice.to(x.device), size=x.shape[2:], mode="trilinear",
+                          align_corners=False)
+    return noise.to(x.dtype) * std
