@@ -43,7 +43,9 @@ class CAEConfig:
     ensemble: int = 1
     # Denoising CAE (0 = off, the paper): train on x + coarse noise (std ``noise_std`` on a
     # ``noise_grid``^3 lattice, upsampled) to reconstruct the clean x, so the CAE learns to
-    # remove blob-like departures from normal anatomy instead of copying them through.
+    # remove blob-like departures from normal anatomy instead of copying them through. Off:
+    # on the phantom CT validation split std 0.2 on a 4^3 lattice gave a worse zero-label
+    # residual (mean of 3 seeds 0.706 vs 0.751 for plain CAEs).
     noise_std: float = 0.0
     noise_grid: int = 4
 
