@@ -75,7 +75,11 @@ def load_model(path: Union[str, Path], device: str = "auto") -> ModelBundle:
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        config = load_experiment(run_dir / "config.json")
+        # The settings the model was fine-tuned with: `--set` overrides of later stages (e.g.
+        # cae.ensemble, residual.*) are saved there, not in the run's config.json, and the
+        # heatmap calibration in model.json was computed with them.
+        saved = ft_dir / "config.json"
+        config = load_experiment(saved if saved.exists() else run_dir / "config.json")
         info = load_json(ft_dir / "model.json")
         crop = config.data.crop.shape
         members = []

@@ -101,3 +101,20 @@ def test_a_single_cae_run_saved_before_ensembles_still_loads(trained_run, tmp_pa
     assert residual_folder(old).name == residual_folder(run).name
     bundle = load_model(copy, "cpu")
     assert not isinstance(bundle.cae, CAEEnsemble)
+
+
+def test_predict_uses_the_ensemble_a_model_was_fine_tuned_with(tmp_path, tiny_cohort):
+    """`--set cae.ensemble=2` on a one-CAE run is not written to the run's config.json; the
+    fine-tuned model (whose heatmap scale comes from the 2-CAE residuals) must still get both."""
+    common = ["--run", str(tmp_path / "run"), "--device", "cpu", "--workers", "1",
+              "--progress", "none"]
+    one = [o for o in ENSEMBLE if not o.startswith("cae.ensemble")] + ["cae.ensemble=1"]
+    assert main(["train-cae", *common, "--manifest", str(tiny_cohort), "--profile",
+                 "cpu-small", *_sets(one)]) == 0
+    two = _sets(["cae.ensemble=2"])
+    assert main(["train-cae", *common, *two]) == 0
+    assert main(["finetune", *common, "--init", "random", *two,
+                 *_sets(["finetune_train.epochs=1"])]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["cae"]["ensemble"] == 1
+    bundle = load_model(tmp_path / "run", "cpu")
+    assert isinstance(bundle.cae, CAEEnsemble) and len(bundle.cae.members) == 2
