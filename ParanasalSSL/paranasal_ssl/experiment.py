@@ -48,6 +48,12 @@ class CAEConfig:
     # residual (mean of 3 seeds 0.706 vs 0.751 for plain CAEs).
     noise_std: float = 0.0
     noise_grid: int = 4
+    # Healing CAE (0 = off, the paper): paste a shifted piece of the crop itself into a random
+    # ellipsoid (semi-axes up to ``foreign_patch_radius`` x the crop edge) in this fraction of
+    # training crops, and reconstruct the clean crop (training/foreign_patch.py), so that
+    # material where normal anatomy holds air is not copied through to the reconstruction.
+    foreign_patch_prob: float = 0.0
+    foreign_patch_radius: float = 0.25
 
 
 @dataclass
@@ -159,6 +165,10 @@ class ExperimentConfig:
             getattr(self, name).validate(name)
         _require(self.cae.ensemble >= 1, "cae.ensemble", self.cae.ensemble, ">= 1")
         _require(self.cae.noise_std >= 0, "cae.noise_std", self.cae.noise_std, ">= 0")
+        _require(0 <= self.cae.foreign_patch_prob <= 1, "cae.foreign_patch_prob",
+                 self.cae.foreign_patch_prob, "between 0 and 1")
+        _require(0 < self.cae.foreign_patch_radius <= 0.5, "cae.foreign_patch_radius",
+                 self.cae.foreign_patch_radius, "above 0 and at most 0.5 (of the crop edge)")
         _require(1 <= self.cae.noise_grid <= self.data.crop.shape, "cae.noise_grid",
                  self.cae.noise_grid, "between 1 and the crop size")
         _require(self.residual.target in ("per-crop", "global"), "residual.target",

@@ -21,6 +21,7 @@ from paranasal_ssl.residual_maps import crop_scores, median_filter3d, per_crop_r
 from paranasal_ssl.scan_io import image_from_array
 from paranasal_ssl.stages.pretext_stage import pretext_loss, sinus_scores
 from paranasal_ssl.training.augment import AugmentConfig, augment, coarse_noise
+from paranasal_ssl.training.foreign_patch import foreign_patches
 from paranasal_ssl.training.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from paranasal_ssl.training.distributed import BatchRows
 from paranasal_ssl.training.loop import fit
@@ -247,3 +248,28 @@ def test_pretext_loss_adds_the_dice_and_score_terms_as_configured():
     both = ResidualConfig(pretext_score_weight=2.0, pretext_dice_weight=0.5)
     got = pretext_loss(logits, target, both, score_logit, score_target).item()
     assert got == pytest.approx(bce.item() + 0.5 * (1 - dice.item()) + 2.0 * score_bce)
+
+
+def test_foreign_patches_paste_the_crops_own_anatomy_into_an_ellipsoid():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(8, 1, 32, 32, 32)
+    x[:, :, :, :, 16:] = 1.0  # two materials: a patch moved across the boundary shows up
+    x += torch.rand(x.shape, generator=g) * 0.01
+    assert torch.equal(foreign_patches(x, 0.0, 0.25, torch.Generator().manual_seed(1)), x)
+    out = foreign_patches(x, 1.0, 0.25, torch.Generator().manual_seed(1))
+    changed = (out - x).abs() > 1e-6
+    per_crop = changed.flatten(1).float().mean(1)
+    assert (per_crop > 0).sum() >= 6  # a few shifts may move like material onto like
+    assert per_crop.max() < 4 / 3 * 3.1416 * 0.25 ** 3 + 0.01  # within the largest ellipsoid
+    # convex blends of the crop's own values: nothing outside its range is invented
+    assert out.min() >= x.min() - 1e-6 and out.max() <= x.max() + 1e-6
+    again = foreign_patches(x, 1.0, 0.25, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out, again)
+    # a process holding rows 2..4 of the global batch corrupts exactly those rows
+    part = foreign_patches(x[2:5], 1.0, 0.25, torch.Generator().manual_seed(1),
+                           BatchRows(2, 5, 8))
+    torch.testing.assert_close(part, out[2:5])
+    # about half the crops at prob 0.5
+    half = foreign_patches(x.repeat(4, 1, 1, 1, 1), 0.5, 0.25, torch.Generator().manual_seed(2))
+    touched = ((half - x.repeat(4, 1, 1, 1, 1)).abs() > 1e-6).flatten(1).any(1).float().mean()
+    assert 0.2 < touched < 0.8

@@ -11,7 +11,8 @@ from paranasal_ssl.experiment import CAEConfig
 from paranasal_ssl.hashing import stable_hash
 
 # CAEConfig fields that do not change the network's weights' shapes
-TRAINING_FIELDS = ("ensemble", "noise_std", "noise_grid")
+TRAINING_FIELDS = ("ensemble", "noise_std", "noise_grid", "foreign_patch_prob",
+                   "foreign_patch_radius")
 _ACT = ("leakyrelu", {"negative_slope": 0.2, "inplace": True})
 
 

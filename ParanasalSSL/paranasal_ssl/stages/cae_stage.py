@@ -19,6 +19,7 @@ from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import AugmentConfig, augment, coarse_noise
 from paranasal_ssl.training.device import prepare_model, resident, to_input
 from paranasal_ssl.training.distributed import batch_rows, is_main
+from paranasal_ssl.training.foreign_patch import foreign_patches
 from paranasal_ssl.training.loop import FitResult, fit, seeded
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,10 @@ def _fit_member(run: Run, k: int, train: torch.Tensor, val: torch.Tensor,
         x = to_input(pick_crops(train, idx, gen, rows), device)
         if tcfg.augment:
             x, _ = augment(x, None, gen, CAE_AUGMENT, rows)
+        if cfg.cae.foreign_patch_prob > 0:  # healing: the clean crop is the target
+            x_in = foreign_patches(x, cfg.cae.foreign_patch_prob, cfg.cae.foreign_patch_radius,
+                                   gen, rows)
+            return F.l1_loss(m(x_in), x)
         if cfg.cae.noise_std > 0:  # denoising: the clean crop is the target
             return F.l1_loss(m(x + coarse_noise(x, cfg.cae.noise_grid, cfg.cae.noise_std,
                                                 gen, rows)), x)
