@@ -28,7 +28,7 @@ from sklearn.metrics import average_precision_score
 from paranasal_ssl.atomic import write_json
 from paranasal_ssl.stages.cae_stage import member_dir, train_cae
 from paranasal_ssl.stages.evaluate_stage import load_classifier, score_records
-from paranasal_ssl.stages.finetune_stage import finetune
+from paranasal_ssl.stages.finetune_stage import finetune, validation_subset
 from paranasal_ssl.stages.pretext_stage import pretrain
 from paranasal_ssl.stages.residual_stage import compute_residuals
 from paranasal_ssl.stages.run import Run, open_run
@@ -37,10 +37,14 @@ from paranasal_ssl.version import code_version, environment_info
 METHODS = ("residual-pretext", "simclr", "byol", "simsiam", "mim", "random-init")
 
 
-def held_out_auprc(run: Run, name: str, val, residuals) -> dict:
-    """AUPRC of classifier ``name`` on the validation sinuses its draw did not use."""
+def held_out_auprc(run: Run, name: str, val, residuals, fraction: float, seed: int) -> dict:
+    """AUPRC of classifier ``name`` (draw ``seed`` at ``fraction``) on the validation sinuses
+    its fine-tuning did not see: neither its training labels (labels_used.csv) nor the
+    validation subset it stopped and set its threshold on."""
     with open(run.dir / "finetune" / name / "labels_used.csv", newline="") as f:
         used = {row["key"] for row in csv.DictReader(f)}
+    used |= {r.key for r in validation_subset(run.split("val", labelled=True), fraction,
+                                               seed)[0]}
     records = [r for r in val if r.key not in used]
     probs = score_records(run, load_classifier(run, name), records, residuals)["tta"]
     y = [r.label for r in records]
@@ -83,7 +87,7 @@ def main(bench: Path, cohort: str, out: Path, sets, cae_from, fraction: float, s
         name = f"check-f{fraction:g}-s{s}"
         finetune(run, fraction, s, "pretext", name=name, resume=True, set_default=False,
                  train_seed=s)
-        changed.append(held_out_auprc(run, name, val, residuals))
+        changed.append(held_out_auprc(run, name, val, residuals, fraction, s))
     src = open_run(src_dir, device="cpu")
     src_res = compute_residuals(src)
     src_val = [r for r in src.split("val", labelled=True) if r.key in src_res.scores]
@@ -99,7 +103,8 @@ def main(bench: Path, cohort: str, out: Path, sets, cae_from, fraction: float, s
         names = [f"bench-{method}-f{fraction:g}-s{s}" for s in seeds]
         if all((src.dir / "finetune" / n / "best.pt").exists() for n in names):
             results["benchmark cells"][method] = summary(
-                [held_out_auprc(src, n, src_val, src_res) for n in names])
+                [held_out_auprc(src, n, src_val, src_res, fraction, s)
+                 for n, s in zip(names, seeds)])
     write_json(out / "results.json", results)
     return results
 

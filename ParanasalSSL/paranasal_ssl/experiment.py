@@ -48,10 +48,14 @@ class CAEConfig:
     # residual (mean of 3 seeds 0.706 vs 0.751 for plain CAEs).
     noise_std: float = 0.0
     noise_grid: int = 4
-    # Healing CAE (0 = off, the paper): paste a shifted piece of the crop itself into a random
-    # ellipsoid (semi-axes up to ``foreign_patch_radius`` x the crop edge) in this fraction of
-    # training crops, and reconstruct the clean crop (training/foreign_patch.py), so that
-    # material where normal anatomy holds air is not copied through to the reconstruction.
+    # Healing CAE (0 = off, the paper; 0.5 in both profiles): paste a shifted piece of the crop
+    # itself into a random ellipsoid (semi-axes up to ``foreign_patch_radius`` x the crop edge)
+    # in this fraction of training crops, and reconstruct the clean crop
+    # (training/foreign_patch.py), so that material where normal anatomy holds air is not
+    # copied through. Why: a plain CAE reconstructs a filled sinus as filled. On the phantom
+    # validation splits (3 seeds each) the zero-label AUPRC of the mean residual rose from
+    # 0.751 to 0.792 (CT) and 0.484 to 0.701 (MRI), the heatmap's voxel AUPRC from 0.067 to
+    # 0.091 (CT) and 0.081 to 0.188 (MRI), with less false-positive volume in normal sinuses.
     foreign_patch_prob: float = 0.0
     foreign_patch_radius: float = 0.25
 
@@ -192,8 +196,9 @@ class ExperimentConfig:
 
 
 def paper_profile() -> ExperimentConfig:
-    """The paper's sizes (64^3 at 1 mm, ResNet-18 encoder); three CAEs as in every profile."""
-    return ExperimentConfig(profile="paper", cae=CAEConfig(ensemble=3))
+    """The paper's sizes (64^3 at 1 mm, ResNet-18 encoder); three healing CAEs as in every
+    profile."""
+    return ExperimentConfig(profile="paper", cae=CAEConfig(ensemble=3, foreign_patch_prob=0.5))
 
 
 def cpu_small_profile() -> ExperimentConfig:
@@ -204,7 +209,7 @@ def cpu_small_profile() -> ExperimentConfig:
                                         train_crops_per_side=4, test_crops_per_side=5),
                         intensity=IntensityConfig()),
         cae=CAEConfig(channels=[16, 32, 64], kernel_size=5, bottleneck_channels=4,
-                      latent_dim=256, ensemble=3),
+                      latent_dim=256, ensemble=3, foreign_patch_prob=0.5),
         cae_train=TrainConfig(epochs=30, batch_size=16, lr=1e-3, patience=6),
         residual=ResidualConfig(median_kernel=5),  # 10 mm at 2 mm: wider than bony walls
         encoder=EncoderConfig(layers=[1, 1, 1, 1], widths=[16, 32, 64, 128], stem_kernel=3,

@@ -21,9 +21,9 @@ from paranasal_ssl.residual_maps import crop_scores, median_filter3d, per_crop_r
 from paranasal_ssl.scan_io import image_from_array
 from paranasal_ssl.stages.pretext_stage import pretext_loss, sinus_scores
 from paranasal_ssl.training.augment import AugmentConfig, augment, coarse_noise
-from paranasal_ssl.training.foreign_patch import foreign_patches
 from paranasal_ssl.training.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from paranasal_ssl.training.distributed import BatchRows
+from paranasal_ssl.training.foreign_patch import foreign_patches
 from paranasal_ssl.training.loop import fit
 from paranasal_ssl.training.optim import LARS, lr_factor
 

@@ -115,7 +115,7 @@ def initial_classifier(run: Run, init: str) -> Tuple[SinusClassifier, Optional[s
     return model, init_sha
 
 
-def _validation_subset(val: Sequence[SinusRecord], fraction: float, seed: int
+def validation_subset(val: Sequence[SinusRecord], fraction: float, seed: int
                        ) -> Tuple[List[SinusRecord], float]:
     """The validation subset at ``fraction``, grown until it holds both classes."""
     f = fraction
@@ -147,7 +147,7 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
     name = name or finetune_name(fraction, seed, init)
     pool = list(records) if records is not None else run.split("train", labelled=True)
     train_recs = label_fraction_subset(pool, fraction, seed, min_per_class=1)
-    val_recs, val_fraction = _validation_subset(run.split("val", labelled=True), fraction, seed)
+    val_recs, val_fraction = validation_subset(run.split("val", labelled=True), fraction, seed)
     n, t = cfg.data.crop.train_crops_per_side, cfg.data.crop.test_crops_per_side
     train_crops = crops_for(run, train_recs, "fine-tuning", "crops (train)")
     val_crops = crops_for(run, val_recs, "fine-tuning validation", "crops (val)")
