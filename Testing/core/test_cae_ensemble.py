@@ -25,8 +25,10 @@ from paranasal_ssl.training.checkpoint import load_weights
 
 # Fewer CAE epochs than the tiny default: this test is about the plumbing, not the residual's
 # quality. So few epochs leave the air-gated residual empty; the ungated one is not. The
-# members train as denoising CAEs (coarse noise), so that path runs too.
+# members train as healing CAEs (foreign patches, the profiles' default) and denoising CAEs
+# (coarse noise) at once, so both corruption paths run.
 ENSEMBLE = [*TINY_OVERRIDES, "cae.ensemble=2", "cae_train.epochs=8", "cae.noise_std=0.2",
+            "cae.foreign_patch_prob=0.5",
             "residual.sign=abs", "residual.air_gate=null"]
 
 

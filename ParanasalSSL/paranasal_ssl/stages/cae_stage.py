@@ -90,14 +90,13 @@ def _fit_member(run: Run, k: int, train: torch.Tensor, val: torch.Tensor,
         x = to_input(pick_crops(train, idx, gen, rows), device)
         if tcfg.augment:
             x, _ = augment(x, None, gen, CAE_AUGMENT, rows)
-        if cfg.cae.foreign_patch_prob > 0:  # healing: the clean crop is the target
+        x_in = x  # healing and denoising corrupt the input; the clean crop is the target
+        if cfg.cae.foreign_patch_prob > 0:
             x_in = foreign_patches(x, cfg.cae.foreign_patch_prob, cfg.cae.foreign_patch_radius,
                                    gen, rows)
-            return F.l1_loss(m(x_in), x)
-        if cfg.cae.noise_std > 0:  # denoising: the clean crop is the target
-            return F.l1_loss(m(x + coarse_noise(x, cfg.cae.noise_grid, cfg.cae.noise_std,
-                                                gen, rows)), x)
-        return F.l1_loss(m(x), x)
+        if cfg.cae.noise_std > 0:
+            x_in = x_in + coarse_noise(x, cfg.cae.noise_grid, cfg.cae.noise_std, gen, rows)
+        return F.l1_loss(m(x_in), x)
 
     def validate(m):
         total = 0.0
