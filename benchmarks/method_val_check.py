@@ -9,9 +9,10 @@ changes, runs stages 1-3 there (``--cae-from``: take the ensemble members from a
 ``cae_seed_check.py`` output, ``seed<k>/cae`` becoming member k, instead of training them) and
 fine-tunes draws ``--seeds`` at fraction F exactly as the benchmark does. Then every
 classifier, the new ones and the benchmark's own cells of every method at F, scores the
-validation sinuses that its draw did not use (labels_used.csv), and the zero-label residual
-score is taken on the whole validation split. The test split is never read. Writes
-OUT/results.json with the code version.
+validation sinuses that its draw did not use (labels_used.csv and its validation subset);
+the zero-label residual score and the residual heatmap's localisation are taken on the whole
+validation split. The test split is never read. Writes OUT/results.json with the code
+version.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sklearn.metrics import average_precision_score
 
 from paranasal_ssl.atomic import write_json
 from paranasal_ssl.stages.cae_stage import member_dir, train_cae
-from paranasal_ssl.stages.evaluate_stage import load_classifier, score_records
+from paranasal_ssl.stages.evaluate_stage import load_classifier, localisation, score_records
 from paranasal_ssl.stages.finetune_stage import finetune, validation_subset
 from paranasal_ssl.stages.pretext_stage import pretrain
 from paranasal_ssl.stages.residual_stage import compute_residuals
@@ -55,6 +56,16 @@ def held_out_auprc(run: Run, name: str, val, residuals, fraction: float, seed: i
 def zero_label(run: Run, val, residuals) -> float:
     return float(average_precision_score([r.label for r in val],
                                          [residuals.scores[r.key] for r in val]))
+
+
+def _heatmap(run: Run, residuals, val) -> dict:
+    """Residual heatmap on the validation anomaly masks (pooled voxel AUPRC, best Dice) and
+    false-positive volume in normal sinuses (mL), as in the benchmark's report."""
+    loc = localisation(run, residuals, val)
+    return {"voxel_auprc": round(loc["pooled"]["voxel_auprc"], 3),
+            "best_dice": round(loc["pooled"]["best_dice"], 3),
+            "fp_volume_ml_normals": round(loc["per_case_mean"]["fp_volume_ml_normals"], 3),
+            "pointing_hit_rate": round(loc["per_case_mean"]["pointing_hit_rate"], 3)}
 
 
 def summary(rows) -> dict:
@@ -98,6 +109,8 @@ def main(bench: Path, cohort: str, out: Path, sets, cae_from, fraction: float, s
                "val_prevalence": float(np.mean([r.label for r in val])),
                "zero-label": {"changed": round(zero_label(run, val, residuals), 3),
                               "benchmark": round(zero_label(src, src_val, src_res), 3)},
+               "heatmap localisation": {"changed": _heatmap(run, residuals, val),
+                                        "benchmark": _heatmap(src, src_res, src_val)},
                "changed residual-pretext": summary(changed), "benchmark cells": {}}
     for method in METHODS:
         names = [f"bench-{method}-f{fraction:g}-s{s}" for s in seeds]
@@ -121,6 +134,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     r = main(args.bench, args.cohort, args.out, args.sets, args.cae_from, args.fraction,
              args.seeds)
-    print(json.dumps({k: r[k] for k in ("zero-label", "changed residual-pretext",
+    print(json.dumps({k: r[k] for k in ("zero-label", "heatmap localisation",
+                                           "changed residual-pretext",
                                            "benchmark cells")},
                      indent=1))

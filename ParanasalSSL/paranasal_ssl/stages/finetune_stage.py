@@ -116,7 +116,7 @@ def initial_classifier(run: Run, init: str) -> Tuple[SinusClassifier, Optional[s
 
 
 def validation_subset(val: Sequence[SinusRecord], fraction: float, seed: int
-                       ) -> Tuple[List[SinusRecord], float]:
+                      ) -> Tuple[List[SinusRecord], float]:
     """The validation subset at ``fraction``, grown until it holds both classes."""
     f = fraction
     while True:
