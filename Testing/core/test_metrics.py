@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from paranasal_ssl.benchmarks.aggregate import per_type, type_groups
 from paranasal_ssl.evaluation import (
     aggregate_runs,
     bootstrap_ci,
@@ -22,6 +23,8 @@ from paranasal_ssl.evaluation import (
     sensitivity_at_specificity,
 )
 from paranasal_ssl.evaluation.bootstrap import Interval, _evaluate
+from paranasal_ssl.geometry import SinusROI
+from paranasal_ssl.manifest import SinusRecord, read_manifest, write_manifest
 
 Y4, S4 = [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]
 
@@ -147,6 +150,24 @@ def test_per_type_rows_use_all_normals_as_negatives():
     assert rows["all"]["n"] == 6
     with pytest.raises(ValueError, match="groups has 2 entries"):
         per_group_metrics(y, s, ["a", "b"])
+
+
+def test_per_type_table_adds_subtle_groups_from_the_phantom_manifest(tmp_path):
+    roi = SinusROI.from_values([-25, 40, -40], [30, 40, 45])
+    rows = [("a", 1, ("mucosal_thickening",), "1"), ("b", 1, ("polyp",), "1"),
+            ("c", 1, ("mucosal_thickening",), "0"), ("d", 0, (), "0"), ("e", 0, (), "")]
+    records = [SinusRecord(c, c, tmp_path / f"{c}.nii.gz", "left", roi, label, types,
+                           extra={"subtle": flag}) for c, label, types, flag in rows]
+    back = read_manifest(write_manifest(records, tmp_path / "m.csv",
+                                        extra_columns=["subtle"]))
+    groups = type_groups(back)
+    assert groups == [("mucosal_thickening", "subtle (any type)", "subtle thickening"),
+                      ("polyp", "subtle (any type)"), ("mucosal_thickening",), (), ()]
+    table = per_type(np.array([1, 1, 1, 0, 0]), np.array([[0.9, 0.2, 0.8, 0.5, 0.1]]), groups)
+    assert table["subtle (any type)"]["n_pos"] == 2 and table["subtle thickening"]["n_pos"] == 1
+    # subtle thickening 0.9 above both normals; the subtle polyp 0.2 is below the normal at 0.5
+    assert table["subtle thickening"]["auprc"] == pytest.approx(1.0)
+    assert table["subtle (any type)"]["auprc"] == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
 
 
 # --- bootstrap -----------------------------------------------------------------------------

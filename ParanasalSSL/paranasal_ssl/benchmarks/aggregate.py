@@ -68,11 +68,27 @@ def per_type(y, scores: np.ndarray, types: Sequence[Sequence[str]]) -> Dict[str,
             for t, v in rows.items()}
 
 
+def type_groups(test) -> List[tuple]:
+    """Groups of each test sinus for the per-type table: its anomaly types, plus "subtle (any
+    type)" and "subtle thickening" where the phantom manifest's ``subtle`` column is 1 (every
+    reportable finding small: thickening up to 6 mm, cysts and polyps under 6 mm, thin fluid or
+    partial opacification). Normal sinuses have none: they are every group's negatives."""
+    groups = []
+    for r in test:
+        g = tuple(r.anomaly_types) if r.label else ()
+        if r.label and r.extra.get("subtle") == "1":
+            g += ("subtle (any type)",)
+            if "mucosal_thickening" in r.anomaly_types:
+                g += ("subtle thickening",)
+        groups.append(g)
+    return groups
+
+
 def summarise_cohort(name: str, plan, test, cells: Dict[str, Dict[float, List[dict]]],
                      references: Dict[str, Dict[str, float]], localisation: dict) -> dict:
     y = np.array([r.label for r in test])
     subjects = np.array([r.subject_id for r in test])
-    types = [r.anomaly_types if r.label else () for r in test]
+    types = type_groups(test)
     n = len(test)
     out = {"cohort": name, "n_test_sinuses": n, "n_test_subjects": int(len(set(subjects))),
            "prevalence": float(y.mean()), "methods": {}, "zero_label": {}, "per_type": {},
