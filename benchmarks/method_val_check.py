@@ -38,15 +38,20 @@ from paranasal_ssl.version import code_version, environment_info
 METHODS = ("residual-pretext", "simclr", "byol", "simsiam", "mim", "random-init")
 
 
-def held_out_auprc(run: Run, name: str, val, residuals, fraction: float, seed: int) -> dict:
-    """AUPRC of classifier ``name`` (draw ``seed`` at ``fraction``) on the validation sinuses
-    its fine-tuning did not see: neither its training labels (labels_used.csv) nor the
-    validation subset it stopped and set its threshold on."""
+def held_out_records(run: Run, name: str, val, fraction: float, seed: int) -> list:
+    """The validation sinuses that classifier ``name`` (draw ``seed`` at ``fraction``) did not
+    see: neither its training labels (labels_used.csv) nor the validation subset it stopped
+    and set its threshold on."""
     with open(run.dir / "finetune" / name / "labels_used.csv", newline="") as f:
         used = {row["key"] for row in csv.DictReader(f)}
     used |= {r.key for r in validation_subset(run.split("val", labelled=True), fraction,
                                                seed)[0]}
-    records = [r for r in val if r.key not in used]
+    return [r for r in val if r.key not in used]
+
+
+def held_out_auprc(run: Run, name: str, val, residuals, fraction: float, seed: int) -> dict:
+    """AUPRC of classifier ``name`` on the validation sinuses it did not see."""
+    records = held_out_records(run, name, val, fraction, seed)
     probs = score_records(run, load_classifier(run, name), records, residuals)["tta"]
     y = [r.label for r in records]
     return {"auprc": float(average_precision_score(y, probs)), "n": len(records),
