@@ -8,9 +8,10 @@ import time
 import numpy as np
 
 from helpers.tiny import TINY_OVERRIDES
-from paranasal_ssl.benchmarks.aggregate import paired_difference
+from paranasal_ssl.benchmarks.aggregate import paired_difference, paper_margin
 from paranasal_ssl.benchmarks.protocol import make_plan
 from paranasal_ssl.benchmarks.reference_scores import central_box
+from paranasal_ssl.benchmarks.report_md import cohort_section
 from paranasal_ssl.benchmarks.runner import run_benchmark
 
 
@@ -33,6 +34,7 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_cohort):
     assert (out / s["figure"]).stat().st_size > 1000
     report = (out / "report.md").read_text()
     assert "prevalence" in report and "BYOL" in report and "residual pretext" in report
+    assert "Paper's margin at 100% labels" in report and s["paper_margin"]["best_generic"] == "byol"
     saved = json.loads((out / "results.json").read_text())
     assert saved["code_version"] and saved["environment"]["processor"]
     assert saved["plan"]["seeds"] == [0, 1]
@@ -70,3 +72,31 @@ def test_central_box_keeps_the_middle_half_of_each_axis():
     inner = central_box(box)
     idx = np.argwhere(inner)
     assert idx.min(0).tolist() == [4, 3, 3] and idx.max(0).tolist() == [7, 8, 4]
+
+
+def _cell(auprc, lo, hi):
+    return {"auprc": auprc, "auprc_sd": 0.01, "auprc_ci": [lo, hi], "auprc_single_crop": auprc}
+
+
+def test_paper_margin_needs_the_margin_separate_intervals_and_the_zero_label_score():
+    summary = {"cohort": "x", "n_test_sinuses": 80, "n_test_subjects": 40, "prevalence": 0.5,
+               "methods": {"residual-pretext": {"0.1": _cell(0.90, 0.86, 0.94)},
+                           "simclr": {"0.1": _cell(0.80, 0.70, 0.85)},
+                           "byol": {"0.1": _cell(0.84, 0.78, 0.87)},
+                           "random-init": {"0.1": _cell(0.95, 0.9, 0.99)}},
+               "zero_label": {"zero-label residual": {"auprc": 0.85, "auprc_ci": [0.8, 0.9]}},
+               "differences": {}, "per_type": {}, "localisation": {}}
+    c = paper_margin(summary, 0.1)
+    # the best generic baseline is BYOL (random init is not one); +0.06 but 0.86 < 0.87
+    assert c["best_generic"] == "byol" and abs(c["difference"] - 0.06) < 1e-9
+    assert c["intervals_overlap"] and not c["met"]
+    summary["methods"]["byol"]["0.1"] = _cell(0.84, 0.78, 0.85)
+    assert paper_margin(summary, 0.1)["met"]
+    assert "**met**" in cohort_section(summary | {"paper_margin": paper_margin(summary, 0.1)},
+                                      0.1)
+    summary["zero_label"]["zero-label residual"]["auprc"] = 0.91
+    assert not paper_margin(summary, 0.1)["met"]
+    summary["zero_label"]["zero-label residual"]["auprc"] = 0.85
+    summary["methods"]["byol"]["0.1"] = _cell(0.87, 0.80, 0.85)
+    assert not paper_margin(summary, 0.1)["met"]  # +0.03 < 0.04
+    assert paper_margin(summary, 0.2) is None

@@ -132,4 +132,27 @@ def summarise_cohort(name: str, plan, test, cells: Dict[str, Dict[float, List[di
             s = np.array([[by_key[r.key] for r in test]])
             out["differences"][f"residual-pretext - {ref} at {f:g}"] = paired_difference(
                 y, subjects, ours, s, plan.n_boot)
+    out["paper_margin"] = paper_margin(out, f)
     return out
+
+
+def paper_margin(summary: dict, fraction: float, margin: float = 0.04) -> Optional[dict]:
+    """The paper's claim as a test: at ``fraction`` labels this method's AUPRC is at least
+    ``margin`` above the best generic self-supervised baseline's, their pooled 95% CIs do not
+    overlap, and it is above the zero-label residual score. None without those cells."""
+    rows = {m: summary["methods"].get(m, {}).get(f"{fraction:g}", {}) for m in
+            ["residual-pretext"] + GENERIC}
+    rows = {m: r for m, r in rows.items() if r.get("auprc") is not None}
+    if "residual-pretext" not in rows or len(rows) < 2:
+        return None
+    ours = rows.pop("residual-pretext")
+    best = max(rows, key=lambda m: rows[m]["auprc"])
+    zero = summary["zero_label"].get("zero-label residual", {}).get("auprc")
+    check = {"fraction": fraction, "margin": margin, "best_generic": best,
+             "difference": ours["auprc"] - rows[best]["auprc"],
+             "intervals_overlap": ours["auprc_ci"][0] <= rows[best]["auprc_ci"][1],
+             "zero_label_auprc": zero,
+             "ahead_of_zero_label": zero is not None and ours["auprc"] > zero}
+    check["met"] = bool(check["difference"] >= margin and not check["intervals_overlap"]
+                        and check["ahead_of_zero_label"])
+    return check

@@ -61,8 +61,24 @@ def cohort_section(s: dict, headline: float) -> str:
                 lines.append(f"- {name}: **{d['difference']:+.3f}** [{d['ci'][0]:+.3f}, "
                              f"{d['ci'][1]:+.3f}] ({mark})")
         lines.append("")
-    lines += _per_type(s, headline) + _localisation(s)
+    lines += _paper_margin(s) + _per_type(s, headline) + _localisation(s)
     return "\n".join(lines)
+
+
+def _paper_margin(s: dict) -> List[str]:
+    c = s.get("paper_margin")
+    if not c:
+        return []
+    ours = s["methods"]["residual-pretext"][f"{c['fraction']:g}"]
+    best = s["methods"][c["best_generic"]][f"{c['fraction']:g}"]
+    zero = "n/a" if c["zero_label_auprc"] is None else f"{c['zero_label_auprc']:.3f}"
+    return [f"**Paper's margin at {c['fraction']:.0%} labels** (at least +{c['margin']:.2f} "
+            "over the best generic baseline, non-overlapping 95% CIs, above the zero-label "
+            f"residual): **{'met' if c['met'] else 'not met'}**. This method "
+            f"{_msd(ours)} vs {METHOD_TITLES.get(c['best_generic'], c['best_generic'])} "
+            f"{_msd(best)}: {c['difference']:+.3f}, intervals "
+            f"{'overlap' if c['intervals_overlap'] else 'do not overlap'}; zero-label "
+            f"residual {zero}.", ""]
 
 
 def _per_type(s: dict, headline: float) -> List[str]:
