@@ -30,7 +30,10 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_cohort):
             assert row["n_runs"] + len(row["skipped"]) == 2
             if row["n_runs"]:
                 assert 0 <= row["auprc"] <= 1 and row["auprc_ci"][0] <= row["auprc_ci"][1]
-    assert set(s["zero_label"]) == {"zero-label residual", "intensity (non-air fraction)"}
+    assert set(s["zero_label"]) == {"zero-label residual", "intensity (non-air fraction)",
+                                    "residual pretext before fine-tuning"}
+    # what the labels add, on test: the fine-tuned classifier against its own starting point
+    assert "residual-pretext - residual pretext before fine-tuning at 1" in s["differences"]
     assert (out / s["figure"]).stat().st_size > 1000
     report = (out / "report.md").read_text()
     assert "prevalence" in report and "BYOL" in report and "residual pretext" in report

@@ -20,8 +20,6 @@ COHORTS: Dict[str, Tuple[List[str], int]] = {
 # Fine-tuned methods: encoder initialisation of the same classifier.
 PRETRAINED_METHODS = ("residual-pretext", "simclr", "byol", "simsiam", "mim")
 FINETUNED_METHODS = PRETRAINED_METHODS + ("random-init",)
-# Label-free scores evaluated once per cohort.
-ZERO_LABEL_METHODS = ("zero-label residual", "intensity (non-air fraction)")
 METHOD_TITLES = {
     "residual-pretext": "residual pretext (this method)",
     "simclr": "SimCLR", "byol": "BYOL", "simsiam": "SimSiam",

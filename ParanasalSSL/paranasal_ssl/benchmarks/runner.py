@@ -21,7 +21,7 @@ from paranasal_ssl.benchmarks.aggregate import summarise_cohort
 from paranasal_ssl.benchmarks.cells import prepare_cohort, pretrain_all, run_cell
 from paranasal_ssl.benchmarks.figures import plot_auprc_vs_fraction, plot_montage
 from paranasal_ssl.benchmarks.protocol import BenchmarkPlan
-from paranasal_ssl.benchmarks.reference_scores import intensity_scores
+from paranasal_ssl.benchmarks.reference_scores import intensity_scores, pretext_scores
 from paranasal_ssl.benchmarks.report_md import cohort_section
 from paranasal_ssl.benchmarks.saliency import classifier_localisation
 from paranasal_ssl.progress import Progress
@@ -58,6 +58,10 @@ def run_benchmark(out: Path, plan: BenchmarkPlan, device: str = "auto", workers:
         timings[f"{cohort}: fine-tuning cells"] = round(time.perf_counter() - t1, 1)
         references = {"zero-label residual": residuals.scores,
                       "intensity (non-air fraction)": intensity_scores(run, residuals, test)}
+        if "residual-pretext" in plan.methods:
+            prior = pretext_scores(run, residuals, test)
+            if prior is not None:
+                references["residual pretext before fine-tuning"] = prior
         loc = {"CAE residual heatmap": localisation(run, residuals, test)}
         f0, s0 = plan.headline_fraction, plan.seeds[0]
         for m in ("residual-pretext", "random-init"):
