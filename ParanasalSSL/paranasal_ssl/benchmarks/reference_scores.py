@@ -57,10 +57,10 @@ def pretext_scores(run: Run, residuals: ResidualSet, records: Sequence[SinusReco
     from paranasal_ssl.stages.evaluate_stage import score_records
     from paranasal_ssl.stages.finetune_stage import initial_classifier
 
-    if not (run.config.finetune.score_prior and (run.dir / "pretext" / "best.pt").exists()):
+    if not (run.dir / "pretext" / "best.pt").exists():
         return None
     model, _ = initial_classifier(run, "pretext")
-    if model.prior is None:
+    if model.prior is None:  # no sinus-level head, or finetune.score_prior off
         return None
     probs = score_records(run, model, records, residuals)["tta"]
     return {r.key: float(p) for r, p in zip(records, probs)}
