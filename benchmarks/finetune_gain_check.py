@@ -22,8 +22,7 @@ from method_val_check import held_out_records
 from sklearn.metrics import average_precision_score
 
 from paranasal_ssl.atomic import write_json
-from paranasal_ssl.stages.evaluate_stage import load_classifier, score_records
-from paranasal_ssl.stages.finetune_stage import initial_classifier
+from paranasal_ssl.stages.evaluate_stage import load_classifier, prior_scores, score_records
 from paranasal_ssl.stages.residual_stage import compute_residuals
 from paranasal_ssl.stages.run import open_run
 from paranasal_ssl.version import code_version, environment_info
@@ -35,7 +34,6 @@ def cohort_gain(bench: Path, cohort: str, fractions, seeds) -> dict:
     run = open_run(bench / "runs" / cohort, device="cpu")
     residuals = compute_residuals(run)
     val = [r for r in run.split("val", labelled=True) if r.key in residuals.scores]
-    start, _ = initial_classifier(run, "pretext")
     out = {}
     for f in fractions:
         rows = []
@@ -43,7 +41,8 @@ def cohort_gain(bench: Path, cohort: str, fractions, seeds) -> dict:
             name = f"bench-residual-pretext-f{f:g}-s{s}"
             records = held_out_records(run, name, val, f, s)
             y = [r.label for r in records]
-            scores = (score_records(run, start, records, residuals)["tta"],
+            start = prior_scores(run, records, residuals)
+            scores = ([start[r.key] for r in records],
                       score_records(run, load_classifier(run, name), records, residuals)["tta"],
                       [residuals.scores[r.key] for r in records])
             rows.append({k: float(average_precision_score(y, p)) for k, p in zip(SCORES, scores)}

@@ -18,7 +18,7 @@ import numpy as np
 from paranasal_ssl.atomic import write_json, write_text
 from paranasal_ssl.evaluation import format_table
 from paranasal_ssl.stages.cae_stage import train_cae
-from paranasal_ssl.stages.evaluate_stage import evaluate_model
+from paranasal_ssl.stages.evaluate_stage import PRIOR_ROW, evaluate_model
 from paranasal_ssl.stages.finetune_stage import finetune, finetune_name
 from paranasal_ssl.stages.pretext_stage import pretrain
 from paranasal_ssl.stages.residual_stage import compute_residuals
@@ -86,14 +86,17 @@ def summarise(evaluations: Dict[str, List[dict]], fraction: float, seeds: Sequen
         ("same network from scratch", evaluations["random"], "model (crop-averaged)"),
         ("zero-label residual score (no labels)", evaluations["pretext"][:1],
          "zero-label residual score"),
+        # the fine-tuned model's own starting point: what the labels added
+        ("this method before fine-tuning (no labels)", evaluations["pretext"][:1], PRIOR_ROW),
     ]
+    entries = [e for e in entries if e[2] in e[1][0]["methods"]]
     for label, evals, key in entries:
         auprc = np.array([e["methods"][key]["auprc"] for e in evals], float)
         auroc = np.array([e["methods"][key]["auroc"] for e in evals], float)
         ci = evals[0]["methods"][key]["auprc_ci"]
         data[label] = {"auprc": auprc.tolist(), "auroc": auroc.tolist()}
         rows.append({"method": label,
-                     "labels": "none" if "zero" in label else f"{fraction:.0%}",
+                     "labels": "none" if "no labels" in label else f"{fraction:.0%}",
                      "AUPRC": _mean_sd(auprc), "AUROC": _mean_sd(auroc),
                      "AUPRC 95% CI (draw 1)": f"[{ci[0]:.3f}, {ci[1]:.3f}]"})
     table = (f"Test split: {first['n_sinuses']} sinuses, {first['n_subjects']} subjects, "

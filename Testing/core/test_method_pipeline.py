@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from sklearn.metrics import average_precision_score
 
 from helpers.tiny import TINY_OVERRIDES, synth
 from paranasal_ssl.crop_cache import record_key
@@ -21,6 +22,12 @@ from paranasal_ssl.model_bundle import load_model
 from paranasal_ssl.networks import build_pretext
 from paranasal_ssl.scan_io import read_scan
 from paranasal_ssl.stages.cae_stage import train_cae
+from paranasal_ssl.stages.evaluate_stage import (
+    PRIOR_ROW,
+    evaluate_model,
+    prior_scores,
+    score_records,
+)
 from paranasal_ssl.stages.finetune_stage import finetune, initial_classifier
 from paranasal_ssl.stages.residual_stage import compute_residuals, residual_folder
 from paranasal_ssl.stages.run import open_run
@@ -175,3 +182,22 @@ def test_finetuning_starts_from_the_pretext_sinus_score(trained_run):
     info = json.loads((results["finetune_dir"] / "model.json").read_text())
     assert info["score_prior"] is True
     assert load_model(results["finetune_dir"]).classifier.prior is not None
+
+
+def test_evaluation_reports_what_the_labels_added(trained_run):
+    """``evaluate`` of a pretext-initialised model scores its starting point too: the
+    classifier before fine-tuning, the same numbers as initial_classifier gives."""
+    run, results = trained_run
+    ev = evaluate_model(run, results["finetune_dir"].name, split="val", n_boot=20, write=False)
+    assert {"model (crop-averaged)", "zero-label residual score", PRIOR_ROW} <= set(ev["methods"])
+    residuals = compute_residuals(run)
+    records = run.split("val", labelled=True)
+    direct = score_records(run, initial_classifier(run, "pretext")[0], records, residuals)
+    start = prior_scores(run, records, residuals)
+    np.testing.assert_allclose([start[r.key] for r in records], direct["tta"], atol=1e-6)
+    assert ev["methods"][PRIOR_ROW]["auprc"] == pytest.approx(
+        average_precision_score([r.label for r in records], direct["tta"]))
+    # a model trained from scratch has no such starting point
+    _, scratch = finetune(run, 1.0, 0, "random", name="scratch-eval", set_default=False)
+    ev = evaluate_model(run, scratch.name, split="val", n_boot=20, write=False)
+    assert PRIOR_ROW not in ev["methods"]

@@ -1,9 +1,9 @@
-"""Label-free reference scores per sinus: the CAE residual score, a plain intensity score and
-the pretext network's own sinus-level score."""
+"""Label-free reference scores per sinus: a plain intensity score (the CAE residual score and
+the pretext's own sinus-level score come from stages 2 and 3)."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
@@ -47,20 +47,3 @@ def intensity_scores(run: Run, residuals: ResidualSet, records: Sequence[SinusRe
         out[r.key] = float((crop[region] > level).mean()) if region.any() else 0.0
     return out
 
-
-def pretext_scores(run: Run, residuals: ResidualSet, records: Sequence[SinusRecord]
-                   ) -> Optional[Dict[str, float]]:
-    """Probability of the residual-pretext classifier before any label: the pretext network's
-    sinus-level head (the distilled residual score) that fine-tuning starts from, test-time
-    crop-averaged. None when the pretext has no such head or ``finetune.score_prior`` is off.
-    It shows, on test, how much of this method's result needs no label at all."""
-    from paranasal_ssl.stages.evaluate_stage import score_records
-    from paranasal_ssl.stages.finetune_stage import initial_classifier
-
-    if not (run.dir / "pretext" / "best.pt").exists():
-        return None
-    model, _ = initial_classifier(run, "pretext")
-    if model.prior is None:  # no sinus-level head, or finetune.score_prior off
-        return None
-    probs = score_records(run, model, records, residuals)["tta"]
-    return {r.key: float(p) for r, p in zip(records, probs)}

@@ -21,7 +21,7 @@ from paranasal_ssl.benchmarks.aggregate import summarise_cohort
 from paranasal_ssl.benchmarks.cells import prepare_cohort, pretrain_all, run_cell
 from paranasal_ssl.benchmarks.figures import plot_auprc_vs_fraction, plot_montage
 from paranasal_ssl.benchmarks.protocol import BenchmarkPlan
-from paranasal_ssl.benchmarks.reference_scores import intensity_scores, pretext_scores
+from paranasal_ssl.benchmarks.reference_scores import intensity_scores
 from paranasal_ssl.benchmarks.report_md import cohort_section
 from paranasal_ssl.benchmarks.saliency import classifier_localisation
 from paranasal_ssl.progress import Progress
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def run_benchmark(out: Path, plan: BenchmarkPlan, device: str = "auto", workers: int = 0
                   ) -> dict:
-    from paranasal_ssl.stages.evaluate_stage import load_classifier, localisation
+    from paranasal_ssl.stages.evaluate_stage import load_classifier, localisation, prior_scores
     from paranasal_ssl.stages.residual_stage import compute_residuals
 
     out = check_writable_dir(out)
@@ -59,7 +59,7 @@ def run_benchmark(out: Path, plan: BenchmarkPlan, device: str = "auto", workers:
         references = {"zero-label residual": residuals.scores,
                       "intensity (non-air fraction)": intensity_scores(run, residuals, test)}
         if "residual-pretext" in plan.methods:
-            prior = pretext_scores(run, residuals, test)
+            prior = prior_scores(run, test, residuals)
             if prior is not None:
                 references["residual pretext before fine-tuning"] = prior
         loc = {"CAE residual heatmap": localisation(run, residuals, test)}

@@ -26,12 +26,19 @@ from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.networks import build_classifier
 from paranasal_ssl.residual_maps import global_rescale
 from paranasal_ssl.stages.data import flat_tensor
-from paranasal_ssl.stages.finetune_stage import KIND, classifier_signature, predict_crops
+from paranasal_ssl.stages.finetune_stage import (
+    KIND,
+    classifier_signature,
+    initial_classifier,
+    predict_crops,
+)
 from paranasal_ssl.stages.residual_stage import compute_residuals
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.checkpoint import load_weights
 from paranasal_ssl.training.device import prepare_model
 from paranasal_ssl.version import code_version, environment_info
+
+PRIOR_ROW = "pretext score before fine-tuning (no labels)"
 
 
 def load_classifier(run: Run, name: str) -> torch.nn.Module:
@@ -42,6 +49,22 @@ def load_classifier(run: Run, name: str) -> torch.nn.Module:
                              run.config.finetune.dropout, prior=prior)
     load_weights(model, folder / "best.pt", KIND, classifier_signature(run, prior))
     return prepare_model(model, run.device).eval()
+
+
+def prior_scores(run: Run, records: Sequence[SinusRecord], residuals
+                 ) -> Optional[Dict[str, float]]:
+    """Probability per sinus key of the residual-pretext classifier before any label: the
+    pretext network's sinus-level head (the distilled residual score) that fine-tuning starts
+    from (stages/finetune_stage.initial_classifier), test-time crop-averaged. None without a
+    pretext, without such a head, or with ``finetune.score_prior`` off. It shows how much of
+    a fine-tuned model's result needs no label at all."""
+    if not (run.dir / "pretext" / "best.pt").exists():
+        return None
+    model, _ = initial_classifier(run, "pretext")
+    if model.prior is None:
+        return None
+    probs = score_records(run, prepare_model(model, run.device).eval(), records, residuals)
+    return {r.key: float(p) for r, p in zip(records, probs["tta"])}
 
 
 def default_model_name(run: Run) -> str:
@@ -106,6 +129,9 @@ def evaluate_model(run: Run, name: Optional[str] = None, split: str = "test",
     thr = info.get("threshold")
     methods = {"model (crop-averaged)": probs["tta"], "model (single crop)": probs["single"],
                "zero-label residual score": residual_score}
+    start = prior_scores(run, records, residuals) if info.get("init") == "pretext" else None
+    if start is not None:  # what the labels added
+        methods[PRIOR_ROW] = np.array([start[r.key] for r in records])
     results = {"model": name, "split": split, "n_sinuses": len(records),
                "n_subjects": len(set(subjects)), "prevalence": float(y.mean()),
                "label_fraction": info.get("label_fraction"), "init": info.get("init"),
