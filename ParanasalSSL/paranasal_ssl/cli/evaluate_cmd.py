@@ -11,7 +11,9 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="AUPRC, AUROC, sensitivity@specificity, F1, Brier, "
                        "per type, localisation",
                        description="Evaluate a run's fine-tuned model on a split (default test) "
-                       "against the zero-label residual score: AUPRC with prevalence, AUROC, "
+                       "against the zero-label residual score and, for a model fine-tuned "
+                       "from the pretext, against its own starting point (the classifier "
+                       "before any label): AUPRC with prevalence, AUROC, "
                        "sensitivity at 90/95% specificity, F1 at the threshold chosen on "
                        "validation, Brier score, 95% bootstrap intervals by subject, per "
                        "anomaly type, and heatmap localisation where masks exist.")
