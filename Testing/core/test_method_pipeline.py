@@ -195,6 +195,7 @@ def test_evaluation_reports_what_the_labels_added(trained_run):
     direct = score_records(run, initial_classifier(run, "pretext")[0], records, residuals)
     start = prior_scores(run, records, residuals)
     np.testing.assert_allclose([start[r.key] for r in records], direct["tta"], atol=1e-6)
+    assert ev["methods"][PRIOR_ROW]["f1"] is None and ev["methods"]["model (crop-averaged)"]["f1"]
     assert ev["methods"][PRIOR_ROW]["auprc"] == pytest.approx(
         average_precision_score([r.label for r in records], direct["tta"]))
     # a model trained from scratch has no such starting point

@@ -141,6 +141,9 @@ def evaluate_model(run: Run, name: Optional[str] = None, split: str = "test",
         is_prob = method.startswith("model")
         m = classification_metrics(y, score, threshold=thr if is_prob else None,
                                    probabilities=is_prob)
+        if not is_prob:  # label-free scores have no chosen threshold: F1 at 0.5 means nothing
+            m["f1"] = None
+            m["notes"]["f1"] = "label-free score: no threshold was chosen on validation"
         ci = bootstrap_ci(y, score, ("auprc", "auroc"), clusters=subjects, n_boot=n_boot,
                           seed=seed)
         m["auprc_ci"] = [ci["auprc"].low, ci["auprc"].high]
