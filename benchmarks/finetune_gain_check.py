@@ -34,6 +34,7 @@ def cohort_gain(bench: Path, cohort: str, fractions, seeds) -> dict:
     run = open_run(bench / "runs" / cohort, device="cpu")
     residuals = compute_residuals(run)
     val = [r for r in run.split("val", labelled=True) if r.key in residuals.scores]
+    start = prior_scores(run, val, residuals)  # one starting point for every draw
     out = {}
     for f in fractions:
         rows = []
@@ -41,7 +42,6 @@ def cohort_gain(bench: Path, cohort: str, fractions, seeds) -> dict:
             name = f"bench-residual-pretext-f{f:g}-s{s}"
             records = held_out_records(run, name, val, f, s)
             y = [r.label for r in records]
-            start = prior_scores(run, records, residuals)
             scores = ([start[r.key] for r in records],
                       score_records(run, load_classifier(run, name), records, residuals)["tta"],
                       [residuals.scores[r.key] for r in records])
