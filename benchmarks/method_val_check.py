@@ -28,7 +28,12 @@ from sklearn.metrics import average_precision_score
 
 from paranasal_ssl.atomic import write_json
 from paranasal_ssl.stages.cae_stage import member_dir, train_cae
-from paranasal_ssl.stages.evaluate_stage import load_classifier, localisation, score_records
+from paranasal_ssl.stages.evaluate_stage import (
+    load_classifier,
+    localisation,
+    prior_scores,
+    score_records,
+)
 from paranasal_ssl.stages.finetune_stage import finetune, validation_subset
 from paranasal_ssl.stages.pretext_stage import pretrain
 from paranasal_ssl.stages.residual_stage import compute_residuals
@@ -61,6 +66,15 @@ def held_out_auprc(run: Run, name: str, val, residuals, fraction: float, seed: i
 def zero_label(run: Run, val, residuals) -> float:
     return float(average_precision_score([r.label for r in val],
                                          [residuals.scores[r.key] for r in val]))
+
+
+def before_finetuning(run: Run, val, residuals):
+    """AUPRC on the whole validation split of the pretext's sinus-level head (no labels)."""
+    prior = prior_scores(run, val, residuals)
+    if prior is None:
+        return None
+    return round(float(average_precision_score([r.label for r in val],
+                                               [prior[r.key] for r in val])), 3)
 
 
 def _heatmap(run: Run, residuals, val) -> dict:
@@ -114,6 +128,8 @@ def main(bench: Path, cohort: str, out: Path, sets, cae_from, fraction: float, s
                "val_prevalence": float(np.mean([r.label for r in val])),
                "zero-label": {"changed": round(zero_label(run, val, residuals), 3),
                               "benchmark": round(zero_label(src, src_val, src_res), 3)},
+               "before fine-tuning": {"changed": before_finetuning(run, val, residuals),
+                                      "benchmark": before_finetuning(src, src_val, src_res)},
                "heatmap localisation": {"changed": _heatmap(run, residuals, val),
                                         "benchmark": _heatmap(src, src_res, src_val)},
                "changed residual-pretext": summary(changed), "benchmark cells": {}}
@@ -139,7 +155,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     r = main(args.bench, args.cohort, args.out, args.sets, args.cae_from, args.fraction,
              args.seeds)
-    print(json.dumps({k: r[k] for k in ("zero-label", "heatmap localisation",
+    print(json.dumps({k: r[k] for k in ("zero-label", "before fine-tuning",
+                                           "heatmap localisation",
                                            "changed residual-pretext",
                                            "benchmark cells")},
                      indent=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -14,10 +15,21 @@ from paranasal_ssl import progress
 from paranasal_ssl.config import CropConfig
 from paranasal_ssl.crops import extract_crop, roi_box_mask
 from paranasal_ssl.errors import CancelledError, CheckpointError
-from paranasal_ssl.experiment import ResidualConfig, TrainConfig, profile_config
+from paranasal_ssl.experiment import (
+    ResidualConfig,
+    TrainConfig,
+    load_experiment,
+    profile_config,
+    save_experiment,
+)
 from paranasal_ssl.geometry import SinusROI
 from paranasal_ssl.networks import build_cae, build_classifier, build_pretext
-from paranasal_ssl.residual_maps import crop_scores, median_filter3d, per_crop_rescale
+from paranasal_ssl.residual_maps import (
+    crop_scores,
+    median_filter3d,
+    per_crop_rescale,
+    residual_of,
+)
 from paranasal_ssl.scan_io import image_from_array
 from paranasal_ssl.stages.pretext_stage import pretext_loss, sinus_scores
 from paranasal_ssl.training.augment import AugmentConfig, augment, coarse_noise
@@ -114,6 +126,30 @@ def test_crop_scores_restricted_to_region():
     region[0, 0, 0:2] = True
     assert crop_scores(r, region, "mean").item() == pytest.approx(0.5)
     assert crop_scores(r, None, "mean").item() == pytest.approx(0.25)
+
+
+class _ExpectsGrey(torch.nn.Module):
+    """A reconstruction of 0.4 everywhere: above the CT gate (0.35), below the MRI one (0.5)."""
+
+    def forward(self, x):
+        return torch.full_like(x, 0.4)
+
+
+def test_air_gate_follows_the_modality_and_old_runs_keep_theirs(tmp_path):
+    cfg = ResidualConfig(median_kernel=1)
+    x = torch.ones(1, 1, 4, 4, 4)
+    assert residual_of(_ExpectsGrey(), x, cfg, "ct").max() == 0  # CT: the CAE expects tissue
+    assert residual_of(_ExpectsGrey(), x, cfg, "mri").min() == pytest.approx(0.6)
+    # a config saved before the MRI gate existed keeps the one gate it used for MRI too
+    path = tmp_path / "config.json"
+    save_experiment(profile_config("cpu-small"), path)
+    data = json.loads(path.read_text())
+    del data["residual"]["air_gate_mri"]
+    data["residual"]["air_gate"] = 0.3
+    path.write_text(json.dumps(data))
+    old = load_experiment(path).residual
+    assert (old.gate_for("ct"), old.gate_for("mri")) == (0.3, 0.3)
+    assert profile_config("cpu-small").residual.gate_for("mri") == 0.5
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
