@@ -84,10 +84,9 @@ def raw_residual(cae: torch.nn.Module, x: torch.Tensor, median_kernel: int,
     return median_filter3d(r.contiguous(), median_kernel)
 
 
-def residual_of(cae: torch.nn.Module, x: torch.Tensor, config, modality: str) -> torch.Tensor:
-    """``raw_residual`` with the settings of a ``ResidualConfig`` (its air gate for
-    ``modality``, 'ct' or 'mri')."""
-    return raw_residual(cae, x, config.median_kernel, config.sign, config.gate_for(modality))
+def residual_of(cae: torch.nn.Module, x: torch.Tensor, config) -> torch.Tensor:
+    """``raw_residual`` with the settings of a ``ResidualConfig``."""
+    return raw_residual(cae, x, config.median_kernel, config.sign, config.air_gate)
 
 
 def per_crop_rescale(r: torch.Tensor, percentiles: Sequence[float] = (1.0, 99.0)) -> torch.Tensor:

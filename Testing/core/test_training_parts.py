@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 
 import numpy as np
@@ -19,6 +18,7 @@ from paranasal_ssl.experiment import (
     ResidualConfig,
     TrainConfig,
     load_experiment,
+    override,
     profile_config,
     save_experiment,
 )
@@ -129,27 +129,23 @@ def test_crop_scores_restricted_to_region():
 
 
 class _ExpectsGrey(torch.nn.Module):
-    """A reconstruction of 0.4 everywhere: above the CT gate (0.35), below the MRI one (0.5)."""
+    """A reconstruction of 0.4 everywhere: below the air gate (0.5), above the old 0.35."""
 
     def forward(self, x):
         return torch.full_like(x, 0.4)
 
 
-def test_air_gate_follows_the_modality_and_old_runs_keep_theirs(tmp_path):
-    cfg = ResidualConfig(median_kernel=1)
-    x = torch.ones(1, 1, 4, 4, 4)
-    assert residual_of(_ExpectsGrey(), x, cfg, "ct").max() == 0  # CT: the CAE expects tissue
-    assert residual_of(_ExpectsGrey(), x, cfg, "mri").min() == pytest.approx(0.6)
-    # a config saved before the MRI gate existed keeps the one gate it used for MRI too
+def test_air_gate_keeps_material_where_the_cae_expects_air_and_saved_runs_keep_theirs(tmp_path):
+    x = torch.ones(1, 1, 4, 4, 4)  # material everywhere
+    kept = residual_of(_ExpectsGrey(), x, ResidualConfig(median_kernel=1))
+    assert kept.min() == pytest.approx(0.6)
+    old = ResidualConfig(median_kernel=1, air_gate=0.35)
+    assert residual_of(_ExpectsGrey(), x, old).max() == 0  # the CAE expects tissue there
+    # a run saved with the gate of its time keeps it (its residual maps stay reproducible)
     path = tmp_path / "config.json"
-    save_experiment(profile_config("cpu-small"), path)
-    data = json.loads(path.read_text())
-    del data["residual"]["air_gate_mri"]
-    data["residual"]["air_gate"] = 0.3
-    path.write_text(json.dumps(data))
-    old = load_experiment(path).residual
-    assert (old.gate_for("ct"), old.gate_for("mri")) == (0.3, 0.3)
-    assert profile_config("cpu-small").residual.gate_for("mri") == 0.5
+    save_experiment(override(profile_config("cpu-small"), ["residual.air_gate=0.35"]), path)
+    assert load_experiment(path).residual.air_gate == 0.35
+    assert profile_config("cpu-small").residual.air_gate == 0.5
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

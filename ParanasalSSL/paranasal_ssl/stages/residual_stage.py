@@ -52,9 +52,8 @@ def residual_folder(run: Run) -> Path:
     shas = [file_sha256(p) for p in trained_cae_checkpoints(run)]
     r = run.config.residual
     # only the settings that shape the maps, scores and calibration (not the pretext's)
-    shaping = {k: getattr(r, k) for k in ("median_kernel", "sign", "heatmap_quantile", "score")}
-    # the gate that applies (a CT run's key does not change with the MRI gate, or vice versa)
-    shaping["air_gate"] = r.gate_for(run.config.data.intensity.modality)
+    shaping = {k: getattr(r, k) for k in ("median_kernel", "sign", "air_gate",
+                                            "heatmap_quantile", "score")}
     key = stable_hash({"cae": shas[0] if len(shas) == 1 else shas, "residual": shaping,
                        "data": to_dict(run.config.data)}, 12)
     return run.dir / "residuals" / key
@@ -95,7 +94,7 @@ def compute_residuals(run: Run, batch_size: int = 16,
             for chunk in batches:
                 x = torch.from_numpy(np.stack([np.asarray(crops.crops[i][:n]) for i in chunk]))
                 x = to_input(x.reshape(-1, 1, *x.shape[2:]), run.device)
-                r = residual_of(cae, x, cfg.residual, cfg.data.intensity.modality).cpu().numpy()
+                r = residual_of(cae, x, cfg.residual).cpu().numpy()
                 r = r.reshape(len(chunk), n, *r.shape[2:]).astype(np.float16)
                 for j, i in enumerate(chunk):
                     with atomic_path(paths[i]) as tmp:
