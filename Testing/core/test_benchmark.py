@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from helpers.tiny import TINY_OVERRIDES
+from helpers.tiny import TINY_OVERRIDES, synth
 from paranasal_ssl.benchmarks.aggregate import paired_difference, paper_margin
 from paranasal_ssl.benchmarks.protocol import make_plan
 from paranasal_ssl.benchmarks.reference_scores import central_box
@@ -16,9 +16,11 @@ from paranasal_ssl.benchmarks.runner import run_benchmark
 
 
 def test_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_cohort):
+    external = synth(tmp_path / "external", 4, "--seed", "8", "--id-prefix", "ext-")
     plan = make_plan("cpu-small", fractions=[0.5, 1.0], seeds=[0, 1],
                      methods=["residual-pretext", "byol", "random-init"],
-                     overrides=TINY_OVERRIDES, manifests={"tiny": str(tiny_cohort)})
+                     overrides=TINY_OVERRIDES, manifests={"tiny": str(tiny_cohort)},
+                     external_manifests={"tiny": str(external)})
     plan.n_boot = 50
     out = tmp_path / "bench"
     results = run_benchmark(out, plan, device="cpu", workers=1)
@@ -38,11 +40,24 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_cohort):
     report = (out / "report.md").read_text()
     assert "prevalence" in report and "BYOL" in report and "residual pretext" in report
     assert "Paper's margin at 100% labels" in report and s["paper_margin"]["best_generic"] == "byol"
+    # the independent test cohort: every method's headline cells scored on its 8 sinuses
+    ext = s["external"]
+    assert ext["n_test_sinuses"] == 8 and ext["n_test_subjects"] == 4
+    for method in plan.methods:
+        row = ext["methods"][method]["1"]
+        assert row["n_runs"] + len(row["skipped"]) == 2
+    ours = s["methods"]["residual-pretext"]["1"]
+    assert ours["n_runs"] == 2 and ext["methods"]["residual-pretext"]["1"]["n_runs"] == 2
+    cell = json.loads((out / "cells" / "tiny-external" / "residual-pretext" / "f1-s0.json")
+                      .read_text())
+    assert all(k.startswith("ext-") for k in cell["keys"]) and len(cell["tta"]) == 8
+    assert "zero-label residual" in ext["zero_label"] and ext["paper_margin"] is not None
+    assert "Independent test cohort" in report and "tiny: independent test cohort" in report
     saved = json.loads((out / "results.json").read_text())
     assert saved["code_version"] and saved["environment"]["processor"]
     assert saved["plan"]["seeds"] == [0, 1]
     # a second run reads every finished cell back instead of training again
-    cells = sorted((out / "cells" / "tiny").rglob("*.json"))
+    cells = sorted((out / "cells").rglob("*.json"))
     stamps = [c.stat().st_mtime_ns for c in cells]
     t = time.perf_counter()
     again = run_benchmark(out, plan, device="cpu", workers=1)

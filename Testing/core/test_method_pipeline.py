@@ -13,6 +13,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from helpers.tiny import TINY_OVERRIDES, synth
+from paranasal_ssl.benchmarks.external import external_records
 from paranasal_ssl.crop_cache import record_key
 from paranasal_ssl.crops import roi_box_mask
 from paranasal_ssl.errors import CheckpointError, InputError
@@ -29,7 +30,11 @@ from paranasal_ssl.stages.evaluate_stage import (
     score_records,
 )
 from paranasal_ssl.stages.finetune_stage import finetune, initial_classifier
-from paranasal_ssl.stages.residual_stage import compute_residuals, residual_folder
+from paranasal_ssl.stages.residual_stage import (
+    compute_residuals,
+    residual_folder,
+    residuals_for_records,
+)
 from paranasal_ssl.stages.run import open_run
 from paranasal_ssl.training.checkpoint import read_checkpoint
 
@@ -88,6 +93,34 @@ def test_residual_and_crop_caches_are_reused(trained_run):
     assert time.perf_counter() - t < 5
     assert [f.stat().st_mtime_ns for f in sorted(folder.glob("*.npy"))] == stamps
     assert {f.stem for f in files} == {record_key(r) for r in again.crops.records}
+
+
+def test_residuals_of_another_cohort_match_the_runs_own_and_keep_its_scale(trained_run,
+                                                                            tmp_path):
+    """An independent test cohort's residuals are computed exactly as the run's own (same CAE,
+    crops, gate, score) in their own folder, with the run's heatmap scale, and leave the run's
+    scores untouched."""
+    run, _ = trained_run
+    own = compute_residuals(run)
+    scores_csv = (own.folder / "scores.csv").read_bytes()
+    some = run.split("test", labelled=True)[:3]
+    other = residuals_for_records(run, some, tmp_path / "external")
+    assert [r.key for r in other.crops.records] == [r.key for r in some]
+    assert other.heatmap_scale == own.heatmap_scale
+    index = {r.key: i for i, r in enumerate(own.crops.records)}
+    for i, r in enumerate(other.crops.records):
+        assert np.array_equal(np.asarray(other.maps[i]), np.asarray(own.maps[index[r.key]]))
+        assert other.scores[r.key] == pytest.approx(own.scores[r.key], rel=1e-5)
+    assert (own.folder / "scores.csv").read_bytes() == scores_csv
+    assert sorted(f.stem for f in (tmp_path / "external").glob("*.npy")) == sorted(
+        record_key(r) for r in some)
+
+
+def test_an_external_cohort_sharing_subjects_with_the_run_is_refused(trained_run, tiny_cohort):
+    run, _ = trained_run
+    with pytest.raises(InputError) as err:
+        external_records(run, tiny_cohort)
+    assert "subject_id" in str(err.value) and "also in the benchmark cohort" in str(err.value)
 
 
 def test_predict_writes_heatmap_in_the_scan_geometry(trained_run, tiny_cohort, tmp_path):

@@ -395,3 +395,15 @@ def test_cli_makes_a_cohort_refuses_to_overwrite_and_regenerates(python_exe, tmp
                  "--progress", "none"]) == 0
     assert len(read_manifest(out / "manifest.csv")) == 2
     assert len(list((out / "images").glob("*.nii.gz"))) == 1
+    plain = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "images" / "case0000.nii.gz")))
+    # A second cohort whose ids cannot clash with the first's (same images: the prefix is only
+    # a name); --overwrite clears the unprefixed files.
+    assert main(["synth", str(out), "--cases", "1", "--overwrite", "--workers", "1",
+                 "--id-prefix", "ext-", "--progress", "none"]) == 0
+    ext = read_manifest(out / "manifest.csv")
+    assert {(r.case_id, r.subject_id) for r in ext} == {("ext-case0000", "ext-subj0000")}
+    assert [p.name for p in (out / "images").glob("*.nii.gz")] == ["ext-case0000.nii.gz"]
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(ext[0].image))), plain)
+    assert main(["synth", str(tmp_path / "bad"), "--cases", "1", "--id-prefix", "a/b",
+                 "--progress", "none"]) == 2
+    assert "id_prefix" in capsys.readouterr().err

@@ -26,7 +26,8 @@ def _msd(row: dict) -> str:
 def cohort_section(s: dict, headline: float) -> str:
     fractions = sorted({float(f) for rows in s["methods"].values() for f in rows})
     lines = [f"## Cohort `{s['cohort']}`", "",
-             f"Test split: {s['n_test_sinuses']} sinuses from {s['n_test_subjects']} subjects, "
+             f"{s.get('test_set', 'Test split')}: {s['n_test_sinuses']} sinuses from "
+             f"{s['n_test_subjects']} subjects, "
              f"prevalence **{s['prevalence']:.3f}** (the AUPRC of a random score). Cells: mean "
              "+/- sd over label draws [pooled 95% CI, subjects and draws resampled].", ""]
     rows = []

@@ -19,6 +19,7 @@ import torch
 from paranasal_ssl.atomic import check_writable_dir, write_json, write_text
 from paranasal_ssl.benchmarks.aggregate import summarise_cohort
 from paranasal_ssl.benchmarks.cells import prepare_cohort, pretrain_all, run_cell
+from paranasal_ssl.benchmarks.external import external_manifest, external_summary
 from paranasal_ssl.benchmarks.figures import plot_auprc_vs_fraction, plot_montage
 from paranasal_ssl.benchmarks.protocol import BenchmarkPlan
 from paranasal_ssl.benchmarks.reference_scores import intensity_scores
@@ -74,6 +75,11 @@ def run_benchmark(out: Path, plan: BenchmarkPlan, device: str = "auto", workers:
             summary, out / f"auprc_vs_fraction_{cohort}.png").name
         summary["montage"] = _montage(run, residuals, test, cells, plan, out, cohort)
         summary["run"] = str(run.dir)
+        external = external_manifest(out, plan, cohort)
+        if external is not None:
+            t2 = time.perf_counter()
+            summary["external"] = external_summary(run, plan, cohort, external, out)
+            timings[f"{cohort}: independent test cohort"] = round(time.perf_counter() - t2, 1)
         timings[f"{cohort}: total"] = round(time.perf_counter() - t0, 1)
         summaries.append(summary)
         _write(out, plan, summaries, timings, started)  # partial results after each cohort
@@ -116,6 +122,8 @@ def _write(out: Path, plan: BenchmarkPlan, summaries, timings, started) -> dict:
         text += [cohort_section(s, plan.headline_fraction), f"![AUPRC]({s['figure']})", ""]
         if s.get("montage"):
             text += [f"![examples]({s['montage']})", ""]
+        if s.get("external"):
+            text += [cohort_section(s["external"], plan.headline_fraction)]
     write_text(out / "report.md", "\n".join(text))
     return results
 

@@ -114,6 +114,9 @@ def register(subparsers) -> None:
     p.add_argument("--patient-position", choices=("supine", "upright"), default=None,
                    help="gravity for air-fluid levels: supine (CT/MRI; fluid posterior; "
                         "default) or upright (dental cone-beam; fluid inferior)")
+    p.add_argument("--id-prefix", default=None, metavar="TEXT",
+                   help="put TEXT before every case and subject id (e.g. ext- for a second "
+                        "cohort whose ids must not clash with the first's)")
     p.add_argument("--config", type=Path, default=None, metavar="JSON",
                    help="start from a saved cohort_config.json (other options override it)")
     p.add_argument("--workers", type=_positive_int, default=None,
@@ -139,7 +142,8 @@ def build_config(args: argparse.Namespace):
         cfg = preset(args.realism or "realistic")
     for attr, value in (("cases", args.cases), ("modality", args.modality), ("seed", args.seed),
                         ("anomaly_fraction", args.anomaly_fraction),
-                        ("noise_scale", args.noise), ("label_noise_scale", args.label_noise)):
+                        ("noise_scale", args.noise), ("label_noise_scale", args.label_noise),
+                        ("id_prefix", args.id_prefix)):
         if value is not None:
             setattr(cfg, attr, value)
     if args.spacing is not None:
@@ -163,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                          expected="an empty folder, or --overwrite to replace it")
     if args.overwrite:
         for sub in (cohort.IMAGES, cohort.MASKS):
-            for old in (out / sub).glob("case*.nii.gz"):
+            for old in (out / sub).glob("*case[0-9]*.nii.gz"):  # any --id-prefix
                 old.unlink()
     workers = args.workers or cohort.default_workers()
     command = ["paranasal-ssl"] + sys.argv[1:] if "synth" in sys.argv[1:] else []

@@ -127,7 +127,9 @@ def build_case(cfg: PhantomConfig, index: int) -> PhantomCase:
     for side in SIDES:
         sides[side]["variants"] = list(subject.variants[side])
         sides[side]["mucosa_mm"] = subject.sinuses[side].mucosa
-    return PhantomCase(f"case{index:04d}", f"subj{index:04d}", image, mask, geom, sides, info)
+    prefix = cfg.id_prefix
+    return PhantomCase(f"{prefix}case{index:04d}", f"{prefix}subj{index:04d}", image, mask, geom,
+                       sides, info)
 
 
 def _metal(c: Canvas, subject: Subject, cfg: PhantomConfig, rng) -> List[np.ndarray]:

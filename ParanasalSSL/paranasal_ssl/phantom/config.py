@@ -214,6 +214,7 @@ class PhantomConfig:
     noise_scale: float = 1.0  # multiplies every noise level (0 = noise-free)
     label_noise_scale: float = 1.0  # multiplies the label-noise rates (0 = labels = truth)
     realism: str = "realistic"
+    id_prefix: str = ""  # before every case and subject id, e.g. to keep two cohorts apart
     grid: GridConfig = field(default_factory=GridConfig)
     anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
     variants: VariantConfig = field(default_factory=VariantConfig)
@@ -229,6 +230,9 @@ class PhantomConfig:
                  "a fraction in [0, 1]")
         _require(self.noise_scale >= 0, "noise_scale", self.noise_scale, ">= 0")
         _require(self.label_noise_scale >= 0, "label_noise_scale", self.label_noise_scale, ">= 0")
+        _require(isinstance(self.id_prefix, str) and all(
+            c.isalnum() or c in "-_" for c in self.id_prefix), "id_prefix", self.id_prefix,
+            "letters, digits, '-' or '_' (it becomes part of file names)")
         sp = self.grid.spacing_mm
         _require(len(sp) == 3 and all(0.1 <= float(s) <= 5.0 for s in sp), "grid.spacing_mm",
                  sp, "three voxel sizes between 0.1 and 5 mm (x, y, z)")

@@ -79,11 +79,9 @@ def score_records(run: Run, model: torch.nn.Module, records: Sequence[SinusRecor
     """Probabilities with and without test-time crop averaging for ``records`` (in order)."""
     t = run.config.data.crop.test_crops_per_side
     subset = residuals.crops.subset([r.key for r in records])
-    x = flat_tensor(subset, t)
-    tta = predict_crops(model, x, t, run.device)
-    single = predict_crops(model, x.view(-1, t, *x.shape[1:])[:, :1].reshape(-1, *x.shape[1:]),
-                           1, run.device)
-    return {"tta": tta, "single": single}
+    per_crop = predict_crops(model, flat_tensor(subset, t), 1, run.device).reshape(-1, t)
+    # one forward per crop: the single-crop score is crop 0 (the unjittered one) of the same
+    return {"tta": per_crop.mean(1), "single": per_crop[:, 0].copy()}
 
 
 def localisation(run: Run, residuals, records: Sequence[SinusRecord]) -> Optional[dict]:

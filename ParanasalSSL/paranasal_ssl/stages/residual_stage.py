@@ -14,7 +14,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from paranasal_ssl.atomic import atomic_path, write_json, write_text
 from paranasal_ssl.config import load_json, to_dict
 from paranasal_ssl.crop_cache import CropSet, record_key
 from paranasal_ssl.hashing import file_sha256, stable_hash
+from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.progress import Progress
 from paranasal_ssl.residual_maps import crop_scores, residual_of
 from paranasal_ssl.stages.cae_stage import cae_checkpoints, load_cae, trained_cae_checkpoints
@@ -72,7 +73,6 @@ def compute_residuals(run: Run, batch_size: int = 16,
     when it is done writes the summaries (two that finish together write identical files) and
     gets the set; the others get None.
     """
-    cfg = run.config
     folder = residual_folder(run)
     folder.mkdir(parents=True, exist_ok=True)
     n = n_crops(run)
@@ -88,18 +88,7 @@ def compute_residuals(run: Run, batch_size: int = 16,
         batches = [[i for i in range(s, min(s + per_batch, len(paths))) if not paths[i].exists()]
                    for s in range(0, len(paths), per_batch)][index::count]
         batches = [b for b in batches if b]
-    if batches:
-        cae = load_cae(run)
-        with Progress("residuals", total=sum(map(len, batches)), unit="sinus") as progress:
-            for chunk in batches:
-                x = torch.from_numpy(np.stack([np.asarray(crops.crops[i][:n]) for i in chunk]))
-                x = to_input(x.reshape(-1, 1, *x.shape[2:]), run.device)
-                r = residual_of(cae, x, cfg.residual).cpu().numpy()
-                r = r.reshape(len(chunk), n, *r.shape[2:]).astype(np.float16)
-                for j, i in enumerate(chunk):
-                    with atomic_path(paths[i]) as tmp:
-                        np.save(tmp, r[j], allow_pickle=False)
-                progress.update(len(chunk))
+    _write_maps(run, crops, paths, batches)
     rewrite = bool(missing)
     if shard is not None and count > 1:
         if not all(p.exists() for p in paths):
@@ -115,6 +104,50 @@ def compute_residuals(run: Run, batch_size: int = 16,
         scores = _scores(run, crops, maps, folder, rewrite=False)
         scale = _calibration(run, crops, maps, folder, rewrite=False)
     return ResidualSet(folder, crops, maps, scores, scale)
+
+
+def residuals_for_records(run: Run, records: Sequence[SinusRecord], folder: Path,
+                          batch_size: int = 16) -> ResidualSet:
+    """Residuals of sinuses outside the run's manifest (e.g. an independent test cohort) with
+    the run's CAE, in ``folder`` (cached like ``compute_residuals``; keep one folder per
+    cohort and CAE). The heatmap scale is the run's own: calibration needs the run's normal
+    training sinuses, and a test cohort must not set it. Single process."""
+    own = compute_residuals(run)  # the run's calibration, and its residuals up to date
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n = n_crops(run)
+    crops = crops_for(run, list(records), "independent test residuals", "crops (test cohort)")
+    paths = [folder / f"{record_key(r)}.npy" for r in crops.records]
+    missing = [i for i, p in enumerate(paths) if not p.exists()]
+    per_batch = max(1, batch_size // n)
+    _write_maps(run, crops, paths, [missing[s:s + per_batch]
+                                    for s in range(0, len(missing), per_batch)])
+    maps = [np.load(p, mmap_mode="r") for p in paths]
+    scores = _scores(run, crops, maps, folder, rewrite=bool(missing))
+    write_json(folder / "calibration.json", {
+        "heatmap_scale": own.heatmap_scale, "from": str(own.folder / "calibration.json"),
+        "code_version": code_version()})
+    return ResidualSet(folder, crops, maps, scores, own.heatmap_scale)
+
+
+def _write_maps(run: Run, crops: CropSet, paths: List[Path], batches: List[List[int]]
+                ) -> None:
+    """Compute and atomically save the ``(n, S, S, S)`` float16 residuals of crop-set rows
+    ``batches`` (lists of indices into ``crops``/``paths``), one CAE forward per batch."""
+    if not batches:
+        return
+    n = n_crops(run)
+    cae = load_cae(run)
+    with Progress("residuals", total=sum(map(len, batches)), unit="sinus") as progress:
+        for chunk in batches:
+            x = torch.from_numpy(np.stack([np.asarray(crops.crops[i][:n]) for i in chunk]))
+            x = to_input(x.reshape(-1, 1, *x.shape[2:]), run.device)
+            r = residual_of(cae, x, run.config.residual).cpu().numpy()
+            r = r.reshape(len(chunk), n, *r.shape[2:]).astype(np.float16)
+            for j, i in enumerate(chunk):
+                with atomic_path(paths[i]) as tmp:
+                    np.save(tmp, r[j], allow_pickle=False)
+            progress.update(len(chunk))
 
 
 def _scores(run: Run, crops: CropSet, maps, folder: Path, rewrite: bool) -> Dict[str, float]:
