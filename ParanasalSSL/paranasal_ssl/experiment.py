@@ -152,6 +152,10 @@ class FinetuneConfig:
     label_fraction: float = 1.0
     label_seed: int = 0
     freeze_encoder: bool = False
+    # learning rate of a PRETRAINED encoder relative to the head's (random initialisation
+    # always trains at the full rate): Adam moves every weight by about the learning rate per
+    # step whatever the gradient's size, so a few dozen labels can pull a good encoder away
+    encoder_lr_scale: float = 1.0
     uncertain_band: List[float] = field(default_factory=lambda: [0.35, 0.65])
     # start from the pretext's sinus-level head when it has one (see SinusClassifier.prior)
     score_prior: bool = True
@@ -194,6 +198,8 @@ class ExperimentConfig:
                  self.residual.median_kernel, "an odd number")
         _require(self.residual.score in ("mean", "p99"), "residual.score", self.residual.score,
                  "mean or p99")
+        _require(0 < self.finetune.encoder_lr_scale <= 1, "finetune.encoder_lr_scale",
+                 self.finetune.encoder_lr_scale, "above 0 and at most 1")
         _require(0 < self.finetune.label_fraction <= 1, "finetune.label_fraction",
                  self.finetune.label_fraction, "a fraction in (0, 1]")
         _require(self.encoder.block in ("basic", "bottleneck"), "encoder.block",

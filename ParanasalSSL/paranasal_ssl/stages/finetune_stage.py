@@ -115,6 +115,19 @@ def initial_classifier(run: Run, init: str) -> Tuple[SinusClassifier, Optional[s
     return model, init_sha
 
 
+def finetune_param_groups(model: torch.nn.Module, cfg, pretrained: bool) -> list:
+    """What fine-tuning trains: the head only (``freeze_encoder``; the prior, if any, stays
+    as the pretext made it), else everything, a pretrained encoder at ``encoder_lr_scale``
+    times the learning rate (``training.optim.set_lr`` reads the groups' ``lr_scale``)."""
+    if cfg.freeze_encoder:
+        return [{"params": list(model.head.parameters())}]
+    encoder = list(model.encoder.parameters())
+    ids = {id(p) for p in encoder}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    scale = cfg.encoder_lr_scale if pretrained else 1.0
+    return [{"params": encoder, "lr_scale": scale}, {"params": rest}]
+
+
 def validation_subset(val: Sequence[SinusRecord], fraction: float, seed: int
                       ) -> Tuple[List[SinusRecord], float]:
     """The validation subset at ``fraction``, grown until it holds both classes."""
@@ -168,7 +181,7 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
     model = prepare_model(model, device)
     tcfg = cfg.finetune_train if train_seed is None else replace(cfg.finetune_train,
                                                                   seed=train_seed)
-    params = model.head.parameters() if cfg.finetune.freeze_encoder else model.parameters()
+    params = finetune_param_groups(model, cfg.finetune, pretrained=init != "random")
 
     def train_step(m, idx, gen):
         if cfg.finetune.freeze_encoder:

@@ -176,7 +176,8 @@ def _loop(model, optimizer, state, cfg, run_dir, kind, signature, meta, n_train,
                     metrics = validate(model)
             metrics = ddp.broadcast_object(metrics)
             row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
-                   "lr": optimizer.param_groups[0]["lr"], "seconds": round(train_seconds, 3),
+                   "lr": max(g["lr"] for g in optimizer.param_groups),
+                   "seconds": round(train_seconds, 3),
                    **{k: float(v) for k, v in metrics.items()}}
             state["history"].append(row)
             state["seconds"] += train_seconds

@@ -70,5 +70,6 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> None:
+    """Every group's rate: ``base_lr * factor``, times the group's ``lr_scale`` if it has one."""
     for group in optimizer.param_groups:
-        group["lr"] = base_lr * factor
+        group["lr"] = base_lr * factor * group.get("lr_scale", 1.0)
