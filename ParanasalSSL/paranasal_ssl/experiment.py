@@ -154,8 +154,9 @@ class FinetuneConfig:
     freeze_encoder: bool = False
     # learning rate of a PRETRAINED encoder relative to the head's (random initialisation
     # always trains at the full rate): Adam moves every weight by about the learning rate per
-    # step whatever the gradient's size, so a few dozen labels can pull a good encoder away
-    encoder_lr_scale: float = 1.0
+    # step whatever the gradient's size, so a few dozen labels can pull a good encoder away.
+    # 0.1 chosen on development cohorts (benchmarks/finetune_recipe_check.py); was 1.
+    encoder_lr_scale: float = 0.1
     uncertain_band: List[float] = field(default_factory=lambda: [0.35, 0.65])
     # start from the pretext's sinus-level head when it has one (see SinusClassifier.prior)
     score_prior: bool = True
