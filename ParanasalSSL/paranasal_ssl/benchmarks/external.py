@@ -117,17 +117,13 @@ def external_summary(run: Run, plan: BenchmarkPlan, cohort: str, manifest: Path,
     """The cohort's summary (``aggregate.summarise_cohort``) on its independent test cohort:
     every method at the headline fraction, the label-free references, heatmap localisation."""
     from paranasal_ssl.benchmarks.aggregate import summarise_cohort
-    from paranasal_ssl.benchmarks.reference_scores import intensity_scores
-    from paranasal_ssl.stages.evaluate_stage import localisation, prior_scores
+    from paranasal_ssl.benchmarks.reference_scores import label_free_references
+    from paranasal_ssl.stages.evaluate_stage import localisation
 
     records, residuals, cells = score_external(run, plan, cohort, manifest,
                                                out / "cells" / f"{cohort}-external")
-    references = {"zero-label residual": residuals.scores,
-                  "intensity (non-air fraction)": intensity_scores(run, residuals, records)}
-    if "residual-pretext" in plan.methods:
-        prior = prior_scores(run, records, residuals)
-        if prior is not None:
-            references["residual pretext before fine-tuning"] = prior
+    references = label_free_references(run, residuals, records,
+                                       with_prior="residual-pretext" in plan.methods)
     loc = {"CAE residual heatmap": localisation(run, residuals, records)}
     summary = summarise_cohort(f"{cohort}: independent test cohort", plan, records, cells,
                                references, loc)

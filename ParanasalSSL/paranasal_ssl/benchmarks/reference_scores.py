@@ -47,3 +47,18 @@ def intensity_scores(run: Run, residuals: ResidualSet, records: Sequence[SinusRe
         out[r.key] = float((crop[region] > level).mean()) if region.any() else 0.0
     return out
 
+
+
+def label_free_references(run: Run, residuals: ResidualSet, records: Sequence[SinusRecord],
+                          with_prior: bool = True) -> Dict[str, Dict[str, float]]:
+    """Score per sinus key of every label-free reference: the zero-label CAE residual, the
+    intensity feature and (``with_prior``, when the run has it) the residual-pretext
+    classifier before fine-tuning."""
+    from paranasal_ssl.stages.evaluate_stage import prior_scores
+
+    references = {"zero-label residual": residuals.scores,
+                  "intensity (non-air fraction)": intensity_scores(run, residuals, records)}
+    prior = prior_scores(run, records, residuals) if with_prior else None
+    if prior is not None:
+        references["residual pretext before fine-tuning"] = prior
+    return references

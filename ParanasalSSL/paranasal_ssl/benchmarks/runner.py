@@ -22,7 +22,7 @@ from paranasal_ssl.benchmarks.cells import prepare_cohort, pretrain_all, run_cel
 from paranasal_ssl.benchmarks.external import external_manifest, external_summary
 from paranasal_ssl.benchmarks.figures import plot_auprc_vs_fraction, plot_montage
 from paranasal_ssl.benchmarks.protocol import BenchmarkPlan
-from paranasal_ssl.benchmarks.reference_scores import intensity_scores
+from paranasal_ssl.benchmarks.reference_scores import label_free_references
 from paranasal_ssl.benchmarks.report_md import cohort_section
 from paranasal_ssl.benchmarks.saliency import classifier_localisation
 from paranasal_ssl.progress import Progress
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def run_benchmark(out: Path, plan: BenchmarkPlan, device: str = "auto", workers: int = 0
                   ) -> dict:
-    from paranasal_ssl.stages.evaluate_stage import load_classifier, localisation, prior_scores
+    from paranasal_ssl.stages.evaluate_stage import load_classifier, localisation
     from paranasal_ssl.stages.residual_stage import compute_residuals
 
     out = check_writable_dir(out)
@@ -57,12 +57,8 @@ def run_benchmark(out: Path, plan: BenchmarkPlan, device: str = "auto", workers:
                                                            residuals))
                 progress.update(1, method=m, fraction=f)
         timings[f"{cohort}: fine-tuning cells"] = round(time.perf_counter() - t1, 1)
-        references = {"zero-label residual": residuals.scores,
-                      "intensity (non-air fraction)": intensity_scores(run, residuals, test)}
-        if "residual-pretext" in plan.methods:
-            prior = prior_scores(run, test, residuals)
-            if prior is not None:
-                references["residual pretext before fine-tuning"] = prior
+        references = label_free_references(run, residuals, test,
+                                           with_prior="residual-pretext" in plan.methods)
         loc = {"CAE residual heatmap": localisation(run, residuals, test)}
         f0, s0 = plan.headline_fraction, plan.seeds[0]
         for m in ("residual-pretext", "random-init"):
