@@ -118,3 +118,38 @@ def test_paper_margin_needs_the_margin_separate_intervals_and_the_zero_label_sco
     summary["methods"]["byol"]["0.1"] = _cell(0.87, 0.80, 0.85)
     assert not paper_margin(summary, 0.1)["met"]  # +0.03 < 0.04
     assert paper_margin(summary, 0.2) is None
+
+
+def test_report_shows_the_per_type_table_again_with_the_most_labels(tmp_path):
+    from paranasal_ssl.benchmarks.aggregate import summarise_cohort
+    from paranasal_ssl.geometry import SinusROI
+    from paranasal_ssl.manifest import SinusRecord
+
+    roi = SinusROI.from_values([-25, 40, -40], [30, 40, 45])
+    rows = [("a", 1, ("polyp",)), ("b", 1, ("retention_cyst",)), ("c", 0, ()), ("d", 0, ())]
+    test = [SinusRecord(c, c, tmp_path / f"{c}.nii.gz", "left", roi, label, types)
+            for c, label, types in rows]
+    keys = [r.key for r in test]
+
+    def cell(scores):
+        return {"keys": keys, "tta": scores, "single": scores}
+
+    # at 10% the cyst scores below both normals; with all labels above them
+    cells = {"residual-pretext": {0.1: [cell([0.9, 0.1, 0.5, 0.3])],
+                                  1.0: [cell([0.9, 0.8, 0.5, 0.3])]}}
+    plan = make_plan("cpu-small", fractions=[0.1, 1.0], seeds=[0])
+    plan.n_boot = 20
+    s = summarise_cohort("x", plan, test, cells, {}, {})
+    assert s["per_type"]["residual-pretext"]["retention_cyst"]["auprc"] == 1 / 3
+    most = s["per_type_most_labels"]
+    assert most["fraction"] == 1.0
+    assert most["methods"]["residual-pretext"]["retention_cyst"]["auprc"] == 1.0
+    report = cohort_section(s, 0.1)
+    assert "Per anomaly type at 10% labels" in report
+    assert "Per anomaly type at 100% labels" in report
+    # a plan whose headline is already its largest fraction has one table
+    plan = make_plan("cpu-small", fractions=[1.0], seeds=[0])
+    s = summarise_cohort("x", plan, test, {"residual-pretext": {1.0: cells[
+        "residual-pretext"][1.0]}}, {}, {})
+    assert "per_type_most_labels" not in s
+    assert cohort_section(s, 1.0).count("Per anomaly type") == 1

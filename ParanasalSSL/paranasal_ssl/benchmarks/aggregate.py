@@ -117,6 +117,13 @@ def summarise_cohort(name: str, plan, test, cells: Dict[str, Dict[float, List[di
             out["per_type"][m] = per_type(y, scores, types)
     for ref, by_key in references.items():
         out["per_type"][ref] = per_type(y, np.array([[by_key[r.key] for r in test]]), types)
+    # the same table with the most labels: what no amount of labels buys (e.g. findings below
+    # the crop's resolution) is not a failure of the few-label method
+    top = max((fr for by_f in cells.values() for fr in by_f), default=f)
+    if top != f:
+        rows = {m: per_type(y, s, types) for m in cells
+                if len(s := cell_scores(cells[m].get(top, []), n))}
+        out["per_type_most_labels"] = {"fraction": top, "methods": rows}
     if "residual-pretext" in head and len(head["residual-pretext"]):
         ours = head["residual-pretext"]
         generic = {m: out["methods"][m][f"{f:g}"].get("auprc") for m in GENERIC if m in head

@@ -62,7 +62,11 @@ def cohort_section(s: dict, headline: float) -> str:
                 lines.append(f"- {name}: **{d['difference']:+.3f}** [{d['ci'][0]:+.3f}, "
                              f"{d['ci'][1]:+.3f}] ({mark})")
         lines.append("")
-    lines += _paper_margin(s) + _per_type(s, headline) + _localisation(s)
+    lines += _paper_margin(s) + _per_type(s["per_type"], headline)
+    most = s.get("per_type_most_labels")
+    if most and most["methods"]:
+        lines += _per_type(most["methods"], most["fraction"])
+    lines += _localisation(s)
     return "\n".join(lines)
 
 
@@ -82,19 +86,20 @@ def _paper_margin(s: dict) -> List[str]:
             f"residual {zero}.", ""]
 
 
-def _per_type(s: dict, headline: float) -> List[str]:
-    types = sorted({t for v in s["per_type"].values() for t in v})
+def _per_type(per_type: Dict[str, dict], fraction: float) -> List[str]:
+    """Per-type AUPRC table: ``per_type`` maps method -> type -> {auprc, n_pos, ...}."""
+    types = sorted({t for v in per_type.values() for t in v})
     if not types:
         return []
     rows = []
-    for method, by_t in s["per_type"].items():
+    for method, by_t in per_type.items():
         row = {"method": METHOD_TITLES.get(method, method)}
         for t in types:
             v = by_t.get(t, {})
             row[t] = "n/a" if v.get("auprc") is None else f"{v['auprc']:.3f}"
         rows.append(row)
-    n_pos = {t: next(v[t]["n_pos"] for v in s["per_type"].values() if t in v) for t in types}
-    return [f"### Per anomaly type at {headline:.0%} labels (AUPRC; positives of the type vs "
+    n_pos = {t: next(v[t]["n_pos"] for v in per_type.values() if t in v) for t in types}
+    return [f"### Per anomaly type at {fraction:.0%} labels (AUPRC; positives of the type vs "
             "all normals)", "", "Positives per type: " + ", ".join(f"{t} {n_pos[t]}"
                                                                   for t in types), "",
             format_table(rows, list(rows[0])), ""]
