@@ -123,7 +123,8 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
     with torch.inference_mode():
         x = to_input(torch.from_numpy(np.stack(batches))[:, None], bundle.device)
         all_probs = torch.sigmoid(bundle.classifier(x).float()).cpu().numpy().reshape(-1, n)
-        residuals = residual_of(bundle.cae, x[::n], cfg.residual).cpu()  # crop 0 of each side
+        # crop 0 of each side
+        residuals = residual_of(bundle.cae, x[::n], cfg.residual, cfg.data).cpu()
     for k, (side_name, roi) in enumerate(rois.items()):
         side = check_side(side_name)
         probs, r, geom0 = all_probs[k], residuals[k:k + 1], geoms[side]

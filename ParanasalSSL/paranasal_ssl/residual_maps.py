@@ -9,6 +9,8 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.networks.layers.convutils import gaussian_1d
+from monai.networks.layers.simplelayers import separable_filtering
 
 
 def median_filter3d(x: torch.Tensor, kernel: int, chunk_voxels: int = 2 ** 24) -> torch.Tensor:
@@ -60,33 +62,61 @@ def _median_nonnegative(x: torch.Tensor, xp: torch.Tensor, kernel: int,
     return out
 
 
+def gaussian_filter3d(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian smoothing of ``(B, C, D, H, W)``, ``sigma`` in voxels, kernel cut at
+    2 sigma, replicate padding (MONAI's sampled Gaussian, normalised to sum 1)."""
+    kernel = gaussian_1d(torch.tensor(float(sigma)), truncated=2.0, approx="sampled",
+                         normalize=True).to(x.device, x.dtype)
+    return separable_filtering(x, [kernel] * 3, mode="replicate")
+
+
 @torch.no_grad()
 def raw_residual(cae: torch.nn.Module, x: torch.Tensor, median_kernel: int,
-                 sign: str = "positive", air_gate: Optional[float] = None) -> torch.Tensor:
-    """Median-filtered residual ``(B, 1, S, S, S)`` float32 in intensity units.
+                 sign: str = "positive", air_gate: Optional[float] = None,
+                 material_max: Optional[float] = None,
+                 gaussian_sigma: Optional[float] = None) -> torch.Tensor:
+    """Filtered residual ``(B, 1, S, S, S)`` float32 in intensity units.
 
     ``sign="abs"``: ``|x - CAE(x)|`` (the paper). ``sign="positive"``: ``max(x - CAE(x), 0)``,
     material where the normal model predicts less. ``air_gate``: keep the residual only where
-    ``CAE(x) < air_gate`` (where a normal sinus holds air). A ``CAEEnsemble`` gives the mean of
-    its members' residual maps (each gated and filtered as above).
+    ``CAE(x) < air_gate`` (where a normal sinus holds air). ``material_max``: keep it only where
+    ``x < material_max`` (on CT: brighter than soft tissue is bone, teeth or metal, never a
+    sinus finding). Then a median filter of ``median_kernel`` voxels, or with
+    ``gaussian_sigma`` (voxels) a Gaussian instead. A ``CAEEnsemble`` gives the mean of its
+    members' residual maps (each gated and filtered as above).
     """
     members = getattr(cae, "members", None)
     if members is not None:
-        total = raw_residual(members[0], x, median_kernel, sign, air_gate)
+        args = (median_kernel, sign, air_gate, material_max, gaussian_sigma)
+        total = raw_residual(members[0], x, *args)
         for m in members[1:]:
-            total += raw_residual(m, x, median_kernel, sign, air_gate)
+            total += raw_residual(m, x, *args)
         return total / len(members)
     recon = cae(x).float()
     diff = x.float() - recon
     r = diff.abs() if sign == "abs" else diff.clamp_min(0.0)
     if air_gate is not None:
         r = r * (recon < air_gate)
+    if material_max is not None:
+        r = r * (x.float() < material_max)
+    if gaussian_sigma is not None:
+        return gaussian_filter3d(r, gaussian_sigma)
     return median_filter3d(r.contiguous(), median_kernel)
 
 
-def residual_of(cae: torch.nn.Module, x: torch.Tensor, config) -> torch.Tensor:
-    """``raw_residual`` with the settings of a ``ResidualConfig``."""
-    return raw_residual(cae, x, config.median_kernel, config.sign, config.air_gate)
+def residual_of(cae: torch.nn.Module, x: torch.Tensor, config, data) -> torch.Tensor:
+    """``raw_residual`` with the settings of a ``ResidualConfig`` for crops made with the
+    ``DataConfig`` ``data`` (its CT window turns ``bone_gate_hu`` into input units, its crop
+    spacing turns ``gaussian_sigma_mm`` into voxels)."""
+    material_max = None
+    if config.bone_gate_hu is not None and data.intensity.modality == "ct":
+        lo, hi = data.intensity.ct_window_hu
+        material_max = (config.bone_gate_hu - lo) / (hi - lo)
+    sigma = None
+    if config.smoothing == "gaussian":
+        sigma = config.gaussian_sigma_mm / data.crop.spacing_mm
+    return raw_residual(cae, x, config.median_kernel, config.sign, config.air_gate,
+                        material_max, sigma)
 
 
 def per_crop_rescale(r: torch.Tensor, percentiles: Sequence[float] = (1.0, 99.0)) -> torch.Tensor:
@@ -110,8 +140,9 @@ def global_rescale(r: torch.Tensor, scale: float) -> torch.Tensor:
 
 def crop_scores(r: torch.Tensor, region: Optional[torch.Tensor], kind: str = "mean"
                 ) -> torch.Tensor:
-    """Zero-label anomaly score per crop ``(B,)``: mean or 99th percentile of the raw residual
-    inside ``region`` (the sinus ROI box, ``(B, 1, S, S, S)`` bool) or the whole crop."""
+    """Zero-label anomaly score per crop ``(B,)``: mean, 99th percentile or maximum of the raw
+    residual inside ``region`` (the sinus ROI box, ``(B, 1, S, S, S)`` bool) or the whole
+    crop."""
     flat = r.flatten(1).float()
     if region is None:
         mask = torch.ones_like(flat, dtype=torch.bool)
@@ -119,5 +150,7 @@ def crop_scores(r: torch.Tensor, region: Optional[torch.Tensor], kind: str = "me
         mask = region.flatten(1).to(flat.device)
     if kind == "mean":
         return (flat * mask).sum(1) / mask.sum(1).clamp_min(1)
+    if kind == "max":
+        return torch.where(mask, flat, torch.full_like(flat, -torch.inf)).amax(1).clamp_min(0)
     values = torch.where(mask, flat, torch.full_like(flat, float("nan")))
     return torch.nanquantile(values, 0.99, dim=1)

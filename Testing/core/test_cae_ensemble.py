@@ -66,7 +66,7 @@ def test_members_train_with_their_own_seeds_and_residuals_are_their_mean(
     res = compute_residuals(run)
     crops = crops_for(run, run.records[:3], "test", "crops")
     x = torch.from_numpy(np.stack([np.asarray(c[:1]) for c in crops.crops])).float()
-    each = [residual_of(m, x, run.config.residual) for m in members]
+    each = [residual_of(m, x, run.config.residual, run.config.data) for m in members]
     expected = ((each[0] + each[1]) / 2).numpy()
     assert each[0].abs().max() > 0.01 and not np.allclose(each[0].numpy(), each[1].numpy())
     for i, r in enumerate(crops.records):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -11,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from paranasal_ssl import progress
-from paranasal_ssl.config import CropConfig
+from paranasal_ssl.config import CropConfig, DataConfig, IntensityConfig
 from paranasal_ssl.crops import extract_crop, roi_box_mask
-from paranasal_ssl.errors import CancelledError, CheckpointError
+from paranasal_ssl.errors import CancelledError, CheckpointError, ConfigError
 from paranasal_ssl.experiment import (
     ResidualConfig,
     TrainConfig,
@@ -137,10 +138,10 @@ class _ExpectsGrey(torch.nn.Module):
 
 def test_air_gate_keeps_material_where_the_cae_expects_air_and_saved_runs_keep_theirs(tmp_path):
     x = torch.ones(1, 1, 4, 4, 4)  # material everywhere
-    kept = residual_of(_ExpectsGrey(), x, ResidualConfig(median_kernel=1))
+    kept = residual_of(_ExpectsGrey(), x, ResidualConfig(median_kernel=1), DataConfig())
     assert kept.min() == pytest.approx(0.6)
     old = ResidualConfig(median_kernel=1, air_gate=0.35)
-    assert residual_of(_ExpectsGrey(), x, old).max() == 0  # the CAE expects tissue there
+    assert residual_of(_ExpectsGrey(), x, old, DataConfig()).max() == 0  # expects tissue there
     # a run saved with the gate of its time keeps it (its residual maps stay reproducible)
     path = tmp_path / "config.json"
     save_experiment(override(profile_config("cpu-small"), ["residual.air_gate=0.35"]), path)
@@ -305,3 +306,65 @@ def test_foreign_patches_paste_the_crops_own_anatomy_into_an_ellipsoid():
     half = foreign_patches(x.repeat(4, 1, 1, 1, 1), 0.5, 0.25, torch.Generator().manual_seed(2))
     touched = ((half - x.repeat(4, 1, 1, 1, 1)).abs() > 1e-6).flatten(1).any(1).float().mean()
     assert 0.2 < touched < 0.8
+
+
+class _ExpectsAir(torch.nn.Module):
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+def _data(modality: str) -> DataConfig:
+    return DataConfig(crop=CropConfig(shape=16, spacing_mm=2.0),
+                      intensity=IntensityConfig(modality=modality))
+
+
+def test_bone_gate_drops_bone_bright_residuals_on_ct_only():
+    ct = _data("ct")  # window -1000..600 HU: 150 HU is 0.71875
+    x = torch.zeros(1, 1, 8, 8, 8)
+    x[..., :4] = (40 + 1000) / 1600  # a 40 HU soft-tissue half (a finding's material)
+    x[..., 4:] = (700 + 1000) / 1600  # a 700 HU bony half (a septum the CAE did not expect)
+    cfg = ResidualConfig(median_kernel=1, bone_gate_hu=150.0)
+    r = residual_of(_ExpectsAir(), x, cfg, ct)
+    assert r[..., :4].min() == pytest.approx(0.65) and r[..., 4:].max() == 0
+    # MRI bone is dark: no gate, the bright half stays
+    assert residual_of(_ExpectsAir(), x, cfg, _data("mri"))[..., 4:].min() > 0.9
+    # runs saved before the gate had none
+    assert residual_of(_ExpectsAir(), x, ResidualConfig(median_kernel=1), ct)[..., 4:].min() > 0.9
+
+
+def test_gaussian_smoothing_keeps_a_small_focus_that_the_median_erases():
+    x = torch.zeros(1, 1, 16, 16, 16)
+    x[0, 0, 6:9, 6:9, 6:9] = 0.6  # a 6 mm cube at 2 mm: a small cyst
+    data = _data("ct")
+    median = residual_of(_ExpectsAir(), x, ResidualConfig(median_kernel=5), data)
+    assert median.max() == 0  # 27 of 125 neighbours: the 10 mm median removes it
+    focal = ResidualConfig(smoothing="gaussian", gaussian_sigma_mm=2.0)
+    r = residual_of(_ExpectsAir(), x, focal, data)
+    smoothed = ndi.gaussian_filter(x[0, 0].numpy(), 1.0, mode="nearest", truncate=2.0)
+    np.testing.assert_allclose(r[0, 0].numpy(), smoothed, atol=1e-6)  # sigma 2 mm = 1 voxel
+    assert r.max() > 0.25 and int(r.argmax()) == np.ravel_multi_index((7, 7, 7), (16,) * 3)
+    everywhere = torch.ones_like(x, dtype=torch.bool)
+    assert crop_scores(r, everywhere, "max").item() == pytest.approx(float(r.max()))
+    assert crop_scores(r, everywhere, "mean").item() < 0.01  # a box mean dilutes the focus
+    nowhere = torch.zeros_like(everywhere)
+    assert crop_scores(r, nowhere, "max").item() == 0
+
+
+def test_profiles_use_the_focal_residual_and_saved_runs_keep_theirs(tmp_path):
+    for name in ("cpu-small", "paper"):
+        r = profile_config(name).residual
+        assert (r.smoothing, r.bone_gate_hu, r.score, r.pretext_score_quantile) == (
+            "gaussian", 150.0, "max", 1.0)
+    # a run saved before these settings existed: its file has none of them
+    path = tmp_path / "config.json"
+    save_experiment(override(profile_config("cpu-small"), ["residual.smoothing=median",
+                                                           "residual.score=mean"]), path)
+    saved = json.loads(path.read_text())
+    for key in ("smoothing", "gaussian_sigma_mm", "bone_gate_hu", "pretext_score_quantile"):
+        del saved["residual"][key]
+    path.write_text(json.dumps(saved))
+    r = load_experiment(path).residual
+    assert (r.smoothing, r.bone_gate_hu, r.score, r.pretext_score_quantile) == (
+        "median", None, "mean", 0.99)
+    with pytest.raises(ConfigError, match="residual.smoothing"):
+        override(profile_config("cpu-small"), ["residual.smoothing=box"])

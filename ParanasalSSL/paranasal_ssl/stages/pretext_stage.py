@@ -81,8 +81,9 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
     rcfg = cfg.residual
     use_score = rcfg.pretext_score_weight > 0
     if use_score:  # sinus-level targets per (sinus, jitter): (N, n) and (Nv,)
-        train_s = sinus_scores(train_y, roi_masks(crops.subset(train_keys).records, run, n))
-        val_s = sinus_scores(val_y, roi_masks(crops.subset(val_keys).records, run, 1))
+        q = rcfg.pretext_score_quantile
+        train_s = sinus_scores(train_y, roi_masks(crops.subset(train_keys).records, run, n), q)
+        val_s = sinus_scores(val_y, roi_masks(crops.subset(val_keys).records, run, 1), q)
     train_x, train_y = resident(train_x, device), resident(train_y, device)
     with seeded(cfg.pretext_train.seed):
         net = build_pretext(cfg.encoder, cfg.data.crop.shape, score_head=use_score)

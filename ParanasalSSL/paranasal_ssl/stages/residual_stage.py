@@ -22,6 +22,7 @@ import torch
 from paranasal_ssl.atomic import atomic_path, write_json, write_text
 from paranasal_ssl.config import load_json, to_dict
 from paranasal_ssl.crop_cache import CropSet, record_key
+from paranasal_ssl.experiment import ResidualConfig
 from paranasal_ssl.hashing import file_sha256, stable_hash
 from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.progress import Progress
@@ -55,6 +56,11 @@ def residual_folder(run: Run) -> Path:
     # only the settings that shape the maps, scores and calibration (not the pretext's)
     shaping = {k: getattr(r, k) for k in ("median_kernel", "sign", "air_gate",
                                             "heatmap_quantile", "score")}
+    # later settings join the key only when they differ from their default (the settings of
+    # runs saved before them), so those runs keep their folder
+    legacy = ResidualConfig()
+    shaping.update({k: getattr(r, k) for k in ("smoothing", "gaussian_sigma_mm", "bone_gate_hu")
+                    if getattr(r, k) != getattr(legacy, k)})
     key = stable_hash({"cae": shas[0] if len(shas) == 1 else shas, "residual": shaping,
                        "data": to_dict(run.config.data)}, 12)
     return run.dir / "residuals" / key
@@ -142,7 +148,7 @@ def _write_maps(run: Run, crops: CropSet, paths: List[Path], batches: List[List[
         for chunk in batches:
             x = torch.from_numpy(np.stack([np.asarray(crops.crops[i][:n]) for i in chunk]))
             x = to_input(x.reshape(-1, 1, *x.shape[2:]), run.device)
-            r = residual_of(cae, x, run.config.residual).cpu().numpy()
+            r = residual_of(cae, x, run.config.residual, run.config.data).cpu().numpy()
             r = r.reshape(len(chunk), n, *r.shape[2:]).astype(np.float16)
             for j, i in enumerate(chunk):
                 with atomic_path(paths[i]) as tmp:
