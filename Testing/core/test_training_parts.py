@@ -350,21 +350,24 @@ def test_gaussian_smoothing_keeps_a_small_focus_that_the_median_erases():
     assert crop_scores(r, nowhere, "max").item() == 0
 
 
-def test_profiles_use_the_focal_residual_and_saved_runs_keep_theirs(tmp_path):
-    for name in ("cpu-small", "paper"):
+def test_focal_residual_settings_are_options_and_saved_runs_load_without_them(tmp_path):
+    focal = ["residual.smoothing=gaussian", "residual.bone_gate_hu=150", "residual.score=max",
+             "residual.pretext_score_quantile=1"]
+    r = override(profile_config("cpu-small"), focal).residual
+    assert (r.smoothing, r.gaussian_sigma_mm, r.bone_gate_hu, r.score,
+            r.pretext_score_quantile) == ("gaussian", 2.0, 150.0, "max", 1.0)
+    for name in ("cpu-small", "paper"):  # not the default (see ResidualConfig)
         r = profile_config(name).residual
-        assert (r.smoothing, r.bone_gate_hu, r.score, r.pretext_score_quantile) == (
-            "gaussian", 150.0, "max", 1.0)
+        assert (r.smoothing, r.bone_gate_hu, r.score) == ("median", None, "mean")
     # a run saved before these settings existed: its file has none of them
     path = tmp_path / "config.json"
-    save_experiment(override(profile_config("cpu-small"), ["residual.smoothing=median",
-                                                           "residual.score=mean"]), path)
+    save_experiment(override(profile_config("cpu-small"), focal), path)
     saved = json.loads(path.read_text())
+    assert saved["residual"]["bone_gate_hu"] == 150  # a run made with them keeps them
     for key in ("smoothing", "gaussian_sigma_mm", "bone_gate_hu", "pretext_score_quantile"):
         del saved["residual"][key]
     path.write_text(json.dumps(saved))
     r = load_experiment(path).residual
-    assert (r.smoothing, r.bone_gate_hu, r.score, r.pretext_score_quantile) == (
-        "median", None, "mean", 0.99)
+    assert (r.smoothing, r.bone_gate_hu, r.pretext_score_quantile) == ("median", None, 0.99)
     with pytest.raises(ConfigError, match="residual.smoothing"):
         override(profile_config("cpu-small"), ["residual.smoothing=box"])
