@@ -4,6 +4,7 @@ predictions land in the scan's geometry, and bad input gets clear errors."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import numpy as np
@@ -23,6 +24,7 @@ from paranasal_ssl.model_bundle import load_model
 from paranasal_ssl.networks import build_pretext
 from paranasal_ssl.scan_io import read_scan
 from paranasal_ssl.stages.cae_stage import train_cae
+from paranasal_ssl.stages.data import roi_masks
 from paranasal_ssl.stages.evaluate_stage import (
     PRIOR_ROW,
     evaluate_model,
@@ -264,3 +266,32 @@ def test_evaluation_reports_what_the_labels_added(trained_run):
     _, scratch = finetune(run, 1.0, 0, "random", name="scratch-eval", set_default=False)
     ev = evaluate_model(run, scratch.name, split="val", n_boot=20, write=False)
     assert PRIOR_ROW not in ev["methods"]
+
+
+def test_focal_residual_option_has_its_own_cache_and_scores_the_box_maximum(trained_run,
+                                                                           tmp_path):
+    """The focal residual settings (an option, see ResidualConfig) get their own residual
+    folder and score each sinus by the maximum of its map inside the box, averaged over the
+    test-time crops; a run saved before these settings keeps its folder."""
+    run, _ = trained_run
+    focal = open_run(run.dir, overrides=["residual.smoothing=gaussian",
+                                         "residual.bone_gate_hu=150", "residual.score=max"],
+                     device="cpu", workers=1)
+    assert residual_folder(focal).name != residual_folder(run).name
+    res = compute_residuals(focal)
+    own = compute_residuals(run)
+    t = focal.config.data.crop.test_crops_per_side
+    for i, r in enumerate(res.crops.records[:4]):
+        maps = torch.from_numpy(np.asarray(res.maps[i][:t], np.float32))[:, None]
+        inside = maps.masked_fill(~roi_masks([r], focal, t), 0)
+        assert res.scores[r.key] == pytest.approx(float(inside.flatten(1).amax(1).mean()),
+                                                  rel=1e-5)
+        assert not np.array_equal(np.asarray(res.maps[i]), np.asarray(own.maps[i]))
+    copy = tmp_path / "old"
+    shutil.copytree(run.dir, copy, ignore=shutil.ignore_patterns("cache", "residuals"))
+    config = json.loads((copy / "config.json").read_text())
+    for key in ("smoothing", "gaussian_sigma_mm", "bone_gate_hu", "pretext_score_quantile"):
+        del config["residual"][key]
+    (copy / "config.json").write_text(json.dumps(config))
+    old = open_run(copy, device="cpu", workers=1, cache_dir=run.cache_dir)
+    assert residual_folder(old).name == residual_folder(run).name
