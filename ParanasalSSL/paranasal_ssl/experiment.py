@@ -130,9 +130,10 @@ class ResidualConfig:
     # AUPRC rose from 0.862 to 0.903 (CT) and 0.856 to 0.893 (MRI) (cysts and polyps most;
     # ``benchmarks/residual_score_check.py``), but the method itself fell: pretext before
     # fine-tuning 0.875 -> 0.855 (CT), 0.872 -> 0.864 (MRI), fine-tuned at 10% labels 0.873 ->
-    # 0.857, 0.871 -> 0.869 (``benchmarks/results/focal_residual_method_check_*.json``): the
-    # pooled encoder features do not carry a single focus's maximum. Not the default for that
-    # reason; a classifier that takes the explicit residual score is the way to use it.
+    # 0.857, 0.871 -> 0.869 (``benchmarks/results/focal_residual_method_check_*.json``),
+    # probably because the sinus-level head reads an average over the last stage, which carries
+    # a volume better than one focus's maximum. Not the default for that reason; a classifier
+    # that takes the explicit residual score would be the way to use it.
     smoothing: str = "median"  # median (median_kernel voxels) or gaussian (gaussian_sigma_mm)
     gaussian_sigma_mm: float = 2.0
     bone_gate_hu: Optional[float] = None  # CT: residual only where the scan is below this

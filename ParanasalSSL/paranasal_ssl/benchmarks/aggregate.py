@@ -117,8 +117,8 @@ def summarise_cohort(name: str, plan, test, cells: Dict[str, Dict[float, List[di
             out["per_type"][m] = per_type(y, scores, types)
     for ref, by_key in references.items():
         out["per_type"][ref] = per_type(y, np.array([[by_key[r.key] for r in test]]), types)
-    # the same table with the most labels: what no amount of labels buys (e.g. findings below
-    # the crop's resolution) is not a failure of the few-label method
+    # the same table with the most labels: a type that no amount of labels lifts is not a
+    # failure of the few-label methods (e.g. findings that the inputs or residuals lose)
     top = max((fr for by_f in cells.values() for fr in by_f), default=f)
     if top != f:
         rows = {m: per_type(y, s, types) for m in cells
