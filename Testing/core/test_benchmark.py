@@ -9,7 +9,7 @@ import numpy as np
 from helpers.tiny import TINY_OVERRIDES, synth
 from paranasal_ssl.benchmarks.aggregate import paired_difference, paper_margin
 from paranasal_ssl.benchmarks.protocol import make_plan
-from paranasal_ssl.benchmarks.reference_scores import central_box
+from paranasal_ssl.benchmarks.reference_scores import FOCAL_NAME, central_box
 from paranasal_ssl.benchmarks.report_md import cohort_section
 from paranasal_ssl.benchmarks.runner import run_benchmark
 
@@ -32,7 +32,11 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_cohort):
             if row["n_runs"]:
                 assert 0 <= row["auprc"] <= 1 and row["auprc_ci"][0] <= row["auprc_ci"][1]
     assert set(s["zero_label"]) == {"zero-label residual", "intensity (non-air fraction)",
-                                    "residual pretext before fine-tuning"}
+                                    "residual pretext before fine-tuning", FOCAL_NAME}
+    # the focal residual reference: its own cached maps beside the run's, and a paired test
+    focal = s["zero_label"][FOCAL_NAME]
+    assert 0 <= focal["auprc"] <= 1 and f"residual-pretext - {FOCAL_NAME} at 1" in s["differences"]
+    assert len(list((out / "runs" / "tiny" / "residuals").iterdir())) == 2
     # what the labels add, on test: the fine-tuned classifier against its own starting point
     assert "residual-pretext - residual pretext before fine-tuning at 1" in s["differences"]
     assert (out / s["figure"]).stat().st_size > 1000
@@ -51,6 +55,8 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_cohort):
                       .read_text())
     assert all(k.startswith("ext-") for k in cell["keys"]) and len(cell["tta"]) == 8
     assert "zero-label residual" in ext["zero_label"] and ext["paper_margin"] is not None
+    assert FOCAL_NAME in ext["zero_label"]
+    assert any("-focal-" in p.name for p in (out / "runs" / "tiny" / "external").iterdir())
     assert "Independent test cohort" in report and "tiny: independent test cohort" in report
     saved = json.loads((out / "results.json").read_text())
     assert saved["code_version"] and saved["environment"]["processor"]

@@ -36,9 +36,10 @@ def plot_auprc_vs_fraction(summary: dict, path: Path) -> Path:
         lw = 2.6 if method == "residual-pretext" else 1.4
         ax.plot(x, m, "o-", color=c, lw=lw, label=METHOD_TITLES.get(method, method))
         ax.fill_between(x, lo, hi, color=c, alpha=0.12)
-    styles = ["--", ":", "-."]
+    styles = ["--", ":", "-.", (0, (6, 2))]
     for j, (name, z) in enumerate(summary["zero_label"].items()):
-        ax.axhline(z["auprc"], color="0.3", ls=styles[j % 3], lw=1.2, label=f"{name} (no labels)")
+        ax.axhline(z["auprc"], color=("0.15", "0.35", "0.5", "0.25")[j % 4], ls=styles[j % 4],
+                   lw=1.2, label=f"{name} (no labels)")
     ax.axhline(summary["prevalence"], color="0.6", lw=1, label="chance (prevalence)")
     ax.set_xscale("log")
     ax.set_xlabel("labelled training subjects (%)")
