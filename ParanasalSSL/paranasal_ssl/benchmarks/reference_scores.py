@@ -13,8 +13,8 @@ from paranasal_ssl.experiment import override
 from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.stages.residual_stage import (
     ResidualSet,
-    compute_residuals,
-    residuals_for_records,
+    residual_folder,
+    residual_scores_for_records,
 )
 from paranasal_ssl.stages.run import Run
 
@@ -64,18 +64,15 @@ def intensity_scores(run: Run, residuals: ResidualSet, records: Sequence[SinusRe
 
 def focal_residual_scores(run: Run, residuals: ResidualSet, records: Sequence[SinusRecord]
                           ) -> Optional[Dict[str, float]]:
-    """Zero-label score per sinus key under the focal residual settings, with the run's CAEs
-    (None when the run already uses them). The maps are cached beside the run's own: its
-    manifest's in ``RUN/residuals/<focal key>``, other sinuses (``residuals`` of an
-    independent cohort) in ``RUN/external/<that folder>-focal-<focal key>``."""
+    """Zero-label score per sinus key of ``records`` under the focal residual settings, with
+    the run's CAEs (None when the run already uses them). Only these sinuses are computed; their
+    maps are cached in ``RUN/external/<residuals' folder>-focal-<focal key>``."""
     focal = replace(run, config=override(run.config, FOCAL_RESIDUAL))
     if focal.config.residual == run.config.residual:
         return None
-    own = compute_residuals(focal)
-    if all(r.key in own.scores for r in records):
-        return own.scores
-    folder = run.dir / "external" / f"{residuals.folder.name}-focal-{own.folder.name}"
-    return residuals_for_records(focal, records, folder).scores
+    key = residual_folder(focal).name
+    folder = run.dir / "external" / f"{residuals.folder.name}-focal-{key}"
+    return residual_scores_for_records(focal, records, folder)
 
 
 def label_free_references(run: Run, residuals: ResidualSet, records: Sequence[SinusRecord],

@@ -119,21 +119,34 @@ def residuals_for_records(run: Run, records: Sequence[SinusRecord], folder: Path
     cohort and CAE). The heatmap scale is the run's own: calibration needs the run's normal
     training sinuses, and a test cohort must not set it. Single process."""
     own = compute_residuals(run)  # the run's calibration, and its residuals up to date
-    folder = Path(folder)
+    crops, maps, scores = _maps_and_scores(run, records, Path(folder), batch_size)
+    write_json(Path(folder) / "calibration.json", {
+        "heatmap_scale": own.heatmap_scale, "from": str(own.folder / "calibration.json"),
+        "code_version": code_version()})
+    return ResidualSet(Path(folder), crops, maps, scores, own.heatmap_scale)
+
+
+def residual_scores_for_records(run: Run, records: Sequence[SinusRecord], folder: Path,
+                                batch_size: int = 16) -> Dict[str, float]:
+    """Zero-label score per sinus key of ``records`` only, maps cached in ``folder``: no
+    calibration, so none of the run's other sinuses is computed (e.g. a reference score under
+    other residual settings). Single process."""
+    return _maps_and_scores(run, records, Path(folder), batch_size)[2]
+
+
+def _maps_and_scores(run: Run, records: Sequence[SinusRecord], folder: Path, batch_size: int
+                     ) -> Tuple[CropSet, list, Dict[str, float]]:
+    """Crops, cached residual maps and ``scores.csv`` of ``records`` in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     n = n_crops(run)
-    crops = crops_for(run, list(records), "independent test residuals", "crops (test cohort)")
+    crops = crops_for(run, list(records), "residuals of other sinuses", "crops (other)")
     paths = [folder / f"{record_key(r)}.npy" for r in crops.records]
     missing = [i for i, p in enumerate(paths) if not p.exists()]
     per_batch = max(1, batch_size // n)
     _write_maps(run, crops, paths, [missing[s:s + per_batch]
                                     for s in range(0, len(missing), per_batch)])
     maps = [np.load(p, mmap_mode="r") for p in paths]
-    scores = _scores(run, crops, maps, folder, rewrite=bool(missing))
-    write_json(folder / "calibration.json", {
-        "heatmap_scale": own.heatmap_scale, "from": str(own.folder / "calibration.json"),
-        "code_version": code_version()})
-    return ResidualSet(folder, crops, maps, scores, own.heatmap_scale)
+    return crops, maps, _scores(run, crops, maps, folder, rewrite=bool(missing))
 
 
 def _write_maps(run: Run, crops: CropSet, paths: List[Path], batches: List[List[int]]
