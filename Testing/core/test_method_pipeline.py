@@ -118,6 +118,19 @@ def test_residuals_of_another_cohort_match_the_runs_own_and_keep_its_scale(train
         record_key(r) for r in some)
 
 
+def test_a_residual_folder_shared_by_two_record_sets_answers_each_with_its_own(trained_run,
+                                                                               tmp_path):
+    """Maps are cached per sinus; the score table is not: a second, smaller set of sinuses
+    whose maps are all there must get its own scores, not the first set's table."""
+    run, _ = trained_run
+    some = run.split("test", labelled=True)[:3]
+    first = residuals_for_records(run, some, tmp_path / "shared").scores
+    again = residuals_for_records(run, some[:2], tmp_path / "shared").scores
+    assert list(again) == [r.key for r in some[:2]]
+    assert again == {k: first[k] for k in again}
+    assert list(residuals_for_records(run, some, tmp_path / "shared").scores) == list(first)
+
+
 def test_an_external_cohort_sharing_subjects_with_the_run_is_refused(trained_run, tiny_cohort):
     run, _ = trained_run
     with pytest.raises(InputError) as err:

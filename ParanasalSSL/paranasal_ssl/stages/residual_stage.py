@@ -174,7 +174,12 @@ def _scores(run: Run, crops: CropSet, maps, folder: Path, rewrite: bool) -> Dict
     path = folder / "scores.csv"
     if path.exists() and not rewrite:
         with open(path, newline="") as f:
-            return {row["key"]: float(row["score"]) for row in csv.DictReader(f)}
+            cached = {row["key"]: float(row["score"]) for row in csv.DictReader(f)}
+        keys = [r.key for r in crops.records]
+        # a folder shared by two record sets (each with its maps cached) must not answer one
+        # with the other's table: reuse it only when it covers exactly these sinuses
+        if set(cached) == set(keys):
+            return {k: cached[k] for k in keys}
     t = run.config.data.crop.test_crops_per_side
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
