@@ -371,3 +371,35 @@ def test_focal_residual_settings_are_options_and_saved_runs_load_without_them(tm
     assert (r.smoothing, r.bone_gate_hu, r.pretext_score_quantile) == ("median", None, 0.99)
     with pytest.raises(ConfigError, match="residual.smoothing"):
         override(profile_config("cpu-small"), ["residual.smoothing=box"])
+
+
+def test_max_pooling_reaches_the_classifier_score_head_and_baselines_and_keeps_old_keys(tmp_path):
+    from types import SimpleNamespace
+
+    from paranasal_ssl.stages.pretext_stage import encoder_signature
+
+    cfg = override(profile_config("cpu-small"), ["encoder.pooling=max"])
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 32, 32, 32)  # the profile's crop: a 2^3 last stage
+    clf = build_classifier(cfg.encoder, cfg.finetune.head_hidden).eval()
+    last = clf.encoder(x)[-1]
+    assert last.shape[-1] == 2 and not torch.allclose(last.amax((2, 3, 4)), last.mean((2, 3, 4)))
+    assert torch.allclose(clf.encoder.pooled(x), last.amax(dim=(2, 3, 4)))
+    pretext = build_pretext(cfg.encoder, 32, score_head=True).eval()
+    _, score = pretext(x, with_score=True)
+    feats = pretext.encoder(x)[-1].amax(dim=(2, 3, 4))
+    assert torch.allclose(score, pretext.score_head(feats).squeeze(1))
+    # a config file saved before the setting existed: mean pooling, and the same encoder key,
+    # so its checkpoints still load; max pooling is another architecture
+    path = tmp_path / "config.json"
+    save_experiment(profile_config("cpu-small"), path)
+    saved = json.loads(path.read_text())
+    del saved["encoder"]["pooling"]
+    path.write_text(json.dumps(saved))
+    old = load_experiment(path)
+    assert old.encoder.pooling == "mean"
+    key = encoder_signature(SimpleNamespace(config=old))
+    assert key == encoder_signature(SimpleNamespace(config=profile_config("cpu-small")))
+    assert key != encoder_signature(SimpleNamespace(config=cfg))
+    with pytest.raises(ConfigError, match="encoder.pooling"):
+        override(profile_config("cpu-small"), ["encoder.pooling=median"])

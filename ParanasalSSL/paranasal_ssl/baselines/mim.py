@@ -68,7 +68,7 @@ class MaskedImageModel(nn.Module):
         return self.net.encoder
 
     def _keep_pooled(self, module, inputs, feats) -> None:
-        self._pooled = feats[-1].mean(dim=(2, 3, 4)).detach()
+        self._pooled = module.pool(feats[-1]).detach()
 
     def loss(self, views: List[torch.Tensor], gen: Optional[torch.Generator] = None
              ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:

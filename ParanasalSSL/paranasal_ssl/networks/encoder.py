@@ -30,6 +30,7 @@ class ResNetEncoder3D(nn.Module):
         self.stage_channels = [config.widths[0]] + [w * expansion for w in config.widths]
         self.out_channels = self.stage_channels[-1]
         self.max_pool = config.max_pool
+        self.pooling = config.pooling
         del self.net.avgpool  # pooling is the head's job
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
@@ -42,9 +43,16 @@ class ResNetEncoder3D(nn.Module):
         f4 = n.layer4(f3)
         return [stem, f1, f2, f3, f4]
 
+    def pool(self, last: torch.Tensor) -> torch.Tensor:
+        """``(B, C, s, s, s)`` last-stage features -> ``(B, C)``: global mean or max
+        (``EncoderConfig.pooling``)."""
+        if self.pooling == "max":
+            return last.amax(dim=(2, 3, 4))
+        return last.mean(dim=(2, 3, 4))
+
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """Global-average-pooled last stage: ``(B, out_channels)``."""
-        return self.forward(x)[-1].mean(dim=(2, 3, 4))
+        """Globally pooled last stage: ``(B, out_channels)``."""
+        return self.pool(self.forward(x)[-1])
 
 
 def build_encoder(config: EncoderConfig) -> ResNetEncoder3D:

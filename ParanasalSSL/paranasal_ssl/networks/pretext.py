@@ -78,7 +78,7 @@ class ResidualPredictor(nn.Module):
         logits = self.head(h)
         if not with_score:
             return logits
-        return logits, self.score_head(feats[-1].mean(dim=(2, 3, 4))).squeeze(1)
+        return logits, self.score_head(self.encoder.pool(feats[-1])).squeeze(1)
 
 
 def build_pretext(config: EncoderConfig, crop_shape: int,
