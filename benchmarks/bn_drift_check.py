@@ -12,12 +12,12 @@ validation label is used by the first two). The test split is never read.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path
 
 import torch
+from check_args import check_parser
 from sklearn.metrics import average_precision_score
 
 from paranasal_ssl.atomic import write_json
@@ -70,12 +70,7 @@ def main(bench: Path, cohort: str, out: Path, fraction: float, seeds, steps: int
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", type=Path)
-    parser.add_argument("cohort")
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--fraction", type=float, default=0.1)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = check_parser(__doc__, dev=False)
     args = parser.parse_args()
     print(json.dumps(main(args.bench, args.cohort, args.out, args.fraction, args.seeds),
                      indent=1))

@@ -20,13 +20,13 @@ fine-tuning. Writes OUT/results.json with the code version.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+from check_args import check_parser
 from sklearn.metrics import average_precision_score
 
 from paranasal_ssl.atomic import write_json
@@ -110,14 +110,8 @@ def main(bench: Path, cohort: str, dev: Path, out: Path, sets, fraction: float, 
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", type=Path)
-    parser.add_argument("cohort")
-    parser.add_argument("dev", type=Path, help="the development cohort's manifest.csv")
-    parser.add_argument("out", type=Path)
+    parser = check_parser(__doc__)
     parser.add_argument("--set", dest="sets", action="append", default=[])
-    parser.add_argument("--fraction", type=float, default=0.1)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
     r = main(args.bench, args.cohort, args.dev, args.out, args.sets, args.fraction, args.seeds,

@@ -17,13 +17,13 @@ version.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+from check_args import check_parser
 from sklearn.metrics import average_precision_score
 
 from paranasal_ssl.atomic import write_json
@@ -144,14 +144,9 @@ def main(bench: Path, cohort: str, out: Path, sets, cae_from, fraction: float, s
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", type=Path)
-    parser.add_argument("cohort")
-    parser.add_argument("out", type=Path)
+    parser = check_parser(__doc__, dev=False)
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--cae-from", type=Path)
-    parser.add_argument("--fraction", type=float, default=0.1)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     r = main(args.bench, args.cohort, args.out, args.sets, args.cae_from, args.fraction,
              args.seeds)

@@ -14,12 +14,12 @@ benchmark's CAEs instead of a short CAE training. Writes OUT/results.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+from check_args import check_parser
 
 from paranasal_ssl.atomic import write_json
 from paranasal_ssl.benchmarks.aggregate import paired_difference, summarise_runs
@@ -70,12 +70,7 @@ def main(bench: Path, cohort: str, out: Path, fraction: float, seeds) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", type=Path)
-    parser.add_argument("cohort")
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--fraction", type=float, default=0.1)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = check_parser(__doc__, dev=False)
     args = parser.parse_args()
     r = main(args.bench, args.cohort, args.out, args.fraction, args.seeds)
     print(json.dumps({k: r[k] for k in ("prevalence", "ours - paper")}, indent=1))

@@ -17,11 +17,11 @@ code version.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
 
+from check_args import check_parser
 from finetune_recipe_check import link_tree
 from finetune_recipe_check import main as recipe_check
 
@@ -68,14 +68,8 @@ def main(bench: Path, cohort: str, dev: Path, out: Path, sets, fraction: float, 
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", type=Path)
-    parser.add_argument("cohort")
-    parser.add_argument("dev", type=Path, help="the development cohort's manifest.csv")
-    parser.add_argument("out", type=Path)
+    parser = check_parser(__doc__)
     parser.add_argument("--set", dest="sets", action="append", default=[])
-    parser.add_argument("--fraction", type=float, default=0.1)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     r = main(args.bench, args.cohort, args.dev, args.out, args.sets, args.fraction, args.seeds)
     print(json.dumps({k: r[k] for k in ("pretext_settings", "zero-label", "before fine-tuning",

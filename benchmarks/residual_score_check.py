@@ -22,11 +22,11 @@ averaged over the test-time crops as stage 2 does. Writes AUPRC overall and per 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
+from check_args import check_parser
 from sklearn.metrics import average_precision_score
 
 from paranasal_ssl.atomic import write_json
@@ -101,11 +101,7 @@ def main(bench: Path, cohort: str, dev: Path, out: Path) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", type=Path)
-    parser.add_argument("cohort")
-    parser.add_argument("dev", type=Path, help="the development cohort's manifest.csv")
-    parser.add_argument("out", type=Path)
+    parser = check_parser(__doc__, draws=False)
     args = parser.parse_args()
     r = main(args.bench, args.cohort, args.dev, args.out)
     for name, row in sorted(r["auprc"].items(), key=lambda kv: -kv[1]["all"]):

@@ -16,12 +16,12 @@ in the run (RUN/external/focal-<key>-train and -dev).
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from check_args import check_parser
 from scipy.special import logit
 from sklearn.metrics import average_precision_score
 
@@ -107,11 +107,7 @@ def main(bench: Path, cohort: str, dev: Path, out: Path, fractions, seeds) -> di
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", type=Path)
-    parser.add_argument("cohort")
-    parser.add_argument("dev", type=Path, help="the development cohort's manifest.csv")
-    parser.add_argument("out", type=Path)
+    parser = check_parser(__doc__, draws=False)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.2, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
