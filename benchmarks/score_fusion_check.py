@@ -4,12 +4,13 @@
         [--fractions F ...] [--seeds S ...]
 
 The focal residual score (the run's CAEs; CT bone gate, 2 mm Gaussian, box maximum: see
-``reference_scores.FOCAL_RESIDUAL``) ranks the development cohort's sinuses better than the
+``residual_fusion.FOCAL_RESIDUAL``) ranks the development cohort's sinuses better than the
 method's fine-tuned classifier. This asks whether the two together do better than either,
 with no label spent on combining them: each score is standardised with its mean and standard
 deviation over the run's training sinuses (labels unused) and the two are added (the
 classifier as a logit). It does so for the benchmark's own fine-tuned residual-pretext cells
-(every fraction in ``--fractions``, draws ``--seeds``) and for the pretext before fine-tuning.
+(every fraction in ``--fractions``, draws ``--seeds``; other methods' cells with
+``--methods``) and for the pretext before fine-tuning.
 Nothing is fitted on the development cohort; no test split is read. The focal maps are cached
 in the run (RUN/external/focal-<key>-train and -dev).
 """
@@ -27,8 +28,8 @@ from sklearn.metrics import average_precision_score
 
 from paranasal_ssl.atomic import write_json
 from paranasal_ssl.benchmarks.external import external_records
-from paranasal_ssl.benchmarks.reference_scores import FOCAL_RESIDUAL
 from paranasal_ssl.experiment import override
+from paranasal_ssl.residual_fusion import FOCAL_RESIDUAL
 from paranasal_ssl.stages.evaluate_stage import load_classifier, prior_scores, score_records
 from paranasal_ssl.stages.residual_stage import (
     compute_residuals,
@@ -53,7 +54,8 @@ def as_logit(probs) -> np.ndarray:
     return logit(np.clip(np.asarray(probs, np.float64), 1e-6, 1 - 1e-6))
 
 
-def main(bench: Path, cohort: str, dev: Path, out: Path, fractions, seeds) -> dict:
+def main(bench: Path, cohort: str, dev: Path, out: Path, fractions, seeds,
+         methods=("residual-pretext",)) -> dict:
     run = open_run(bench / "runs" / cohort, manifest=bench / "cohorts" / cohort / "manifest.csv",
                    device="cpu")
     residuals = compute_residuals(run)
@@ -89,19 +91,21 @@ def main(bench: Path, cohort: str, dev: Path, out: Path, fractions, seeds) -> di
                    "pretext before fine-tuning": auprc(dev_records, p_dev),
                    "pretext before fine-tuning + focal residual": fused(p_train, p_dev)},
                "fine_tuned": {}}
-    for fraction in fractions:
-        alone, together = [], []
-        for s in seeds:
-            model = load_classifier(run, f"bench-residual-pretext-f{fraction:g}-s{s}")
-            m_train = score_records(run, model, train, residuals)["tta"]
-            m_dev = score_records(run, model, dev_records, dev_res)["tta"]
-            alone.append(auprc(dev_records, m_dev))
-            together.append(fused(m_train, m_dev))
-        results["fine_tuned"][f"{fraction:g}"] = {
-            "classifier": {"mean": round(float(np.mean(alone)), 3), "draws": alone},
-            "classifier + focal residual": {"mean": round(float(np.mean(together)), 3),
-                                            "draws": together}}
-        write_json(out, results)  # partial results after each fraction
+    for method in methods:
+        results["fine_tuned"][method] = {}
+        for fraction in fractions:
+            alone, together = [], []
+            for s in seeds:
+                model = load_classifier(run, f"bench-{method}-f{fraction:g}-s{s}")
+                m_train = score_records(run, model, train, residuals)["tta"]
+                m_dev = score_records(run, model, dev_records, dev_res)["tta"]
+                alone.append(auprc(dev_records, m_dev))
+                together.append(fused(m_train, m_dev))
+            results["fine_tuned"][method][f"{fraction:g}"] = {
+                "classifier": {"mean": round(float(np.mean(alone)), 3), "draws": alone},
+                "classifier + focal residual": {"mean": round(float(np.mean(together)), 3),
+                                                "draws": together}}
+            write_json(out, results)  # partial results after each cell group
     write_json(out, results)
     return results
 
@@ -110,6 +114,10 @@ if __name__ == "__main__":
     parser = check_parser(__doc__, draws=False)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.2, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=["residual-pretext"],
+                        choices=["residual-pretext", "simclr", "byol", "simsiam", "mim",
+                                 "random-init"])
     args = parser.parse_args()
-    r = main(args.bench, args.cohort, args.dev, args.out, args.fractions, args.seeds)
+    r = main(args.bench, args.cohort, args.dev, args.out, args.fractions, args.seeds,
+             args.methods)
     print(json.dumps({k: r[k] for k in ("label_free", "fine_tuned")}, indent=1))

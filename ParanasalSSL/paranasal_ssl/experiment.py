@@ -192,6 +192,9 @@ class FinetuneConfig:
     uncertain_band: List[float] = field(default_factory=lambda: [0.35, 0.65])
     # start from the pretext's sinus-level head when it has one (see SinusClassifier.prior)
     score_prior: bool = True
+    # add the CAE's focal residual score to the classifier's (residual_fusion.py); needs the
+    # run's CAE(s), and applies to every classifier fine-tuned in the run
+    residual_fusion: bool = False
 
 
 @dataclass

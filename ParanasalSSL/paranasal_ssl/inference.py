@@ -30,7 +30,9 @@ DEFAULT_REGION_THRESHOLD = 0.5  # heatmap 0.5 = twice the 99.9th percentile of n
 class SidePrediction:
     """One sinus. ``probability`` in [0, 1]; ``call`` normal / uncertain / anomalous;
     ``peak_ras`` RAS mm of the strongest residual; ``region_volume_ml`` of the thresholded
-    heatmap; ``residual_score`` the zero-label score."""
+    heatmap; ``residual_score`` the zero-label score. A model with a residual fusion
+    (``residual_fusion.py``) also gives ``classifier_probability`` (the classifier alone) and
+    ``focal_residual_score`` (crop-averaged); ``probability`` is then the fused one."""
 
     side: str
     roi: SinusROI
@@ -41,9 +43,14 @@ class SidePrediction:
     peak_ras: Tuple[float, float, float]
     peak_value: float
     region_volume_ml: float
+    classifier_probability: Optional[float] = None
+    focal_residual_score: Optional[float] = None
 
     def to_dict(self) -> dict:
-        return {"side": self.side, "probability": round(self.probability, 6),
+        fused = {} if self.classifier_probability is None else {
+            "classifier_probability": round(self.classifier_probability, 6),
+            "focal_residual_score": self.focal_residual_score}
+        return {"side": self.side, "probability": round(self.probability, 6), **fused,
                 "call": self.call, "crop_probabilities": [round(p, 6) for p in
                                                           self.crop_probabilities],
                 "residual_score": self.residual_score,
@@ -109,12 +116,13 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
     sides: Dict[str, SidePrediction] = {}
     # every crop of every side first, then ONE classifier and ONE CAE forward pass: a batch of
     # 2 x n crops keeps 2 CPU cores busier than two batches of n
-    batches, geoms = [], {}
+    batches, geoms, side_offsets = [], {}, {}
     for side_name, roi in rois.items():
         side = check_side(side_name)
         # Test-time jitter depends on the side only: the same image gives the same answer
         # whatever its file is called (a temporary copy in Slicer, the original on disk).
         offsets = jitter_offsets(f"test-time:{side}", n, cfg.data.crop.jitter_mm)
+        side_offsets[side] = offsets[:n]
         for c in range(n):
             crop, geom = extract_crop(image, roi, cfg.data.crop, side, cfg.data.intensity.pad_value,
                                       offsets[c], source=source)
@@ -125,6 +133,10 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
         all_probs = torch.sigmoid(bundle.classifier(x).float()).cpu().numpy().reshape(-1, n)
         # crop 0 of each side
         residuals = residual_of(bundle.cae, x[::n], cfg.residual, cfg.data).cpu()
+        fusion = bundle.fusion
+        if fusion is not None:  # every crop: the fused score averages them like the classifier
+            focal_cfg = fusion.residual_config()
+            focal = residual_of(bundle.cae, x, focal_cfg, cfg.data).cpu()
     for k, (side_name, roi) in enumerate(rois.items()):
         side = check_side(side_name)
         probs, r, geom0 = all_probs[k], residuals[k:k + 1], geoms[side]
@@ -144,16 +156,26 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
             peak_value = float(values[peak_idx])
         else:
             peak_lps, peak_value = tuple(lps_to_ras(roi.center)), 0.0
-        p = float(probs.mean())
+        p = classifier_p = float(probs.mean())
+        focal_score = None
+        if fusion is not None:
+            boxes = torch.from_numpy(np.stack([roi_box_mask(roi, cfg.data.crop, side, off)
+                                               for off in side_offsets[side]]))[:, None]
+            focal_score = float(crop_scores(focal[k * n:(k + 1) * n], boxes,
+                                            focal_cfg.score).mean())
+            p = float(fusion.probability([classifier_p], [focal_score])[0])
         sides[side] = SidePrediction(
             side=side, roi=roi, probability=p, crop_probabilities=probs.tolist(),
             call=classify_call(p, band), residual_score=score,
             peak_ras=tuple(float(v) for v in lps_to_ras(peak_lps)), peak_value=peak_value,
-            region_volume_ml=float(side_region.sum()) * voxel_ml)
+            region_volume_ml=float(side_region.sum()) * voxel_ml,
+            classifier_probability=classifier_p if fusion is not None else None,
+            focal_residual_score=focal_score)
     info = {"name": bundle.name, "modality": bundle.modality,
             "code_version": bundle.info.get("code_version"),
             "label_fraction": bundle.info.get("label_fraction"),
-            "decision_threshold": bundle.info.get("threshold"), "uncertain_band": list(band)}
+            "decision_threshold": bundle.info.get("threshold"), "uncertain_band": list(band),
+            "residual_fusion": bundle.fusion is not None}
     return ScanPrediction(sides, heatmap, region, image, info, threshold)
 
 

@@ -7,7 +7,7 @@ import copy
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from paranasal_ssl.config import load_json
 from paranasal_ssl.errors import CheckpointError, InputError
 from paranasal_ssl.experiment import ExperimentConfig, load_experiment
 from paranasal_ssl.networks import CAEEnsemble, build_cae, build_classifier, cae_signature
+from paranasal_ssl.residual_fusion import ResidualFusion
 from paranasal_ssl.stages.cae_stage import cae_checkpoints
 from paranasal_ssl.training.checkpoint import load_weights
 from paranasal_ssl.training.device import prepare_model, resolve_device, to_input
@@ -37,6 +38,12 @@ class ModelBundle:
     @property
     def modality(self) -> str:
         return self.config.data.intensity.modality
+
+    @property
+    def fusion(self) -> Optional[ResidualFusion]:
+        """The residual fusion the model was fine-tuned with (``residual_fusion.py``), if any."""
+        data = self.info.get("residual_fusion")
+        return ResidualFusion.from_dict(data) if data else None
 
     @property
     def name(self) -> str:

@@ -26,8 +26,11 @@ from paranasal_ssl.scan_io import read_scan
 from paranasal_ssl.stages.cae_stage import train_cae
 from paranasal_ssl.stages.data import roi_masks
 from paranasal_ssl.stages.evaluate_stage import (
+    CLASSIFIER_ROW,
     PRIOR_ROW,
     evaluate_model,
+    load_classifier,
+    model_scores,
     prior_scores,
     score_records,
 )
@@ -129,6 +132,88 @@ def test_a_residual_folder_shared_by_two_record_sets_answers_each_with_its_own(t
     assert list(again) == [r.key for r in some[:2]]
     assert again == {k: first[k] for k in again}
     assert list(residuals_for_records(run, some, tmp_path / "shared").scores) == list(first)
+
+
+@pytest.fixture(scope="module")
+def fused_model(trained_run):
+    """The trained run's pretext fine-tuned again with finetune.residual_fusion on."""
+    from dataclasses import replace
+
+    from paranasal_ssl.experiment import override
+
+    run, _ = trained_run
+    fused = replace(run, config=override(run.config, ["finetune.residual_fusion=true"]))
+    _, folder = finetune(fused, 1.0, 0, "pretext", name="fused", set_default=False)
+    return run, folder
+
+
+def test_residual_fusion_adds_the_standardised_focal_score_to_the_classifier_logit(
+        fused_model, tmp_path):
+    from scipy.special import expit, logit
+
+    from paranasal_ssl.residual_fusion import focal_run
+    from paranasal_ssl.stages.residual_stage import residual_scores_for_records
+
+    run, folder = fused_model
+    info = json.loads((folder / "model.json").read_text())
+    stats = info["residual_fusion"]
+    assert stats["residual"]["smoothing"] == "gaussian" and stats["residual"]["score"] == "max"
+    assert stats["residual_sd"] > 0 and stats["logit_sd"] > 0
+    residuals = compute_residuals(run)
+    # the statistics: every training sinus (labelled or not), the focal maps computed apart
+    train = [r for r in run.split("train") if r.key in residuals.scores]
+    focal = residual_scores_for_records(focal_run(run), train, tmp_path / "train")
+    f_train = np.array([focal[r.key] for r in train])
+    assert stats["residual_mean"] == pytest.approx(f_train.mean(), rel=1e-4)
+    assert stats["residual_sd"] == pytest.approx(f_train.std(), rel=1e-4)
+    p_train = score_records(run, load_classifier(run, "fused"), train, residuals)["tta"]
+    assert stats["logit_sd"] == pytest.approx(logit(p_train.astype(float)).std(), rel=1e-3)
+    # the scores: fused by hand from the classifier alone and the focal score
+    test = run.split("test", labelled=True)
+    got = model_scores(run, "fused", test, residuals)
+    alone = score_records(run, load_classifier(run, "fused"), test, residuals)["tta"]
+    np.testing.assert_allclose(got["classifier"], alone, rtol=1e-6)
+    f_test = residual_scores_for_records(focal_run(run), test, tmp_path / "test")
+    z = (np.array([f_test[r.key] for r in test]) - stats["residual_mean"]) / stats["residual_sd"]
+    expected = expit(logit(alone.astype(float)) + stats["logit_sd"] * z)
+    np.testing.assert_allclose(got["tta"], expected, rtol=1e-4)
+    assert not np.allclose(got["tta"], alone)
+    # the evaluation shows the classifier alone beside the fused model
+    results = evaluate_model(run, "fused", "test", n_boot=20, write=False)
+    assert CLASSIFIER_ROW in results["methods"]
+    # a model without fusion scores as before
+    plain = model_scores(run, default_model(run), test, residuals)
+    assert set(plain) == {"tta", "single"}
+
+
+def default_model(run) -> str:
+    return json.loads((run.dir / "model.json").read_text())["finetune"]
+
+
+def test_predict_with_a_fused_model_reports_the_classifier_and_the_focal_score(
+        fused_model, tiny_cohort):
+    from paranasal_ssl.residual_fusion import ResidualFusion
+
+    run, folder = fused_model
+    records = read_manifest(tiny_cohort)
+    case = [r for r in records if r.case_id == records[0].case_id]
+    image = read_scan(case[0].image)
+    rois = {r.side: r.roi for r in case}
+    fused = predict_scan(image, rois, load_model(folder, "cpu"))
+    plain = predict_scan(image, rois, load_model(run.dir, "cpu"))
+    fusion = ResidualFusion.from_dict(json.loads((folder / "model.json").read_text())[
+        "residual_fusion"])
+    for side, pred in fused.sides.items():
+        assert pred.focal_residual_score is not None and pred.focal_residual_score >= 0
+        assert pred.probability == pytest.approx(float(fusion.probability(
+            [pred.classifier_probability], [pred.focal_residual_score])[0]), rel=1e-6)
+        assert pred.classifier_probability == pytest.approx(
+            float(np.mean(pred.crop_probabilities)), rel=1e-6)
+        assert plain.sides[side].classifier_probability is None
+        row = pred.to_dict()
+        assert row["classifier_probability"] == round(pred.classifier_probability, 6)
+    assert fused.summary()["model"]["residual_fusion"] is True
+    assert plain.summary()["model"]["residual_fusion"] is False
 
 
 def test_an_external_cohort_sharing_subjects_with_the_run_is_refused(trained_run, tiny_cohort):

@@ -403,3 +403,24 @@ def test_max_pooling_reaches_the_classifier_score_head_and_baselines_and_keeps_o
     assert key != encoder_signature(SimpleNamespace(config=cfg))
     with pytest.raises(ConfigError, match="encoder.pooling"):
         override(profile_config("cpu-small"), ["encoder.pooling=median"])
+
+
+def test_residual_fusion_weights_each_score_by_its_spread_over_the_training_sinuses():
+    from scipy.special import expit
+
+    from paranasal_ssl.residual_fusion import FOCAL_RESIDUAL, ResidualFusion
+
+    focal = override(profile_config("cpu-small"), FOCAL_RESIDUAL).residual
+    # training logits -2 and 2 (sd 2), focal scores 1 and 5 (mean 3, sd 2)
+    fusion = ResidualFusion.fit(focal, expit(np.array([-2.0, 2.0])), [1.0, 5.0])
+    assert (fusion.residual_mean, fusion.residual_sd) == pytest.approx((3.0, 2.0))
+    assert fusion.logit_sd == pytest.approx(2.0)
+    # logit 0.5 plus 2 * (7 - 3) / 2 = 4.5; a focal score at the training mean changes nothing
+    assert fusion.probability([expit(0.5)], [7.0])[0] == pytest.approx(expit(4.5))
+    assert fusion.probability([0.3], [3.0])[0] == pytest.approx(0.3)
+    again = ResidualFusion.from_dict(json.loads(json.dumps(fusion.to_dict())))
+    assert again == fusion and again.residual_config() == focal
+    assert again.residual_config().smoothing == "gaussian"
+    # no spread (e.g. one training sinus): unit scale instead of a division by zero
+    flat = ResidualFusion.fit(focal, [0.5, 0.5], [2.0, 2.0])
+    assert np.isfinite(flat.probability([0.5], [4.0])).all()

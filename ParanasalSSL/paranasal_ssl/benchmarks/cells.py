@@ -80,7 +80,7 @@ def init_for(run: Run, method: str) -> str:
 def run_cell(run: Run, method: str, fraction: float, seed: int, cells: Path,
              test: List[SinusRecord], residuals) -> dict:
     """Fine-tune ``method`` on draw ``seed`` of ``fraction`` and score the test split."""
-    from paranasal_ssl.stages.evaluate_stage import load_classifier, score_records
+    from paranasal_ssl.stages.evaluate_stage import model_scores
     from paranasal_ssl.stages.finetune_stage import finetune
 
     path = cells / method / f"f{fraction:g}-s{seed}.json"
@@ -94,11 +94,12 @@ def run_cell(run: Run, method: str, fraction: float, seed: int, cells: Path,
         cell = {"method": method, "fraction": fraction, "seed": seed, "skipped": str(exc)}
         write_json(path, cell)
         return cell
-    probs = score_records(run, load_classifier(run, name), test, residuals)
+    probs = model_scores(run, name, test, residuals)
     info = load_json(folder / "model.json")
     cell = {"method": method, "fraction": fraction, "seed": seed,
             "keys": [r.key for r in test], "tta": probs["tta"].tolist(),
             "single": probs["single"].tolist(), "threshold": info["threshold"],
+            "residual_fusion": info.get("residual_fusion"),
             "n_train_sinuses": info["n_train_sinuses"],
             "n_train_anomalous": info["n_train_anomalous"],
             "n_val_sinuses": info["n_val_sinuses"], "best_epoch": result.best_epoch,

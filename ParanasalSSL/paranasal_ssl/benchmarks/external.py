@@ -73,7 +73,7 @@ def score_external(run: Run, plan: BenchmarkPlan, cohort: str, manifest: Path,
                    cells_dir: Path) -> Tuple[list, object, Dict[str, Dict[float, List[dict]]]]:
     """Records, residuals and per-method cells (headline fraction, every draw) of the
     independent test cohort; each cell's scores are computed once and stored."""
-    from paranasal_ssl.stages.evaluate_stage import load_classifier, score_records
+    from paranasal_ssl.stages.evaluate_stage import model_scores
     from paranasal_ssl.stages.residual_stage import residual_folder, residuals_for_records
 
     wanted = external_records(run, manifest)
@@ -90,23 +90,29 @@ def score_external(run: Run, plan: BenchmarkPlan, cohort: str, manifest: Path,
             for s in plan.seeds:
                 path = cells_dir / m / f"f{f:g}-s{s}.json"
                 cell = load_json(path) if path.exists() else None
-                if cell is None or ("skipped" not in cell and cell.get("keys") != keys):
-                    cell = _score_cell(run, m, f, s, records, residuals, load_classifier,
-                                       score_records)
+                if cell is None or ("skipped" not in cell and (
+                        cell.get("keys") != keys or cell.get("model_json") != _model_json(
+                            run, m, f, s))):  # other sinuses, or the model was made again
+                    cell = _score_cell(run, m, f, s, records, residuals, model_scores)
                     write_json(path, cell)
                 cells[m][f].append(cell)
                 progress.update(1, method=m)
     return records, residuals, cells
 
 
+def _model_json(run: Run, method: str, fraction: float, seed: int) -> Optional[dict]:
+    path = run.dir / "finetune" / f"bench-{method}-f{fraction:g}-s{seed}" / "model.json"
+    return load_json(path) if path.exists() else None
+
+
 def _score_cell(run: Run, method: str, fraction: float, seed: int, records, residuals,
-                load_classifier, score_records) -> dict:
+                model_scores) -> dict:
     name = f"bench-{method}-f{fraction:g}-s{seed}"
     folder = run.dir / "finetune" / name
     if not (folder / "best.pt").exists():  # the cohort's cell was skipped (e.g. one class)
         return {"method": method, "fraction": fraction, "seed": seed,
                 "skipped": f"no classifier {name} in {run.dir / 'finetune'}"}
-    probs = score_records(run, load_classifier(run, name), records, residuals)
+    probs = model_scores(run, name, records, residuals)
     return {"method": method, "fraction": fraction, "seed": seed, "model": name,
             "model_json": load_json(folder / "model.json"), "keys": [r.key for r in records],
             "tta": probs["tta"].tolist(), "single": probs["single"].tolist()}

@@ -3,27 +3,21 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
 from paranasal_ssl.crops import roi_box_mask
-from paranasal_ssl.experiment import override
 from paranasal_ssl.manifest import SinusRecord
-from paranasal_ssl.stages.residual_stage import (
-    ResidualSet,
-    residual_folder,
-    residual_scores_for_records,
-)
+from paranasal_ssl.residual_fusion import FOCAL_NAME, focal_folder, focal_run
+from paranasal_ssl.stages.residual_stage import ResidualSet, residual_scores_for_records
 from paranasal_ssl.stages.run import Run
 
-# The focal residual (an option, see ResidualConfig): on the development cohorts it ranked
-# sinuses better with no label than this method with 10% of them, so the benchmark shows it
+# The focal residual (residual_fusion.py): on the development cohorts it ranked sinuses better
+# with no label than this method's classifier with 10% of them, so the benchmark shows it
 # beside the method's own residual.
-FOCAL_RESIDUAL = ["residual.smoothing=gaussian", "residual.bone_gate_hu=150",
-                  "residual.score=max"]
-FOCAL_NAME = "focal residual (bone gate, 2 mm Gaussian, max)"
+__all__ = ["FOCAL_NAME", "central_box", "focal_residual_scores", "intensity_scores",
+           "label_free_references"]
 
 # Normalised intensity above which a voxel is "not air": -500 HU in the default CT window
 # ([-1000, 600] -> [0, 1]); on MRI, a third of the per-crop 1st-99th percentile range.
@@ -67,12 +61,10 @@ def focal_residual_scores(run: Run, residuals: ResidualSet, records: Sequence[Si
     """Zero-label score per sinus key of ``records`` under the focal residual settings, with
     the run's CAEs (None when the run already uses them). Only these sinuses are computed; their
     maps are cached in ``RUN/external/<residuals' folder>-focal-<focal key>``."""
-    focal = replace(run, config=override(run.config, FOCAL_RESIDUAL))
+    focal = focal_run(run)
     if focal.config.residual == run.config.residual:
         return None
-    key = residual_folder(focal).name
-    folder = run.dir / "external" / f"{residuals.folder.name}-focal-{key}"
-    return residual_scores_for_records(focal, records, folder)
+    return residual_scores_for_records(focal, records, focal_folder(run, residuals.folder))
 
 
 def label_free_references(run: Run, residuals: ResidualSet, records: Sequence[SinusRecord],

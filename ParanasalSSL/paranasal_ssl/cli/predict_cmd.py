@@ -200,6 +200,10 @@ def _predict_cases(args, bundle, cases: Dict[str, list]):
                                  "probability": f"{s['probability']:.6f}", "call": s["call"],
                                  "region_volume_ml": f"{s['region_volume_ml']:.4f}",
                                  "residual_score": f"{s['residual_score']:.6g}",
+                                 # with a residual fusion: the classifier alone, the focal score
+                                 "classifier_probability": _fmt(s, "classifier_probability",
+                                                                ".6f"),
+                                 "focal_residual_score": _fmt(s, "focal_residual_score", ".6g"),
                                  "peak_ras": " ".join(f"{v:.1f}" for v in s["peak_ras"]),
                                  "folder": case_id, "error": ""})
             except ParanasalError as exc:
@@ -212,11 +216,16 @@ def _predict_cases(args, bundle, cases: Dict[str, list]):
     return rows, failed
 
 
+def _fmt(side: dict, key: str, spec: str) -> str:
+    return "" if side.get(key) is None else format(side[key], spec)
+
+
 def _write_predictions(out: Path, rows: List[dict]) -> None:
     from paranasal_ssl.atomic import write_text
 
     columns = ["case_id", "side", "image", "probability", "call", "region_volume_ml",
-               "residual_score", "peak_ras", "folder", "error"]
+               "residual_score", "classifier_probability", "focal_residual_score", "peak_ras",
+               "folder", "error"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()

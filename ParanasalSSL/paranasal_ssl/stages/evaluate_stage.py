@@ -24,6 +24,7 @@ from paranasal_ssl.evaluation import (
 )
 from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.networks import build_classifier
+from paranasal_ssl.residual_fusion import ResidualFusion, focal_crop_scores
 from paranasal_ssl.residual_maps import global_rescale
 from paranasal_ssl.stages.data import flat_tensor
 from paranasal_ssl.stages.finetune_stage import (
@@ -39,6 +40,7 @@ from paranasal_ssl.training.device import prepare_model
 from paranasal_ssl.version import code_version, environment_info
 
 PRIOR_ROW = "pretext score before fine-tuning (no labels)"
+CLASSIFIER_ROW = "classifier alone (without the residual fusion)"
 
 
 def load_classifier(run: Run, name: str) -> torch.nn.Module:
@@ -72,6 +74,23 @@ def default_model_name(run: Run) -> str:
     if not path.exists():
         raise InputError(run.dir, "the run has no fine-tuned model", expected="run `finetune`")
     return load_json(path)["finetune"]
+
+
+def model_scores(run: Run, name: str, records: Sequence[SinusRecord], residuals
+                 ) -> Dict[str, np.ndarray]:
+    """``score_records`` of fine-tuned model ``name``, with its residual fusion when it has
+    one (``residual_fusion.py``): then ``tta`` and ``single`` are fused (crop 0 with crop 0's
+    focal score) and ``classifier`` holds the crop-averaged classifier alone."""
+    probs = score_records(run, load_classifier(run, name), records, residuals)
+    info = load_json(run.dir / "finetune" / name / "model.json")
+    if not info.get("residual_fusion"):
+        return probs
+    fusion = ResidualFusion.from_dict(info["residual_fusion"])
+    focal = focal_crop_scores(run, residuals, records)
+    table = np.stack([focal[r.key] for r in records])  # (N, t)
+    return {"tta": fusion.probability(probs["tta"], table.mean(1)),
+            "single": fusion.probability(probs["single"], table[:, 0]),
+            "classifier": probs["tta"]}
 
 
 def score_records(run: Run, model: torch.nn.Module, records: Sequence[SinusRecord],
@@ -121,12 +140,13 @@ def evaluate_model(run: Run, name: Optional[str] = None, split: str = "test",
     y = np.array([r.label for r in records])
     subjects = np.array([r.subject_id for r in records])
     types = [r.anomaly_types if r.label else () for r in records]
-    model = load_classifier(run, name)
-    probs = score_records(run, model, records, residuals)
+    probs = model_scores(run, name, records, residuals)
     residual_score = np.array([residuals.scores[r.key] for r in records])
     thr = info.get("threshold")
     methods = {"model (crop-averaged)": probs["tta"], "model (single crop)": probs["single"],
                "zero-label residual score": residual_score}
+    if "classifier" in probs:  # what the residual fusion added
+        methods[CLASSIFIER_ROW] = probs["classifier"]
     start = prior_scores(run, records, residuals) if info.get("init") == "pretext" else None
     if start is not None:  # what the labels added
         methods[PRIOR_ROW] = np.array([start[r.key] for r in records])

@@ -27,6 +27,7 @@ from paranasal_ssl.experiment import save_experiment
 from paranasal_ssl.hashing import file_sha256, stable_hash
 from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.networks import SinusClassifier, build_classifier
+from paranasal_ssl.residual_fusion import ResidualFusion, focal_crop_scores, focal_run
 from paranasal_ssl.splits import label_fraction_subset
 from paranasal_ssl.stages.cae_stage import cae_checkpoints
 from paranasal_ssl.stages.data import (
@@ -220,6 +221,15 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
     if not is_main():  # rank 0 writes the model's records
         return result, out
     val_prob = predict_crops(model, val_x, t, device)
+    fusion = None
+    if cfg.finetune.residual_fusion:
+        if not cae_trained:
+            raise InputError(run.dir, "finetune.residual_fusion needs the run's CAE",
+                             field="finetune.residual_fusion", expected="run `train-cae` first")
+        residuals = compute_residuals(run)
+        fusion = fit_residual_fusion(run, model, residuals, device)
+        scores = focal_crop_scores(run, residuals, val_crops.records)
+        val_prob = fusion.probability(val_prob, [scores[r.key].mean() for r in val_crops.records])
     threshold = choose_threshold_max_f1(val_y.numpy(), val_prob)
     _write_labels_used(out / "labels_used.csv", train_crops.records, run)
     write_json(out / "model.json", {
@@ -230,12 +240,26 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
         "uncertain_band": list(cfg.finetune.uncertain_band),
         "modality": cfg.data.intensity.modality, "best_epoch": result.best_epoch,
         "heatmap_scale": heatmap_scale, "score_prior": model_has_prior,
+        "residual_fusion": fusion.to_dict() if fusion else None,
         "labels_used": "labels_used.csv", "code_version": code_version(),
         "labels_file": str(Path(labels_source).resolve()) if labels_source else None,
         "labels_file_sha256": file_sha256(labels_source) if labels_source else None})
     if set_default:
         write_json(run.dir / "model.json", {"finetune": name})
     return result, out
+
+
+def fit_residual_fusion(run: Run, model: torch.nn.Module, residuals, device: torch.device
+                        ) -> ResidualFusion:
+    """Fusion weights from every training sinus of the run (labels unused): the spread of the
+    classifier's logit and of the focal residual score over them."""
+    t = run.config.data.crop.test_crops_per_side
+    train = [r for r in run.split("train") if r.key in residuals.scores]
+    x = flat_tensor(residuals.crops.subset([r.key for r in train]), t)
+    probs = predict_crops(model, x, t, device)
+    scores = focal_crop_scores(run, residuals, train)
+    return ResidualFusion.fit(focal_run(run).config.residual, probs,
+                              [scores[r.key].mean() for r in train])
 
 
 @torch.no_grad()

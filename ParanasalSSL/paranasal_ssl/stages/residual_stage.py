@@ -134,6 +134,21 @@ def residual_scores_for_records(run: Run, records: Sequence[SinusRecord], folder
     return _maps_and_scores(run, records, Path(folder), batch_size)[2]
 
 
+def crop_score_table(run: Run, records: Sequence[SinusRecord], folder: Path,
+                     batch_size: int = 16) -> Dict[str, np.ndarray]:
+    """Per sinus key of ``records``: the ``(t,)`` zero-label scores of its ``t`` test-time
+    crops (crop 0 unjittered; their mean is the sinus score), maps cached in ``folder``."""
+    crops, maps, _ = _maps_and_scores(run, records, Path(folder), batch_size)
+    return {r.key: _crop_scores_of(run, r, maps[i]) for i, r in enumerate(crops.records)}
+
+
+def _crop_scores_of(run: Run, record: SinusRecord, sinus_maps) -> np.ndarray:
+    """``(t,)`` scores of one sinus's test-time crops from its ``(n, S, S, S)`` maps."""
+    t = run.config.data.crop.test_crops_per_side
+    res = torch.from_numpy(np.asarray(sinus_maps[:t], dtype=np.float32))[:, None]
+    return crop_scores(res, roi_masks([record], run, t), run.config.residual.score).numpy()
+
+
 def _maps_and_scores(run: Run, records: Sequence[SinusRecord], folder: Path, batch_size: int
                      ) -> Tuple[CropSet, list, Dict[str, float]]:
     """Crops, cached residual maps and ``scores.csv`` of ``records`` in ``folder``."""
@@ -180,16 +195,13 @@ def _scores(run: Run, crops: CropSet, maps, folder: Path, rewrite: bool) -> Dict
         # with the other's table: reuse it only when it covers exactly these sinuses
         if set(cached) == set(keys):
             return {k: cached[k] for k in keys}
-    t = run.config.data.crop.test_crops_per_side
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["key", "case_id", "side", "split", "label", "anomaly_types", "score",
                      "score_crop0"])
     out = {}
     for i, r in enumerate(crops.records):
-        region = roi_masks([r], run, t)
-        res = torch.from_numpy(np.asarray(maps[i][:t], dtype=np.float32))[:, None]
-        s = crop_scores(res, region, run.config.residual.score).numpy()
+        s = _crop_scores_of(run, r, maps[i])
         out[r.key] = float(s.mean())
         writer.writerow([r.key, r.case_id, r.side, run.split_of_subject.get(r.subject_id, ""),
                          "" if r.label is None else r.label, ";".join(r.anomaly_types),
