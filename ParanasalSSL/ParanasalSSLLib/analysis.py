@@ -175,6 +175,9 @@ def addPredictionResults(volumeNode, heatmap: np.ndarray, region: np.ndarray, su
         peaksRas={side: s["peak_ras"] for side, s in sides.items() if s.get("peak_value", 1)})
     res.regionThreshold = regionThreshold
     res.model = dict(summary.get("model") or {})
+    for side, s in sides.items():
+        res.sides[side].classifierProbability = s.get("classifier_probability")
+        res.sides[side].focalResidualScore = s.get("focal_residual_score")
     return res
 
 
@@ -189,7 +192,8 @@ def sideTexts(res: Optional[results.AnalysisResults]) -> Dict[str, Dict[str, str
         summary = res.sides.get(side) if res is not None else None
         if summary is None:
             texts[side] = {"probability": "-", "badge": "-", "badgeHtml": "-", "volume": "-",
-                           "volumeToolTip": "Volume of the highlighted region (mL)"}
+                           "volumeToolTip": "Volume of the highlighted region (mL)",
+                           "probabilityToolTip": "Anomaly probability of the side"}
             continue
         badge = summary.badge
         threshold = res.regionThreshold
@@ -202,8 +206,19 @@ def sideTexts(res: Optional[results.AnalysisResults]) -> Dict[str, Dict[str, str
             "volume": f"{summary.regionVolumeMl:.2f} mL",
             "volumeToolTip": f"Volume of the {side} region{at} when the scan was analysed; "
                              "moving the threshold slider changes only the display",
+            "probabilityToolTip": probabilityToolTip(summary),
         }
     return texts
+
+
+def probabilityToolTip(summary: results.SideSummary) -> str:
+    """Where a side's probability comes from (a fused model also names its two parts)."""
+    if summary.classifierProbability is None:
+        return "Anomaly probability of the classifier, averaged over jittered crops of the side"
+    focal = summary.focalResidualScore
+    return (f"Anomaly probability: the classifier alone gave {summary.classifierProbability:.2f}"
+            f"; the autoencoder's focal residual score ({focal:.3g}) was added to it, each "
+            "weighted by its spread over the training sinuses")
 
 
 def finishedText(res: results.AnalysisResults, seconds: Optional[float] = None) -> str:

@@ -132,6 +132,7 @@ class AnalysisPanel:
         for side in SIDES:
             t = texts[side]
             getattr(self.ui, f"{side}ProbabilityLabel").text = t["probability"]
+            getattr(self.ui, f"{side}ProbabilityLabel").toolTip = t["probabilityToolTip"]
             getattr(self.ui, f"{side}BadgeLabel").text = t["badgeHtml"]
             getattr(self.ui, f"{side}VolumeLabel").text = t["volume"]
             getattr(self.ui, f"{side}VolumeLabel").toolTip = t["volumeToolTip"]

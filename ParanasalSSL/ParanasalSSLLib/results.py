@@ -45,6 +45,9 @@ class SideSummary:
     regionVolumeMl: float
     peakRas: Optional[np.ndarray] = None
     call: Optional[str] = None  # the model's own call (its uncertain band), if it gave one
+    # a model with a residual fusion: its classifier alone and the focal residual score added
+    classifierProbability: Optional[float] = None
+    focalResidualScore: Optional[float] = None
 
     @property
     def badge(self) -> str:

@@ -68,6 +68,7 @@ def test_the_models_prediction_lands_in_the_scans_geometry(sickCase, trained_run
             expected.region == analysis.REGION_CODES[side])
         texts = analysis.sideTexts(res)[side]
         assert texts["volume"] == f"{p.region_volume_ml:.2f} mL" and p.call in texts["badgeHtml"]
+        assert texts["probabilityToolTip"].startswith("Anomaly probability of the classifier")
     display = res.heatmapNode.GetDisplayNode()
     assert display.GetLowerThreshold() == pytest.approx(0.5)
     composites = heatmap_display.compositeNodes(slicer.mrmlScene)
@@ -121,3 +122,20 @@ def test_refused_inputs_leave_the_scene_as_it_was(sickCase, trained_run, tmp_pat
             logic.analyze(scan, roiNodes, model, device="cpu")
         assert counts(slicer.mrmlScene) == before
         assert results.resultNodes(sickCase.scan) == shown and logic.results is previous
+
+
+def test_a_fused_models_probability_names_its_two_parts(sickCase, trained_run):
+    """``predict`` of a model with a residual fusion also gives the classifier's probability and
+    the focal residual score per side; the Outputs row's tooltip names both."""
+    run, _ = trained_run
+    rois = {side: bridge.sinusRoiFromRoiNode(node) for side, node in sickCase.rois.items()}
+    pred = predict_scan(read_scan(sickCase.image), rois, load_model(run.dir, "cpu"))
+    summary = pred.summary()
+    side = sickCase.sickSide
+    summary["sides"][side].update(classifier_probability=0.4321, focal_residual_score=0.25)
+    res = analysis.addPredictionResults(sickCase.scan, pred.heatmap, pred.region, summary)
+    assert res.sides[side].classifierProbability == 0.4321
+    tip = analysis.sideTexts(res)[side]["probabilityToolTip"]
+    assert "classifier alone gave 0.43" in tip and "(0.25)" in tip
+    other = "left" if side == "right" else "right"
+    assert "classifier alone" not in analysis.sideTexts(res)[other]["probabilityToolTip"]
