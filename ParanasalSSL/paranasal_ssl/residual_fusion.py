@@ -50,7 +50,8 @@ def focal_folder(run: Run, residuals_folder: Path) -> Path:
 def focal_crop_scores(run: Run, residuals, records: Sequence[SinusRecord]
                       ) -> Dict[str, np.ndarray]:
     """``(t,)`` focal residual scores of each sinus's test-time crops, per key of ``records``
-    (which must be sinuses of ``residuals``, a ``ResidualSet``). Only these are computed."""
+    (which must be sinuses of ``residuals``, a ``ResidualSet``, whose crops are used). Only
+    these are computed; no process synchronisation (rank 0 may call it alone)."""
     from paranasal_ssl.stages.residual_stage import crop_score_table
 
     focal = focal_run(run)
@@ -58,7 +59,8 @@ def focal_crop_scores(run: Run, residuals, records: Sequence[SinusRecord]
         folder = residuals.folder
     else:
         folder = focal_folder(run, residuals.folder)
-    return crop_score_table(focal, records, folder)
+    crops = residuals.crops.subset([r.key for r in records])
+    return crop_score_table(focal, records, folder, crops=crops)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from paranasal_ssl.benchmarks.protocol import make_plan
 from paranasal_ssl.benchmarks.reference_scores import FOCAL_NAME, central_box
 from paranasal_ssl.benchmarks.report_md import cohort_section
 from paranasal_ssl.benchmarks.runner import run_benchmark
+from paranasal_ssl.stages.run import open_run
 
 
 def test_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_cohort):
@@ -36,17 +37,24 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_cohort):
     # the focal residual reference: its own cached maps beside the run's, and a paired test
     focal = s["zero_label"][FOCAL_NAME]
     assert 0 <= focal["auprc"] <= 1 and f"residual-pretext - {FOCAL_NAME} at 1" in s["differences"]
-    # ... computed for the test sinuses only (no calibration on the run's other sinuses)
+    # ... computed for the sinuses scored only (no calibration on the run's other sinuses): the
+    # residual fusion's (every split of the run: training statistics, validation threshold,
+    # test) beside the run's own maps, and the independent cohort's 8
     assert len(list((out / "runs" / "tiny" / "residuals").iterdir())) == 1
     focal_dirs = [p for p in (out / "runs" / "tiny" / "external").iterdir() if "-focal-" in p.name]
-    assert len(focal_dirs) == 2  # the test split's and the independent cohort's
-    n_test = s["n_test_sinuses"]
-    assert sorted(len(list(p.glob("*.npy"))) for p in focal_dirs) == sorted([n_test, 8])
+    assert len(focal_dirs) == 2  # the run's and the independent cohort's
+    run = open_run(out / "runs" / "tiny", device="cpu")
+    in_splits = sum(len(run.split(name)) for name in ("train", "val", "test"))
+    assert sorted(len(list(p.glob("*.npy"))) for p in focal_dirs) == sorted([in_splits, 8])
+    # every classifier is fused (the profile's setting): the report keeps the classifier alone
+    alone = s["methods"]["residual-pretext"]["1"]["auprc_classifier_alone"]
+    assert s["residual_fusion"] and 0 <= alone <= 1
     # what the labels add, on test: the fine-tuned classifier against its own starting point
     assert "residual-pretext - residual pretext before fine-tuning at 1" in s["differences"]
     assert (out / s["figure"]).stat().st_size > 1000
     report = (out / "report.md").read_text()
     assert "prevalence" in report and "BYOL" in report and "residual pretext" in report
+    assert "classifier alone (no residual fusion)" in report
     assert "Paper's margin at 100% labels" in report and s["paper_margin"]["best_generic"] == "byol"
     # the independent test cohort: every method's headline cells scored on its 8 sinuses
     ext = s["external"]

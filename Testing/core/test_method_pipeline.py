@@ -136,15 +136,17 @@ def test_a_residual_folder_shared_by_two_record_sets_answers_each_with_its_own(t
 
 @pytest.fixture(scope="module")
 def fused_model(trained_run):
-    """The trained run's pretext fine-tuned again with finetune.residual_fusion on."""
+    """The trained run's own model (the profiles fuse the residual) and the same fine-tuning
+    with ``finetune.residual_fusion`` off (``RUN/finetune/plain``)."""
     from dataclasses import replace
 
     from paranasal_ssl.experiment import override
 
-    run, _ = trained_run
-    fused = replace(run, config=override(run.config, ["finetune.residual_fusion=true"]))
-    _, folder = finetune(fused, 1.0, 0, "pretext", name="fused", set_default=False)
-    return run, folder
+    run, results = trained_run
+    assert run.config.finetune.residual_fusion
+    plain = replace(run, config=override(run.config, ["finetune.residual_fusion=false"]))
+    _, folder = finetune(plain, 1.0, 0, "pretext", name="plain", set_default=False)
+    return run, results["finetune_dir"], folder
 
 
 def test_residual_fusion_adds_the_standardised_focal_score_to_the_classifier_logit(
@@ -154,7 +156,8 @@ def test_residual_fusion_adds_the_standardised_focal_score_to_the_classifier_log
     from paranasal_ssl.residual_fusion import focal_run
     from paranasal_ssl.stages.residual_stage import residual_scores_for_records
 
-    run, folder = fused_model
+    run, folder, plain_folder = fused_model
+    name = folder.name
     info = json.loads((folder / "model.json").read_text())
     stats = info["residual_fusion"]
     assert stats["residual"]["smoothing"] == "gaussian" and stats["residual"]["score"] == "max"
@@ -166,12 +169,12 @@ def test_residual_fusion_adds_the_standardised_focal_score_to_the_classifier_log
     f_train = np.array([focal[r.key] for r in train])
     assert stats["residual_mean"] == pytest.approx(f_train.mean(), rel=1e-4)
     assert stats["residual_sd"] == pytest.approx(f_train.std(), rel=1e-4)
-    p_train = score_records(run, load_classifier(run, "fused"), train, residuals)["tta"]
+    p_train = score_records(run, load_classifier(run, name), train, residuals)["tta"]
     assert stats["logit_sd"] == pytest.approx(logit(p_train.astype(float)).std(), rel=1e-3)
     # the scores: fused by hand from the classifier alone and the focal score
     test = run.split("test", labelled=True)
-    got = model_scores(run, "fused", test, residuals)
-    alone = score_records(run, load_classifier(run, "fused"), test, residuals)["tta"]
+    got = model_scores(run, name, test, residuals)
+    alone = score_records(run, load_classifier(run, name), test, residuals)["tta"]
     np.testing.assert_allclose(got["classifier"], alone, rtol=1e-6)
     f_test = residual_scores_for_records(focal_run(run), test, tmp_path / "test")
     z = (np.array([f_test[r.key] for r in test]) - stats["residual_mean"]) / stats["residual_sd"]
@@ -179,28 +182,27 @@ def test_residual_fusion_adds_the_standardised_focal_score_to_the_classifier_log
     np.testing.assert_allclose(got["tta"], expected, rtol=1e-4)
     assert not np.allclose(got["tta"], alone)
     # the evaluation shows the classifier alone beside the fused model
-    results = evaluate_model(run, "fused", "test", n_boot=20, write=False)
+    results = evaluate_model(run, name, "test", n_boot=20, write=False)
     assert CLASSIFIER_ROW in results["methods"]
-    # a model without fusion scores as before
-    plain = model_scores(run, default_model(run), test, residuals)
+    # a model without fusion scores as before: the classifier alone
+    assert json.loads((plain_folder / "model.json").read_text())["residual_fusion"] is None
+    plain = model_scores(run, plain_folder.name, test, residuals)
     assert set(plain) == {"tta", "single"}
-
-
-def default_model(run) -> str:
-    return json.loads((run.dir / "model.json").read_text())["finetune"]
+    assert CLASSIFIER_ROW not in evaluate_model(run, plain_folder.name, "test", n_boot=20,
+                                                write=False)["methods"]
 
 
 def test_predict_with_a_fused_model_reports_the_classifier_and_the_focal_score(
         fused_model, tiny_cohort):
     from paranasal_ssl.residual_fusion import ResidualFusion
 
-    run, folder = fused_model
+    run, folder, plain_folder = fused_model
     records = read_manifest(tiny_cohort)
     case = [r for r in records if r.case_id == records[0].case_id]
     image = read_scan(case[0].image)
     rois = {r.side: r.roi for r in case}
     fused = predict_scan(image, rois, load_model(folder, "cpu"))
-    plain = predict_scan(image, rois, load_model(run.dir, "cpu"))
+    plain = predict_scan(image, rois, load_model(plain_folder, "cpu"))
     fusion = ResidualFusion.from_dict(json.loads((folder / "model.json").read_text())[
         "residual_fusion"])
     for side, pred in fused.sides.items():
@@ -324,6 +326,7 @@ def test_finetune_from_scratch_works_in_a_run_without_a_cae(tmp_path, tiny_cohor
     info = json.loads((folder / "model.json").read_text())
     assert info["init"] == "random" and info["heatmap_scale"] is None
     assert info["score_prior"] is False
+    assert info["residual_fusion"] is None  # nothing to fuse without a CAE
     history = result.history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 

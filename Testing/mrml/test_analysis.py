@@ -68,7 +68,9 @@ def test_the_models_prediction_lands_in_the_scans_geometry(sickCase, trained_run
             expected.region == analysis.REGION_CODES[side])
         texts = analysis.sideTexts(res)[side]
         assert texts["volume"] == f"{p.region_volume_ml:.2f} mL" and p.call in texts["badgeHtml"]
-        assert texts["probabilityToolTip"].startswith("Anomaly probability of the classifier")
+        # the tiny run's model fuses the residual (the profile's setting): the tooltip says so
+        assert f"classifier alone gave {p.classifier_probability:.2f}" in texts[
+            "probabilityToolTip"]
     display = res.heatmapNode.GetDisplayNode()
     assert display.GetLowerThreshold() == pytest.approx(0.5)
     composites = heatmap_display.compositeNodes(slicer.mrmlScene)
@@ -126,16 +128,22 @@ def test_refused_inputs_leave_the_scene_as_it_was(sickCase, trained_run, tmp_pat
 
 def test_a_fused_models_probability_names_its_two_parts(sickCase, trained_run):
     """``predict`` of a model with a residual fusion also gives the classifier's probability and
-    the focal residual score per side; the Outputs row's tooltip names both."""
+    the focal residual score per side; the Outputs row's tooltip names both (and a side
+    without them, as a model without fusion gives it, only the classifier)."""
     run, _ = trained_run
     rois = {side: bridge.sinusRoiFromRoiNode(node) for side, node in sickCase.rois.items()}
     pred = predict_scan(read_scan(sickCase.image), rois, load_model(run.dir, "cpu"))
     summary = pred.summary()
     side = sickCase.sickSide
-    summary["sides"][side].update(classifier_probability=0.4321, focal_residual_score=0.25)
-    res = analysis.addPredictionResults(sickCase.scan, pred.heatmap, pred.region, summary)
-    assert res.sides[side].classifierProbability == 0.4321
-    tip = analysis.sideTexts(res)[side]["probabilityToolTip"]
-    assert "classifier alone gave 0.43" in tip and "(0.25)" in tip
     other = "left" if side == "right" else "right"
-    assert "classifier alone" not in analysis.sideTexts(res)[other]["probabilityToolTip"]
+    for key in ("classifier_probability", "focal_residual_score"):
+        del summary["sides"][other][key]
+    res = analysis.addPredictionResults(sickCase.scan, pred.heatmap, pred.region, summary)
+    fused = pred.sides[side]
+    assert res.sides[side].classifierProbability == pytest.approx(fused.classifier_probability)
+    tip = analysis.sideTexts(res)[side]["probabilityToolTip"]
+    assert f"classifier alone gave {fused.classifier_probability:.2f}" in tip
+    assert f"({fused.focal_residual_score:.3g})" in tip
+    assert res.sides[other].classifierProbability is None
+    assert analysis.sideTexts(res)[other]["probabilityToolTip"].startswith(
+        "Anomaly probability of the classifier")

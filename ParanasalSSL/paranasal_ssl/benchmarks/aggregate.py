@@ -11,8 +11,10 @@ from paranasal_ssl.benchmarks.cells import cell_scores
 from paranasal_ssl.benchmarks.protocol import PRETRAINED_METHODS
 from paranasal_ssl.evaluation import aggregate_runs, bootstrap_ci, per_group_metrics
 from paranasal_ssl.evaluation.bootstrap import bootstrap_counts, metric_on_resamples
+from paranasal_ssl.residual_fusion import FOCAL_NAME
 
 GENERIC = [m for m in PRETRAINED_METHODS if m != "residual-pretext"]
+ZERO_LABEL_REFERENCES = ("zero-label residual", FOCAL_NAME)
 
 
 def summarise_runs(y: np.ndarray, subjects: np.ndarray, scores: np.ndarray, n_boot: int,
@@ -100,6 +102,12 @@ def summarise_cohort(name: str, plan, test, cells: Dict[str, Dict[float, List[di
             row = summarise_runs(y, subjects, tta, plan.n_boot)
             row["auprc_single_crop"] = summarise_runs(y, subjects, single, plan.n_boot).get(
                 "auprc")
+            fused = [c for c in runs if "classifier" in c]
+            if fused:  # the classifier before its residual fusion
+                alone = summarise_runs(y, subjects, cell_scores(fused, n, "classifier"),
+                                       plan.n_boot)
+                row["auprc_classifier_alone"] = alone.get("auprc")
+                out["residual_fusion"] = True
             row["skipped"] = [c["skipped"] for c in runs if "skipped" in c]
             row["n_train_sinuses"] = [c.get("n_train_sinuses") for c in runs
                                       if "skipped" not in c]
@@ -146,7 +154,8 @@ def summarise_cohort(name: str, plan, test, cells: Dict[str, Dict[float, List[di
 def paper_margin(summary: dict, fraction: float, margin: float = 0.04) -> Optional[dict]:
     """The paper's claim as a test: at ``fraction`` labels this method's AUPRC is at least
     ``margin`` above the best generic self-supervised baseline's, their pooled 95% CIs do not
-    overlap, and it is above the zero-label residual score. None without those cells."""
+    overlap, and it is above the best zero-label score of its CAE (the residual, and the focal
+    residual where the report has it). None without those cells."""
     rows = {m: summary["methods"].get(m, {}).get(f"{fraction:g}", {}) for m in
             ["residual-pretext"] + GENERIC}
     rows = {m: r for m, r in rows.items() if r.get("auprc") is not None}
@@ -154,11 +163,16 @@ def paper_margin(summary: dict, fraction: float, margin: float = 0.04) -> Option
         return None
     ours = rows.pop("residual-pretext")
     best = max(rows, key=lambda m: rows[m]["auprc"])
-    zero = summary["zero_label"].get("zero-label residual", {}).get("auprc")
+    # the zero-label scores of the method's own CAE: its residual and, where reported, the focal
+    # residual (which a fused classifier adds to its score): the best of them is the bar
+    refs = {name: summary["zero_label"][name]["auprc"] for name in ZERO_LABEL_REFERENCES
+            if summary["zero_label"].get(name, {}).get("auprc") is not None}
+    zero_name = max(refs, key=refs.get) if refs else None
+    zero = refs.get(zero_name)
     check = {"fraction": fraction, "margin": margin, "best_generic": best,
              "difference": ours["auprc"] - rows[best]["auprc"],
              "intervals_overlap": ours["auprc_ci"][0] <= rows[best]["auprc_ci"][1],
-             "zero_label_auprc": zero,
+             "zero_label_auprc": zero, "zero_label_reference": zero_name,
              "ahead_of_zero_label": zero is not None and ours["auprc"] > zero}
     check["met"] = bool(check["difference"] >= margin and not check["intervals_overlap"]
                         and check["ahead_of_zero_label"])

@@ -115,7 +115,8 @@ def _score_cell(run: Run, method: str, fraction: float, seed: int, records, resi
     probs = model_scores(run, name, records, residuals)
     return {"method": method, "fraction": fraction, "seed": seed, "model": name,
             "model_json": load_json(folder / "model.json"), "keys": [r.key for r in records],
-            "tta": probs["tta"].tolist(), "single": probs["single"].tolist()}
+            "tta": probs["tta"].tolist(), "single": probs["single"].tolist(),
+            **({"classifier": probs["classifier"].tolist()} if "classifier" in probs else {})}
 
 
 def external_summary(run: Run, plan: BenchmarkPlan, cohort: str, manifest: Path,

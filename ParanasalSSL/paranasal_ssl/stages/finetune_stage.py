@@ -216,17 +216,19 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
                  stage=f"finetune {name}", params=params)
     heatmap_scale = load_residual_scale(run)
     cae_trained = all(p.exists() for p in cae_checkpoints(run.dir, run.config))
-    if heatmap_scale is None and cae_trained:
-        heatmap_scale = compute_residuals(run).heatmap_scale  # every rank: it may shard
+    fuse = cfg.finetune.residual_fusion and cae_trained
+    residuals = None
+    if cae_trained and (fuse or heatmap_scale is None):
+        residuals = compute_residuals(run)  # every rank: it may shard
+        heatmap_scale = residuals.heatmap_scale
     if not is_main():  # rank 0 writes the model's records
         return result, out
     val_prob = predict_crops(model, val_x, t, device)
     fusion = None
-    if cfg.finetune.residual_fusion:
-        if not cae_trained:
-            raise InputError(run.dir, "finetune.residual_fusion needs the run's CAE",
-                             field="finetune.residual_fusion", expected="run `train-cae` first")
-        residuals = compute_residuals(run)
+    if cfg.finetune.residual_fusion and not cae_trained:
+        # e.g. a supervised model in a run without stage 1: the classifier alone
+        log.warning("finetune %s: no CAE in %s, so no residual fusion", name, run.dir)
+    elif fuse:
         fusion = fit_residual_fusion(run, model, residuals, device)
         scores = focal_crop_scores(run, residuals, val_crops.records)
         val_prob = fusion.probability(val_prob, [scores[r.key].mean() for r in val_crops.records])

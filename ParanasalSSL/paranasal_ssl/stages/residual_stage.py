@@ -135,10 +135,13 @@ def residual_scores_for_records(run: Run, records: Sequence[SinusRecord], folder
 
 
 def crop_score_table(run: Run, records: Sequence[SinusRecord], folder: Path,
-                     batch_size: int = 16) -> Dict[str, np.ndarray]:
+                     batch_size: int = 16, crops: Optional[CropSet] = None
+                     ) -> Dict[str, np.ndarray]:
     """Per sinus key of ``records``: the ``(t,)`` zero-label scores of its ``t`` test-time
-    crops (crop 0 unjittered; their mean is the sinus score), maps cached in ``folder``."""
-    crops, maps, _ = _maps_and_scores(run, records, Path(folder), batch_size)
+    crops (crop 0 unjittered; their mean is the sinus score), maps cached in ``folder``.
+    ``crops``: the records' crops when the caller has them (no cropping, no process
+    synchronisation: one rank may call it alone)."""
+    crops, maps, _ = _maps_and_scores(run, records, Path(folder), batch_size, crops)
     return {r.key: _crop_scores_of(run, r, maps[i]) for i, r in enumerate(crops.records)}
 
 
@@ -149,12 +152,13 @@ def _crop_scores_of(run: Run, record: SinusRecord, sinus_maps) -> np.ndarray:
     return crop_scores(res, roi_masks([record], run, t), run.config.residual.score).numpy()
 
 
-def _maps_and_scores(run: Run, records: Sequence[SinusRecord], folder: Path, batch_size: int
-                     ) -> Tuple[CropSet, list, Dict[str, float]]:
+def _maps_and_scores(run: Run, records: Sequence[SinusRecord], folder: Path, batch_size: int,
+                     crops: Optional[CropSet] = None) -> Tuple[CropSet, list, Dict[str, float]]:
     """Crops, cached residual maps and ``scores.csv`` of ``records`` in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     n = n_crops(run)
-    crops = crops_for(run, list(records), "residuals of other sinuses", "crops (other)")
+    if crops is None:
+        crops = crops_for(run, list(records), "residuals of other sinuses", "crops (other)")
     paths = [folder / f"{record_key(r)}.npy" for r in crops.records]
     missing = [i for i, p in enumerate(paths) if not p.exists()]
     per_batch = max(1, batch_size // n)
