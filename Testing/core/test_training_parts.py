@@ -214,7 +214,7 @@ def test_lars_and_schedule():
     assert lr_factor(99, 10, cfg) < 0.01
 
 
-def _tiny_fit(folder, epochs, resume=False, cancel_after=None):
+def _tiny_fit(folder, epochs, resume=False, cancel_after=None, two_groups=False):
     torch.manual_seed(0)
     x = torch.rand(24, 1, 8, 8, 8)
     y = (x.mean((1, 2, 3, 4)) > 0.5).float()
@@ -234,9 +234,11 @@ def _tiny_fit(folder, epochs, resume=False, cancel_after=None):
             progress.request_cancel()  # what SIGTERM from the job runner's Cancel does
         return {"val": F.binary_cross_entropy_with_logits(m(x).squeeze(1), y).item()}
 
+    params = ([{"params": model[0].parameters()}, {"params": model[4].parameters()}]
+              if two_groups else None)
     return model, fit(model, cfg=cfg, run_dir=folder, kind="toy", signature="toy", meta={},
                       n_train=24, train_step=step, validate=validate, monitor="val",
-                      mode="min", device=torch.device("cpu"), resume=resume)
+                      mode="min", device=torch.device("cpu"), resume=resume, params=params)
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
@@ -252,6 +254,18 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert resumed.epochs_run == 6
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_finished_fit_resumes_to_its_best_weights_whatever_its_optimizer_layout(tmp_path):
+    """Resuming a finished training (e.g. a benchmark re-reading its cells) trains nothing and
+    needs no optimizer state: one saved before the parameter groups changed still loads."""
+    model, first = _tiny_fit(tmp_path / "done", epochs=3)
+    stamp = (tmp_path / "done" / "best.pt").stat().st_mtime_ns
+    again_model, again = _tiny_fit(tmp_path / "done", epochs=3, resume=True, two_groups=True)
+    assert again.epochs_run == first.epochs_run == 3 and again.best_epoch == first.best_epoch
+    assert (tmp_path / "done" / "best.pt").stat().st_mtime_ns == stamp
+    for a, b in zip(model.state_dict().values(), again_model.state_dict().values()):
         torch.testing.assert_close(a, b)
 
 

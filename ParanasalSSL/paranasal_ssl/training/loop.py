@@ -109,7 +109,10 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
         payload = read_checkpoint(last, kind, signature)
         load_weights(model, last, kind, signature)
         ts = payload["training_state"]
-        optimizer.load_state_dict(ts["optimizer"])
+        if not ts.get("finished"):
+            # a finished fit is resumed only for its best weights: an optimizer of another
+            # layout (e.g. parameter groups added since) must not stop that
+            optimizer.load_state_dict(ts["optimizer"])
         state.update({k: ts[k] for k in state if k in ts})
         log.info("%s: resuming after epoch %d", stage, state["epoch"] + 1)
     elif not resume and main:
