@@ -20,7 +20,13 @@ from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SinusROI, check_side, lps_to_ras
 from paranasal_ssl.modality import detect_modality
 from paranasal_ssl.model_bundle import ModelBundle, load_model
-from paranasal_ssl.residual_maps import crop_scores, global_rescale, residual_of
+from paranasal_ssl.residual_maps import (
+    crop_scores,
+    global_rescale,
+    raw_residuals,
+    residual_filter,
+    residual_of,
+)
 from paranasal_ssl.training.device import to_input
 
 DEFAULT_REGION_THRESHOLD = 0.5  # heatmap 0.5 = twice the 99.9th percentile of normal residuals
@@ -131,12 +137,16 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
     with torch.inference_mode():
         x = to_input(torch.from_numpy(np.stack(batches))[:, None], bundle.device)
         all_probs = torch.sigmoid(bundle.classifier(x).float()).cpu().numpy().reshape(-1, n)
-        # crop 0 of each side
-        residuals = residual_of(bundle.cae, x[::n], cfg.residual, cfg.data).cpu()
+        # the heatmap: crop 0 of each side; the fused score: every crop (averaged like the
+        # classifier's), from the same CAE pass
         fusion = bundle.fusion
-        if fusion is not None:  # every crop: the fused score averages them like the classifier
+        if fusion is None:
+            residuals = residual_of(bundle.cae, x[::n], cfg.residual, cfg.data).cpu()
+        else:
             focal_cfg = fusion.residual_config()
-            focal = residual_of(bundle.cae, x, focal_cfg, cfg.data).cpu()
+            residuals, focal = (m.cpu() for m in raw_residuals(bundle.cae, x, [
+                residual_filter(cfg.residual, cfg.data, rows=slice(None, None, n)),
+                residual_filter(focal_cfg, cfg.data)]))
     for k, (side_name, roi) in enumerate(rois.items()):
         side = check_side(side_name)
         probs, r, geom0 = all_probs[k], residuals[k:k + 1], geoms[side]

@@ -5,7 +5,7 @@ All arrays are crops ``(B, 1, S, S, S)`` in normalised intensity space ([0, 1]).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -85,29 +85,58 @@ def raw_residual(cae: torch.nn.Module, x: torch.Tensor, median_kernel: int,
     ``gaussian_sigma`` (voxels) a Gaussian instead. A ``CAEEnsemble`` gives the mean of its
     members' residual maps (each gated and filtered as above).
     """
-    members = getattr(cae, "members", None)
-    if members is not None:
-        args = (median_kernel, sign, air_gate, material_max, gaussian_sigma)
-        total = raw_residual(members[0], x, *args)
-        for m in members[1:]:
-            total += raw_residual(m, x, *args)
-        return total / len(members)
-    recon = cae(x).float()
-    diff = x.float() - recon
-    r = diff.abs() if sign == "abs" else diff.clamp_min(0.0)
-    if air_gate is not None:
-        r = r * (recon < air_gate)
-    if material_max is not None:
-        r = r * (x.float() < material_max)
-    if gaussian_sigma is not None:
-        return gaussian_filter3d(r, gaussian_sigma)
-    return median_filter3d(r.contiguous(), median_kernel)
+    return raw_residuals(cae, x, [ResidualFilter(median_kernel, sign, air_gate, material_max,
+                                                 gaussian_sigma)])[0]
 
 
-def residual_of(cae: torch.nn.Module, x: torch.Tensor, config, data) -> torch.Tensor:
-    """``raw_residual`` with the settings of a ``ResidualConfig`` for crops made with the
-    ``DataConfig`` ``data`` (its CT window turns ``bone_gate_hu`` into input units, its crop
-    spacing turns ``gaussian_sigma_mm`` into voxels)."""
+class ResidualFilter(NamedTuple):
+    """How one residual map is made from a crop and its reconstruction (see ``raw_residual``;
+    ``rows``: the crops of the batch it is wanted for, all when None)."""
+
+    median_kernel: int
+    sign: str = "positive"
+    air_gate: Optional[float] = None
+    material_max: Optional[float] = None
+    gaussian_sigma: Optional[float] = None
+    rows: Optional[slice] = None
+
+
+@torch.no_grad()
+def raw_residuals(cae: torch.nn.Module, x: torch.Tensor, filters: Sequence[ResidualFilter]
+                  ) -> List[torch.Tensor]:
+    """One residual map per filter, ``(b, 1, S, S, S)`` each (``b``: the filter's rows), from
+    ONE reconstruction of ``x`` by each CAE member: the CAE pass is most of a map's cost, and
+    stage 2's map and the focal map differ only after it. Each equals ``raw_residual`` with
+    that filter's settings on ``x[rows]``."""
+    members = getattr(cae, "members", None) or [cae]
+    totals: List[Optional[torch.Tensor]] = [None] * len(filters)
+    for member in members:
+        recon = member(x).float()
+        for k, f in enumerate(filters):
+            rows = f.rows if f.rows is not None else slice(None)
+            r = _filtered(x[rows].float(), recon[rows], f)
+            totals[k] = r if totals[k] is None else totals[k] + r
+    return [t / len(members) if len(members) > 1 else t for t in totals]
+
+
+def _filtered(x: torch.Tensor, recon: torch.Tensor, f: ResidualFilter) -> torch.Tensor:
+    """The residual of crops ``x`` against their reconstruction ``recon``, gated and filtered
+    as ``f`` says."""
+    diff = x - recon
+    r = diff.abs() if f.sign == "abs" else diff.clamp_min(0.0)
+    if f.air_gate is not None:
+        r = r * (recon < f.air_gate)
+    if f.material_max is not None:
+        r = r * (x < f.material_max)
+    if f.gaussian_sigma is not None:
+        return gaussian_filter3d(r, f.gaussian_sigma)
+    return median_filter3d(r.contiguous(), f.median_kernel)
+
+
+def residual_filter(config, data, rows: Optional[slice] = None) -> ResidualFilter:
+    """The ``ResidualFilter`` of a ``ResidualConfig`` for crops made with the ``DataConfig``
+    ``data`` (its CT window turns ``bone_gate_hu`` into input units, its crop spacing turns
+    ``gaussian_sigma_mm`` into voxels)."""
     material_max = None
     if config.bone_gate_hu is not None and data.intensity.modality == "ct":
         lo, hi = data.intensity.ct_window_hu
@@ -115,8 +144,19 @@ def residual_of(cae: torch.nn.Module, x: torch.Tensor, config, data) -> torch.Te
     sigma = None
     if config.smoothing == "gaussian":
         sigma = config.gaussian_sigma_mm / data.crop.spacing_mm
-    return raw_residual(cae, x, config.median_kernel, config.sign, config.air_gate,
-                        material_max, sigma)
+    return ResidualFilter(config.median_kernel, config.sign, config.air_gate, material_max,
+                          sigma, rows)
+
+
+def residual_of(cae: torch.nn.Module, x: torch.Tensor, config, data) -> torch.Tensor:
+    """``raw_residual`` with the settings of a ``ResidualConfig`` (see ``residual_filter``)."""
+    return raw_residuals(cae, x, [residual_filter(config, data)])[0]
+
+
+def residuals_of(cae: torch.nn.Module, x: torch.Tensor, configs: Sequence, data
+                 ) -> List[torch.Tensor]:
+    """``residual_of`` for several ``ResidualConfig``s from one CAE pass over ``x``."""
+    return raw_residuals(cae, x, [residual_filter(c, data) for c in configs])
 
 
 def per_crop_rescale(r: torch.Tensor, percentiles: Sequence[float] = (1.0, 99.0)) -> torch.Tensor:

@@ -16,6 +16,7 @@ from paranasal_ssl.crop_cache import record_key
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.model_bundle import load_model
 from paranasal_ssl.networks import CAEEnsemble, build_cae, cae_signature
+from paranasal_ssl.residual_fusion import focal_folder, focal_run
 from paranasal_ssl.residual_maps import residual_of
 from paranasal_ssl.stages.cae_stage import cae_checkpoints
 from paranasal_ssl.stages.data import crops_for
@@ -43,7 +44,7 @@ def ensemble_run(tmp_path_factory, tiny_cohort):
 
 
 def test_members_train_with_their_own_seeds_and_residuals_are_their_mean(
-        ensemble_run, capsys):
+        ensemble_run, capsys, tmp_path):
     folder, manifest = ensemble_run
     code = main(["train-cae", "--run", str(folder), "--manifest", str(manifest),
                  "--profile", "cpu-small", *_sets(ENSEMBLE), "--device", "cpu",
@@ -72,6 +73,28 @@ def test_members_train_with_their_own_seeds_and_residuals_are_their_mean(
     for i, r in enumerate(crops.records):
         cached = np.load(res.folder / f"{record_key(r)}.npy")[0].astype(np.float32)
         np.testing.assert_allclose(cached, expected[i, 0], atol=2e-3)  # float16 cache
+
+    # the profile fine-tunes with the residual fusion: the same CAE pass wrote the focal maps
+    # it reads (the members' mean too), for every sinus, before any fine-tuning ran
+    assert run.config.finetune.residual_fusion
+    focal_dir = focal_folder(run, res.folder)
+    assert sorted(p.name for p in focal_dir.glob("*.npy")) == sorted(
+        f"{record_key(r)}.npy" for r in run.records)
+    focal = focal_run(run).config.residual
+    each = [residual_of(m, x, focal, run.config.data) for m in members]
+    stage2, expected = expected, ((each[0] + each[1]) / 2).numpy()
+    assert expected.max() > 0.01 and not np.allclose(expected, stage2, atol=1e-3)
+    for i, r in enumerate(crops.records):
+        cached = np.load(focal_dir / f"{record_key(r)}.npy")[0].astype(np.float32)
+        np.testing.assert_allclose(cached, expected[i, 0], atol=2e-3)
+    # a run that does not fuse writes stage 2's maps only
+    plain_dir = tmp_path / "plain"
+    shutil.copytree(folder, plain_dir, ignore=shutil.ignore_patterns("residuals", "external"))
+    plain = open_run(plain_dir, device="cpu", workers=1, cache_dir=run.cache_dir,
+                     overrides=["finetune.residual_fusion=false"])
+    compute_residuals(plain)
+    assert (residual_folder(plain) / "scores.csv").exists()
+    assert not (plain_dir / "external").exists()
 
 
 def test_predict_loads_every_member_and_a_missing_one_is_named(ensemble_run, tmp_path):

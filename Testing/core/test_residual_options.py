@@ -20,7 +20,14 @@ from paranasal_ssl.experiment import (
     save_experiment,
 )
 from paranasal_ssl.networks import build_classifier, build_pretext
-from paranasal_ssl.residual_maps import crop_scores, residual_of
+from paranasal_ssl.networks.cae import CAEEnsemble, build_cae
+from paranasal_ssl.residual_maps import (
+    crop_scores,
+    raw_residuals,
+    residual_filter,
+    residual_of,
+    residuals_of,
+)
 
 
 class _ExpectsAir(torch.nn.Module):
@@ -63,6 +70,32 @@ def test_gaussian_smoothing_keeps_a_small_focus_that_the_median_erases():
     assert crop_scores(r, everywhere, "mean").item() < 0.01  # a box mean dilutes the focus
     nowhere = torch.zeros_like(everywhere)
     assert crop_scores(r, nowhere, "max").item() == 0
+
+
+def test_one_cae_pass_gives_each_residual_setting_as_if_computed_alone():
+    """Stage 2's map and the focal map share one reconstruction per ensemble member: each is
+    what its own pass gives, also for a subset of the crops (predict's heatmap of crop 0)."""
+    torch.manual_seed(0)
+    cfg = profile_config("cpu-small")
+    members = [build_cae(cfg.cae, 16).eval() for _ in range(2)]
+    cae, data = CAEEnsemble(members).eval(), _data("ct")
+    x = torch.rand(6, 1, 16, 16, 16) * 0.8
+    stage2 = ResidualConfig(median_kernel=3)
+    focal = ResidualConfig(smoothing="gaussian", bone_gate_hu=150.0, score="max")
+    alone = [residual_of(cae, x, c, data) for c in (stage2, focal)]
+    assert not torch.equal(alone[0], alone[1])
+    for got, want in zip(residuals_of(cae, x, [stage2, focal], data), alone):
+        assert torch.equal(got, want)
+    every_third = slice(None, None, 3)
+    sub, full = raw_residuals(cae, x, [residual_filter(stage2, data, rows=every_third),
+                                       residual_filter(focal, data)])
+    assert sub.shape[0] == 2
+    # a CAE's output for one crop moves by float rounding with the batch around it (oneDNN)
+    torch.testing.assert_close(sub, residual_of(cae, x[::3], stage2, data), atol=1e-6, rtol=0)
+    assert torch.equal(full, alone[1])
+    # one CAE, no ensemble: the member's own map, not divided
+    assert torch.equal(residuals_of(members[0], x, [focal], data)[0],
+                       residual_of(members[0], x, focal, data))
 
 
 def test_focal_residual_settings_are_options_and_saved_runs_load_without_them(tmp_path):

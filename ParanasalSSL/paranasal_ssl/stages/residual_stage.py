@@ -4,7 +4,9 @@ Output folder ``RUN/residuals/<cae key>/``: one float16 ``(n, S, S, S)`` file of
 median-filtered residuals per sinus (``<sinus key>.npy``; with ``cae.ensemble > 1`` the mean
 of the members' maps), ``scores.csv`` (the zero-label baseline: a residual score per sinus)
 and ``calibration.json`` (the scale that puts normal training residuals at 0.5 on the
-heatmap). A rerun with the same inputs recomputes nothing.
+heatmap). A rerun with the same inputs recomputes nothing. When the run fine-tunes with the
+residual fusion, the same CAE pass also writes the focal maps it will read
+(``residual_fusion.focal_folder``), so the CAE runs once per crop for both.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from paranasal_ssl.experiment import ResidualConfig
 from paranasal_ssl.hashing import file_sha256, stable_hash
 from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.progress import Progress
-from paranasal_ssl.residual_maps import crop_scores, residual_of
+from paranasal_ssl.residual_maps import crop_scores, residuals_of
 from paranasal_ssl.stages.cae_stage import cae_checkpoints, load_cae, trained_cae_checkpoints
 from paranasal_ssl.stages.data import crops_for, n_crops, roi_masks
 from paranasal_ssl.stages.run import Run
@@ -94,7 +96,7 @@ def compute_residuals(run: Run, batch_size: int = 16,
         batches = [[i for i in range(s, min(s + per_batch, len(paths))) if not paths[i].exists()]
                    for s in range(0, len(paths), per_batch)][index::count]
         batches = [b for b in batches if b]
-    _write_maps(run, crops, paths, batches)
+    _write_maps(run, crops, paths, batches, _fusion_companions(run, folder, crops.records))
     rewrite = bool(missing)
     if shard is not None and count > 1:
         if not all(p.exists() for p in paths):
@@ -119,7 +121,8 @@ def residuals_for_records(run: Run, records: Sequence[SinusRecord], folder: Path
     cohort and CAE). The heatmap scale is the run's own: calibration needs the run's normal
     training sinuses, and a test cohort must not set it. Single process."""
     own = compute_residuals(run)  # the run's calibration, and its residuals up to date
-    crops, maps, scores = _maps_and_scores(run, records, Path(folder), batch_size)
+    crops, maps, scores = _maps_and_scores(run, records, Path(folder), batch_size,
+                                           fusion_maps=True)
     write_json(Path(folder) / "calibration.json", {
         "heatmap_scale": own.heatmap_scale, "from": str(own.folder / "calibration.json"),
         "code_version": code_version()})
@@ -153,8 +156,10 @@ def _crop_scores_of(run: Run, record: SinusRecord, sinus_maps) -> np.ndarray:
 
 
 def _maps_and_scores(run: Run, records: Sequence[SinusRecord], folder: Path, batch_size: int,
-                     crops: Optional[CropSet] = None) -> Tuple[CropSet, list, Dict[str, float]]:
-    """Crops, cached residual maps and ``scores.csv`` of ``records`` in ``folder``."""
+                     crops: Optional[CropSet] = None, fusion_maps: bool = False
+                     ) -> Tuple[CropSet, list, Dict[str, float]]:
+    """Crops, cached residual maps and ``scores.csv`` of ``records`` in ``folder``
+    (``fusion_maps``: the residual fusion's focal maps from the same CAE pass)."""
     folder.mkdir(parents=True, exist_ok=True)
     n = n_crops(run)
     if crops is None:
@@ -162,30 +167,53 @@ def _maps_and_scores(run: Run, records: Sequence[SinusRecord], folder: Path, bat
     paths = [folder / f"{record_key(r)}.npy" for r in crops.records]
     missing = [i for i, p in enumerate(paths) if not p.exists()]
     per_batch = max(1, batch_size // n)
+    companions = _fusion_companions(run, folder, crops.records) if fusion_maps else []
     _write_maps(run, crops, paths, [missing[s:s + per_batch]
-                                    for s in range(0, len(missing), per_batch)])
+                                    for s in range(0, len(missing), per_batch)], companions)
     maps = [np.load(p, mmap_mode="r") for p in paths]
     return crops, maps, _scores(run, crops, maps, folder, rewrite=bool(missing))
 
 
-def _write_maps(run: Run, crops: CropSet, paths: List[Path], batches: List[List[int]]
-                ) -> None:
+def _write_maps(run: Run, crops: CropSet, paths: List[Path], batches: List[List[int]],
+                companions: Sequence[Tuple[ResidualConfig, List[Path]]] = ()) -> None:
     """Compute and atomically save the ``(n, S, S, S)`` float16 residuals of crop-set rows
-    ``batches`` (lists of indices into ``crops``/``paths``), one CAE forward per batch."""
+    ``batches`` (lists of indices into ``crops``/``paths``), one CAE forward per batch.
+    ``companions``: other residual settings with their own paths (one per crop-set row),
+    whose missing maps of the same rows come from the same CAE forward."""
     if not batches:
         return
     n = n_crops(run)
     cae = load_cae(run)
+    configs = [run.config.residual] + [c for c, _ in companions]
+    outputs = [paths] + [p for _, p in companions]
     with Progress("residuals", total=sum(map(len, batches)), unit="sinus") as progress:
         for chunk in batches:
             x = torch.from_numpy(np.stack([np.asarray(crops.crops[i][:n]) for i in chunk]))
             x = to_input(x.reshape(-1, 1, *x.shape[2:]), run.device)
-            r = residual_of(cae, x, run.config.residual, run.config.data).cpu().numpy()
-            r = r.reshape(len(chunk), n, *r.shape[2:]).astype(np.float16)
-            for j, i in enumerate(chunk):
-                with atomic_path(paths[i]) as tmp:
-                    np.save(tmp, r[j], allow_pickle=False)
+            wanted = [0] + [k for k in range(1, len(configs))
+                            if any(not outputs[k][i].exists() for i in chunk)]
+            maps = residuals_of(cae, x, [configs[k] for k in wanted], run.config.data)
+            for k, r in zip(wanted, maps):
+                r = r.cpu().numpy().reshape(len(chunk), n, *r.shape[2:]).astype(np.float16)
+                for j, i in enumerate(chunk):
+                    if k == 0 or not outputs[k][i].exists():
+                        with atomic_path(outputs[k][i]) as tmp:
+                            np.save(tmp, r[j], allow_pickle=False)
             progress.update(len(chunk))
+
+
+def _fusion_companions(run: Run, folder: Path, records: Sequence[SinusRecord]
+                       ) -> List[Tuple[ResidualConfig, List[Path]]]:
+    """The focal maps the residual fusion will read for ``records`` (whose stage-2 maps go to
+    ``folder``), to be made in stage 2's CAE pass; none when the run does not fuse."""
+    from paranasal_ssl.residual_fusion import focal_folder, focal_run
+
+    focal = focal_run(run).config.residual
+    if not run.config.finetune.residual_fusion or focal == run.config.residual:
+        return []
+    out = focal_folder(run, folder)
+    out.mkdir(parents=True, exist_ok=True)
+    return [(focal, [out / f"{record_key(r)}.npy" for r in records])]
 
 
 def _scores(run: Run, crops: CropSet, maps, folder: Path, rewrite: bool) -> Dict[str, float]:
