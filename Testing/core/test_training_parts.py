@@ -32,7 +32,7 @@ from paranasal_ssl.residual_maps import (
 )
 from paranasal_ssl.scan_io import image_from_array
 from paranasal_ssl.stages.pretext_stage import pretext_loss, sinus_scores
-from paranasal_ssl.training.augment import AugmentConfig, augment, coarse_noise
+from paranasal_ssl.training.augment import AugmentConfig, _blur, augment, coarse_noise
 from paranasal_ssl.training.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from paranasal_ssl.training.distributed import BatchRows
 from paranasal_ssl.training.foreign_patch import foreign_patches
@@ -61,6 +61,23 @@ def test_intensity_augmentation_never_touches_the_target():
     torch.testing.assert_close(ya, target)
     assert (xa - x).abs().mean() > 0.01
     assert xa.min() >= 0 and xa.max() <= 1
+
+
+def test_blur_reaches_the_drawn_crops_only_with_the_whole_batch_values():
+    """Only the crops drawn for the blur are blurred (the others stay as they were), each with
+    exactly the values a blur of the whole batch gives it (a crop's blur does not depend on
+    the crops beside it, so neither on the batch nor on how ranks share it)."""
+    x = torch.rand(16, 1, 12, 12, 12).contiguous(memory_format=torch.channels_last_3d)
+    cfg = AugmentConfig(p_flip=0, p_affine=0, p_noise=0, p_blur=0.4, p_contrast=0)
+    out, _ = augment(x, None, torch.Generator().manual_seed(3), cfg)
+    blurred = (out - x).flatten(1).abs().amax(1) > 0
+    assert 0 < int(blurred.sum()) < 16
+    whole = _blur(x)
+    assert torch.equal(out[blurred], whole[blurred].clamp(0, 1))
+    assert torch.equal(out[~blurred], x[~blurred])
+    # the blur: a 5-tap Gaussian of sigma 0.8 voxel with edge-replicate padding
+    ref = ndi.gaussian_filter(x[3, 0].numpy(), 0.8, mode="nearest", truncate=2.5)
+    np.testing.assert_allclose(whole[3, 0].numpy(), ref, atol=1e-6)
 
 
 def test_augmentation_is_reproducible_from_the_generator():
