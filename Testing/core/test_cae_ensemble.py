@@ -20,7 +20,11 @@ from paranasal_ssl.residual_fusion import focal_folder, focal_run
 from paranasal_ssl.residual_maps import residual_of
 from paranasal_ssl.stages.cae_stage import cae_checkpoints
 from paranasal_ssl.stages.data import crops_for
-from paranasal_ssl.stages.residual_stage import compute_residuals, residual_folder
+from paranasal_ssl.stages.residual_stage import (
+    compute_residuals,
+    residual_folder,
+    residuals_for_records,
+)
 from paranasal_ssl.stages.run import open_run
 from paranasal_ssl.training.checkpoint import load_weights
 
@@ -87,6 +91,11 @@ def test_members_train_with_their_own_seeds_and_residuals_are_their_mean(
     for i, r in enumerate(crops.records):
         cached = np.load(focal_dir / f"{record_key(r)}.npy")[0].astype(np.float32)
         np.testing.assert_allclose(cached, expected[i, 0], atol=2e-3)
+    # so do the maps of sinuses outside the run (an independent test cohort)
+    outside = tmp_path / "outside"
+    residuals_for_records(run, run.records[:3], outside)
+    assert sorted(p.name for p in focal_folder(run, outside).glob("*.npy")) == sorted(
+        f"{record_key(r)}.npy" for r in run.records[:3])
     # a run that does not fuse writes stage 2's maps only
     plain_dir = tmp_path / "plain"
     shutil.copytree(folder, plain_dir, ignore=shutil.ignore_patterns("residuals", "external"))
