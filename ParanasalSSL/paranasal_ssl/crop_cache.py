@@ -25,7 +25,7 @@ from paranasal_ssl.atomic import atomic_path
 from paranasal_ssl.config import DataConfig, to_dict
 from paranasal_ssl.crops import extract_crop, normalise
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.hashing import file_identity, stable_hash
+from paranasal_ssl.hashing import content_key, load_content_memo, save_content_memo, stable_hash
 from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.progress import Progress
 from paranasal_ssl.scan_io import read_scan
@@ -49,9 +49,11 @@ def config_key(data: DataConfig, n_crops: int) -> str:
 
 
 def record_key(record: SinusRecord) -> str:
-    return stable_hash({"image": file_identity(record.image), "side": record.side,
+    """Cache key of a sinus: what its scan and mask files hold (not where they are, so a cohort
+    copied or moved with its caches is not cropped again), its side, ROI and case id."""
+    return stable_hash({"image": content_key(record.image), "side": record.side,
                         "roi": record.roi.to_dict(), "case": record.case_id,
-                        "mask": file_identity(record.mask) if record.mask else None}, 16)
+                        "mask": content_key(record.mask) if record.mask else None}, 16)
 
 
 @dataclass
@@ -88,7 +90,10 @@ def build_crop_set(records: Sequence[SinusRecord], data: DataConfig, cache_dir: 
     """Crop every record (from cache where possible). See the module docstring."""
     folder = Path(cache_dir) / f"crops-{config_key(data, n_crops)}"
     folder.mkdir(parents=True, exist_ok=True)
+    memo = Path(cache_dir) / "content_keys.json"  # scans are hashed once per cache, not per call
+    known = load_content_memo(memo)
     keys = {r.key: record_key(r) for r in records}
+    save_content_memo(memo, known)
     todo: Dict[Path, List[SinusRecord]] = defaultdict(list)
     for r in records:
         if not (folder / f"{keys[r.key]}.npy").exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Dict, Union
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -21,11 +21,62 @@ def file_identity(path: Union[str, Path]) -> dict:
         st = p.stat()
     except OSError:
         return {"path": str(p), "missing": True}
-    if p.is_dir():  # DICOM folder: the newest file counts
+    if p.is_dir():  # DICOM folder: the newest file counts, and the folder's own time (renames)
         files = [f.stat() for f in p.iterdir() if f.is_file()]
-        return {"path": str(p.resolve()), "files": len(files),
+        return {"path": str(p.resolve()), "files": len(files), "folder_mtime": st.st_mtime_ns,
+                "size": sum(f.st_size for f in files),
                 "mtime": max((f.st_mtime_ns for f in files), default=0)}
     return {"path": str(p.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns}
+
+
+# content key per resolved path, valid while the file's identity (size, mtime) is unchanged
+_content_memo: Dict[str, dict] = {}
+
+
+def content_key(path: Union[str, Path]) -> str:
+    """SHA-256 (16 hex digits) of what a scan file holds, or of a DICOM folder's files (their
+    names and bytes, in name order): the same data keeps its key when it is copied or moved,
+    so caches keyed by it survive that. A missing path gets a key of its name (its crop then
+    fails with its own error). Each file is read once per process while its size and
+    modification time stay the same (``load_content_memo`` carries that across processes)."""
+    ident = file_identity(path)
+    if ident.get("missing"):
+        return stable_hash({"missing": ident["path"]})
+    known = _content_memo.get(ident["path"])
+    if known is not None and known["identity"] == ident:
+        return known["sha256"]
+    p = Path(ident["path"])
+    h = hashlib.sha256()
+    for f in sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]:
+        if p.is_dir():
+            h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                h.update(chunk)
+    _content_memo[ident["path"]] = {"identity": ident, "sha256": h.hexdigest()[:16]}
+    return h.hexdigest()[:16]
+
+
+def load_content_memo(path: Path) -> int:
+    """Add the content keys remembered in ``path`` (JSON, written by ``save_content_memo``) to
+    this process's memo; an unreadable file is ignored (keys are then recomputed). Returns the
+    memo's size, for ``save_content_memo`` to tell whether anything was added."""
+    try:
+        saved = json.loads(Path(path).read_text())
+        for name, entry in saved.items():
+            if isinstance(entry, dict) and {"identity", "sha256"} <= entry.keys():
+                _content_memo.setdefault(name, entry)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return len(_content_memo)
+
+
+def save_content_memo(path: Path, known_before: int) -> None:
+    """Write this process's memo to ``path`` (atomically) if it grew since ``known_before``."""
+    from paranasal_ssl.atomic import write_json
+
+    if len(_content_memo) > known_before:
+        write_json(path, _content_memo)
 
 
 def file_sha256(path: Union[str, Path], length: int = 16) -> str:

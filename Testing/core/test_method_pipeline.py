@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -132,6 +133,48 @@ def test_a_residual_folder_shared_by_two_record_sets_answers_each_with_its_own(t
     assert list(again) == [r.key for r in some[:2]]
     assert again == {k: first[k] for k in again}
     assert list(residuals_for_records(run, some, tmp_path / "shared").scores) == list(first)
+
+
+def test_a_moved_cohort_keeps_its_crops_and_residual_maps_and_a_changed_scan_does_not(
+        trained_run, tmp_path):
+    """Caches are keyed by what a scan holds: the same files copied elsewhere (new paths, new
+    modification times) are neither cropped nor mapped again; a scan whose voxels changed is."""
+    run, _ = trained_run
+    some = run.split("test", labelled=True)[:3]
+    first = residuals_for_records(run, some, tmp_path / "maps")
+    moved = []
+    for r in some:
+        image = tmp_path / "moved" / "images" / f"{r.case_id}.nii.gz"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        if not image.exists():
+            shutil.copyfile(r.image, image)  # copyfile: new modification time
+        mask = None
+        if r.mask:
+            mask = tmp_path / "moved" / "masks" / f"{r.case_id}-{r.side}.nii.gz"
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(r.mask, mask)
+        moved.append(replace(r, image=image, mask=mask))
+    assert all(m.image.stat().st_mtime_ns != r.image.stat().st_mtime_ns
+               for m, r in zip(moved, some))
+    crops_dir = next(run.cache_dir.glob("crops-*"))
+    before = sorted(p.name for p in crops_dir.iterdir())
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "maps").glob("*.npy")}
+    again = residuals_for_records(run, moved, tmp_path / "maps")
+    assert sorted(p.name for p in crops_dir.iterdir()) == before
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "maps").glob("*.npy")} == stamps
+    assert again.scores == pytest.approx(first.scores, rel=1e-5)  # read back from scores.csv
+    assert [record_key(m) for m in moved] == [record_key(r) for r in some]
+    # the same path, other voxels: a new key, new crops
+    image = sitk.ReadImage(str(moved[0].image))
+    voxels = sitk.GetArrayFromImage(image)
+    voxels[voxels.shape[0] // 2] += 200
+    changed = sitk.GetImageFromArray(voxels)
+    changed.CopyInformation(image)
+    sitk.WriteImage(changed, str(moved[0].image))
+    assert record_key(moved[0]) != record_key(some[0])
+    assert sorted(p.name for p in crops_dir.iterdir()) == before  # nothing cropped yet
+    residuals_for_records(run, moved[:1], tmp_path / "maps")
+    assert f"{record_key(moved[0])}.npy" in {p.name for p in crops_dir.iterdir()}
 
 
 @pytest.fixture(scope="module")
