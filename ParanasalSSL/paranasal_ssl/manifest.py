@@ -20,12 +20,15 @@ import numpy as np
 
 from paranasal_ssl.anomalies import canonical_anomaly
 from paranasal_ssl.atomic import write_text
+from paranasal_ssl.csv_input import read_csv_table
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SinusROI, check_side
 
 REQUIRED_COLUMNS = ("case_id", "subject_id", "image", "side", "roi_center_r", "roi_center_a",
                     "roi_center_s", "roi_size_r", "roi_size_a", "roi_size_s")
 OPTIONAL_COLUMNS = ("label", "anomaly_types", "mask", "modality", "roi_axes")
+# read with a decimal comma when a spreadsheet saved the file with semicolons or tabs
+NUMERIC_COLUMNS = REQUIRED_COLUMNS[4:] + ("roi_axes",)
 LABEL_WORDS = {"0": 0, "1": 1, "normal": 0, "anomalous": 1, "abnormal": 1, "anomaly": 1,
                "false": 0, "true": 1, "": None, "unlabelled": None, "unlabeled": None}
 
@@ -62,20 +65,15 @@ def read_manifest(path: Union[str, Path], require_labels: bool = False) -> List[
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "manifest not found", expected="a CSV file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read manifest ({exc})") from None
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip() for c in (reader.fieldnames or [])]
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    table = read_csv_table(path, "manifest", decimal_columns=NUMERIC_COLUMNS)
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise InputError(path, f"missing column(s) {missing}", field="header",
-                         expected=f"columns {list(REQUIRED_COLUMNS)}")
+                         expected=f"columns {list(REQUIRED_COLUMNS)}, separated by commas, "
+                         "semicolons or tabs")
     records = []
     seen = set()
-    for line_no, row in enumerate(reader, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+    for line_no, row in table.rows:
         rec = _parse_row(row, path, line_no)
         if require_labels and rec.label is None:
             raise InputError(path, f"line {line_no}: no label for {rec.key}", field="label",

@@ -46,6 +46,55 @@ def test_manifest_round_trip(tmp_path):
     assert back[1].label == records[1].label and back[1].anomaly_types == records[1].anomaly_types
 
 
+def spreadsheet_dialect(path: Path, out: Path, delimiter: str) -> Path:
+    """``path`` as a spreadsheet in a decimal-comma locale saves it: ``delimiter``-separated,
+    numbers with decimal commas, a byte-order mark and CRLF line ends."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    decimal = {i for i, c in enumerate(rows[0]) if c.startswith("roi_")}
+    with open(out, "w", newline="", encoding="utf-8-sig") as f:
+        w = csv.writer(f, delimiter=delimiter, lineterminator="\r\n")
+        w.writerow(rows[0])
+        w.writerows([[v.replace(".", ",") if i in decimal else v for i, v in enumerate(row)]
+                     for row in rows[1:]])
+    return out
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_a_manifest_saved_by_a_decimal_comma_spreadsheet_reads_the_same(tmp_path, delimiter):
+    records = make_records(3)
+    records[0] = SinusRecord(
+        "x", "sx", tmp_path / "x.nii.gz", "left",
+        SinusROI.from_values([-11.5, 2.25, 3.125], [30.5, 40, 45],
+                             [[0.6, -0.8, 0], [0.8, 0.6, 0], [0, 0, 1]]),
+        1, ("polyp", "retention_cyst"))  # written "polyp;retention_cyst": quoted with ';'
+    plain = write_manifest(records, tmp_path / "plain.csv")
+    saved = spreadsheet_dialect(plain, tmp_path / "saved.csv", delimiter)
+    text = saved.read_text(encoding="utf-8-sig")
+    assert "-11,5" in text and delimiter in text.splitlines()[0]
+    back, want = read_manifest(saved), read_manifest(plain)
+    assert [(r.key, r.label, r.anomaly_types, r.image) for r in back] == [
+        (r.key, r.label, r.anomaly_types, r.image) for r in want]
+    for b, w in zip(back, want):
+        np.testing.assert_allclose(b.roi.center, w.roi.center)
+        np.testing.assert_allclose(b.roi.size, w.roi.size)
+        np.testing.assert_allclose(b.roi.axes, w.roi.axes)
+    assert back[0].roi.center[0] == -11.5
+
+
+def test_a_case_list_saved_by_a_spreadsheet_reads_the_same(tmp_path):
+    from paranasal_ssl.review.case_list import open_case_list
+
+    plain = write_manifest(make_records(2), tmp_path / "cases.csv")
+    saved = spreadsheet_dialect(plain, tmp_path / "saved.csv", ";")
+    want, back = open_case_list(plain), open_case_list(saved)
+    assert [(c.case_id, c.image, c.sides, c.prior_labels) for c in back.cases] == [
+        (c.case_id, c.image, c.sides, c.prior_labels) for c in want.cases]
+    for b, w in zip(back.cases, want.cases):
+        for side in w.rois:
+            np.testing.assert_allclose(b.rois[side].center, w.rois[side].center)
+
+
 def write_csv(path: Path, rows, columns):
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)

@@ -15,17 +15,21 @@ navigation; it never stops the list from opening.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
+from paranasal_ssl.csv_input import read_csv_table
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SIDES, SinusROI, check_side
 from paranasal_ssl.hashing import stable_hash
-from paranasal_ssl.manifest import parse_anomaly_types, parse_label, parse_roi_axes
+from paranasal_ssl.manifest import (
+    NUMERIC_COLUMNS,
+    parse_anomaly_types,
+    parse_label,
+    parse_roi_axes,
+)
 from paranasal_ssl.scan_io import IMAGE_SUFFIXES
 
 ROI_COLUMNS = ("roi_center_r", "roi_center_a", "roi_center_s",
@@ -157,20 +161,15 @@ def _from_folder(folder: Path) -> CaseList:
 
 
 def _from_csv(path: Path) -> CaseList:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read the case list ({exc})") from None
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [(c or "").strip() for c in (reader.fieldnames or [])]
+    table = read_csv_table(path, "case list", decimal_columns=NUMERIC_COLUMNS)
+    columns = table.columns
     image_col = "image" if "image" in columns else ("scan" if "scan" in columns else None)
     if image_col is None:
         raise InputError(path, "no 'image' column", field="header",
                          expected="a column 'image' (scan path); optional case_id, side, ROI "
-                         "and label columns")
+                         "and label columns, separated by commas, semicolons or tabs")
     builders: Dict[str, dict] = {}
-    for line_no, raw in enumerate(reader, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+    for line_no, row in table.rows:
         if not any(row.values()):
             continue
         _add_row(builders, row, image_col, path, line_no)
