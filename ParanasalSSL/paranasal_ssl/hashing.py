@@ -72,10 +72,12 @@ def load_content_memo(path: Path) -> int:
 
 
 def save_content_memo(path: Path, known_before: int) -> None:
-    """Write this process's memo to ``path`` (atomically) if it grew since ``known_before``."""
+    """Write this process's memo to ``path`` (atomically) if it grew since ``known_before``,
+    with what other processes (torchrun ranks hashing their share) have written there since."""
     from paranasal_ssl.atomic import write_json
 
     if len(_content_memo) > known_before:
+        load_content_memo(path)
         write_json(path, _content_memo)
 
 

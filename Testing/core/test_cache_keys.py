@@ -68,3 +68,17 @@ def test_the_memo_is_trusted_while_the_file_is_unchanged_and_saved_for_the_next_
     hashing._content_memo.clear()
     assert load_content_memo(memo) == 0
     assert content_key(scan) == content_key(scan)
+
+
+def test_processes_sharing_a_cache_keep_each_others_keys(tmp_path):
+    """torchrun ranks hash their share of the scans and save to the same memo file."""
+    memo = tmp_path / "content_keys.json"
+    scans = [tmp_path / f"scan{i}.nii" for i in range(2)]
+    for i, scan in enumerate(scans):
+        scan.write_bytes(bytes([i]) * 64)
+    for scan in scans:  # one "process" per scan, each starting with an empty memo
+        hashing._content_memo.clear()
+        known = load_content_memo(memo)
+        content_key(scan)
+        save_content_memo(memo, known)
+    assert set(json.loads(memo.read_text())) == {str(s.resolve()) for s in scans}
