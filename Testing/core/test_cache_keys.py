@@ -70,15 +70,19 @@ def test_the_memo_is_trusted_while_the_file_is_unchanged_and_saved_for_the_next_
     assert content_key(scan) == content_key(scan)
 
 
-def test_processes_sharing_a_cache_keep_each_others_keys(tmp_path):
-    """torchrun ranks hash their share of the scans and save to the same memo file."""
+def test_processes_sharing_a_cache_keep_each_others_keys(tmp_path, monkeypatch):
+    """torchrun ranks start together, each hashes its share of the scans, and each saves to
+    the same memo file: the last to save must not drop what the first saved."""
     memo = tmp_path / "content_keys.json"
     scans = [tmp_path / f"scan{i}.nii" for i in range(2)]
-    for i, scan in enumerate(scans):
-        scan.write_bytes(bytes([i]) * 64)
-    for scan in scans:  # one "process" per scan, each starting with an empty memo
-        hashing._content_memo.clear()
-        known = load_content_memo(memo)
+    ranks = [{}, {}]  # each rank's own memo (its process's)
+    known = []
+    for rank, scan in zip(ranks, scans):
+        scan.write_bytes(scan.name.encode() * 64)
+        monkeypatch.setattr(hashing, "_content_memo", rank)
+        known.append(load_content_memo(memo))  # both start before either has saved
         content_key(scan)
-        save_content_memo(memo, known)
+    for rank, before in zip(ranks, known):
+        monkeypatch.setattr(hashing, "_content_memo", rank)
+        save_content_memo(memo, before)
     assert set(json.loads(memo.read_text())) == {str(s.resolve()) for s in scans}
