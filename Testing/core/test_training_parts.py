@@ -230,7 +230,8 @@ def test_lars_and_schedule():
     assert lr_factor(99, 10, cfg) < 0.01
 
 
-def _tiny_fit(folder, epochs, resume=False, cancel_after=None, two_groups=False):
+def _tiny_fit(folder, epochs, resume=False, cancel_after=None, two_groups=False,
+              crash_after=None):
     torch.manual_seed(0)
     x = torch.rand(24, 1, 8, 8, 8)
     y = (x.mean((1, 2, 3, 4)) > 0.5).float()
@@ -248,6 +249,8 @@ def _tiny_fit(folder, epochs, resume=False, cancel_after=None, two_groups=False)
         validations.append(1)
         if cancel_after and len(validations) == cancel_after:
             progress.request_cancel()  # what SIGTERM from the job runner's Cancel does
+        if crash_after and len(validations) == crash_after:
+            raise MemoryError("the process dies here")  # no chance to save anything
         return {"val": F.binary_cross_entropy_with_logits(m(x).squeeze(1), y).item()}
 
     params = ([{"params": model[0].parameters()}, {"params": model[4].parameters()}]
@@ -271,6 +274,35 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_checkpoints_are_written_sparingly_and_a_crash_between_them_resumes_exactly(
+        tmp_path, monkeypatch):
+    """After the first epoch last.pt, best.pt and metrics.csv are written together at most every
+    CHECKPOINT_EVERY_S (and at the end, and on a cancel): a process that dies between two
+    writes resumes from the last one, with its best weights and history, to the same result."""
+    from paranasal_ssl.training import loop
+
+    full_model, full = _tiny_fit(tmp_path / "full", epochs=6)
+    monkeypatch.setattr(loop, "CHECKPOINT_EVERY_S", 3600.0)
+    with pytest.raises(MemoryError):
+        _tiny_fit(tmp_path / "part", epochs=6, crash_after=4)
+    last = read_checkpoint(tmp_path / "part" / "last.pt")
+    assert len(last["training_state"]["history"]) == 1  # the first epoch's write only
+    assert read_checkpoint(tmp_path / "part" / "best.pt")["meta"]["epoch"] == 1
+    assert len((tmp_path / "part" / "metrics.csv").read_text().splitlines()) == 2
+    resumed_model, resumed = _tiny_fit(tmp_path / "part", epochs=6, resume=True)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    assert resumed.best_epoch == full.best_epoch
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    # the end of a fit writes everything, the best epoch's weights in best.pt
+    done = read_checkpoint(tmp_path / "part" / "last.pt")["training_state"]
+    assert done["finished"] and len(done["history"]) == 6
+    best = read_checkpoint(tmp_path / "part" / "best.pt")
+    assert best["meta"]["epoch"] == full.best_epoch
+    for key, value in read_checkpoint(tmp_path / "full" / "best.pt")["model"].items():
+        torch.testing.assert_close(value, best["model"][key])
 
 
 def test_a_finished_fit_resumes_to_its_best_weights_whatever_its_optimizer_layout(tmp_path):

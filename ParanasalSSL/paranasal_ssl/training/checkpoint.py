@@ -20,11 +20,13 @@ from paranasal_ssl.version import code_version
 FORMAT = "paranasal-ssl-checkpoint-1"
 
 
-def save_checkpoint(path: Union[str, Path], model: torch.nn.Module, kind: str, signature: str,
-                    meta: Optional[Dict[str, Any]] = None,
+def save_checkpoint(path: Union[str, Path], model: Union[torch.nn.Module, Dict[str, Any]],
+                    kind: str, signature: str, meta: Optional[Dict[str, Any]] = None,
                     training_state: Optional[Dict[str, Any]] = None) -> Path:
-    """Write ``{format, kind, signature, meta (JSON text), model, training_state}`` atomically."""
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    """Write ``{format, kind, signature, meta (JSON text), model, training_state}`` atomically.
+    ``model``: a module or its weights (a state dict, e.g. from ``weights_copy``)."""
+    weights = model if isinstance(model, dict) else _unwrap(model).state_dict()
+    state = {k: v.detach().cpu() for k, v in weights.items()}
     payload = {
         "format": FORMAT,
         "kind": kind,
@@ -77,6 +79,11 @@ def load_weights(model: torch.nn.Module, path: Union[str, Path], kind: str,
     except RuntimeError as exc:
         raise CheckpointError(path, f"weights do not fit this network ({str(exc)[:200]})") from None
     return payload["meta"]
+
+
+def weights_copy(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """A snapshot of ``model``'s weights (on its device) that later training steps leave alone."""
+    return {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
