@@ -32,7 +32,13 @@ from paranasal_ssl.residual_maps import (
 )
 from paranasal_ssl.scan_io import image_from_array
 from paranasal_ssl.stages.pretext_stage import pretext_loss, sinus_scores
-from paranasal_ssl.training.augment import AugmentConfig, _blur, augment, coarse_noise
+from paranasal_ssl.training.augment import (
+    AugmentConfig,
+    _blur,
+    _random_affine,
+    augment,
+    coarse_noise,
+)
 from paranasal_ssl.training.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from paranasal_ssl.training.distributed import BatchRows
 from paranasal_ssl.training.foreign_patch import foreign_patches
@@ -78,6 +84,35 @@ def test_blur_reaches_the_drawn_crops_only_with_the_whole_batch_values():
     # the blur: a 5-tap Gaussian of sigma 0.8 voxel with edge-replicate padding
     ref = ndi.gaussian_filter(x[3, 0].numpy(), 0.8, mode="nearest", truncate=2.5)
     np.testing.assert_allclose(whole[3, 0].numpy(), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [32, 12])
+def test_affine_resamples_the_drawn_crops_only_as_a_whole_batch_resampling_would(size):
+    """Only the crops drawn for the affine are resampled, crop and target on the same grid,
+    with the values a resampling of the whole batch (identity for the others) gives them. The
+    others stay exactly as they were: at 32^3 (the cpu-small crops) an identity resampling
+    returns a crop exactly, so nothing changes; at other sizes it moved them by ~1e-6."""
+    x = torch.rand(16, 1, size, size, size).contiguous(memory_format=torch.channels_last_3d)
+    target = torch.rand(16, 1, size, size, size)
+    cfg = AugmentConfig(p_flip=0, p_affine=0.5, p_noise=0, p_blur=0, p_contrast=0)
+    out, out_target = augment(x, target, torch.Generator().manual_seed(4), cfg)
+    gen = torch.Generator().manual_seed(4)  # the same draws, in augment's order
+    torch.rand(16, generator=gen)  # flips
+    drawn = torch.rand(16, generator=gen) < cfg.p_affine
+    theta = torch.where(drawn.view(16, 1, 1), _random_affine(16, gen, cfg),
+                        torch.eye(3, 4).expand(16, 3, 4))
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    whole = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    whole_target = F.grid_sample(target, grid, mode="bilinear", padding_mode="border",
+                                 align_corners=False)
+    assert 0 < int(drawn.sum()) < 16
+    assert torch.equal(out[~drawn], x[~drawn]) and torch.equal(out_target[~drawn],
+                                                               target[~drawn])
+    assert torch.equal(out[drawn], whole[drawn].clamp(0, 1))
+    assert torch.equal(out_target[drawn], whole_target[drawn])
+    assert not torch.equal(out[drawn], x[drawn])
+    if size == 32:
+        assert torch.equal(whole, x.where(~drawn.view(16, 1, 1, 1, 1), whole))
 
 
 def test_augmentation_is_reproducible_from_the_generator():
