@@ -1,15 +1,20 @@
-"""Cache keys of scans: by content, remembered per file identity, carried across processes."""
+"""Cache keys of scans: by content, remembered per file identity, carried across processes; a
+moved cohort keeps its crops and residual maps."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
+import SimpleITK as sitk
 
 from paranasal_ssl import hashing
+from paranasal_ssl.crop_cache import record_key
 from paranasal_ssl.hashing import content_key, load_content_memo, save_content_memo
+from paranasal_ssl.stages.residual_stage import residuals_for_records
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +91,45 @@ def test_processes_sharing_a_cache_keep_each_others_keys(tmp_path, monkeypatch):
         monkeypatch.setattr(hashing, "_content_memo", rank)
         save_content_memo(memo, before)
     assert set(json.loads(memo.read_text())) == {str(s.resolve()) for s in scans}
+
+
+def test_a_moved_cohort_keeps_its_crops_and_residual_maps_and_a_changed_scan_does_not(
+        trained_run, tmp_path):
+    """Caches are keyed by what a scan holds: the same files copied elsewhere (new paths, new
+    modification times) are neither cropped nor mapped again; a scan whose voxels changed is."""
+    run, _ = trained_run
+    some = run.split("test", labelled=True)[:3]
+    first = residuals_for_records(run, some, tmp_path / "maps")
+    moved = []
+    for r in some:
+        image = tmp_path / "moved" / "images" / f"{r.case_id}.nii.gz"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        if not image.exists():
+            shutil.copyfile(r.image, image)  # copyfile: new modification time
+        mask = None
+        if r.mask:
+            mask = tmp_path / "moved" / "masks" / f"{r.case_id}-{r.side}.nii.gz"
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(r.mask, mask)
+        moved.append(replace(r, image=image, mask=mask))
+    assert all(m.image.stat().st_mtime_ns != r.image.stat().st_mtime_ns
+               for m, r in zip(moved, some))
+    crops_dir = next(run.cache_dir.glob("crops-*"))
+    before = sorted(p.name for p in crops_dir.iterdir())
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "maps").glob("*.npy")}
+    again = residuals_for_records(run, moved, tmp_path / "maps")
+    assert sorted(p.name for p in crops_dir.iterdir()) == before
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "maps").glob("*.npy")} == stamps
+    assert again.scores == pytest.approx(first.scores, rel=1e-5)  # read back from scores.csv
+    assert [record_key(m) for m in moved] == [record_key(r) for r in some]
+    # the same path, other voxels: a new key, new crops
+    image = sitk.ReadImage(str(moved[0].image))
+    voxels = sitk.GetArrayFromImage(image)
+    voxels[voxels.shape[0] // 2] += 200
+    changed = sitk.GetImageFromArray(voxels)
+    changed.CopyInformation(image)
+    sitk.WriteImage(changed, str(moved[0].image))
+    assert record_key(moved[0]) != record_key(some[0])
+    assert sorted(p.name for p in crops_dir.iterdir()) == before  # nothing cropped yet
+    residuals_for_records(run, moved[:1], tmp_path / "maps")
+    assert f"{record_key(moved[0])}.npy" in {p.name for p in crops_dir.iterdir()}

@@ -135,53 +135,10 @@ def test_a_residual_folder_shared_by_two_record_sets_answers_each_with_its_own(t
     assert list(residuals_for_records(run, some, tmp_path / "shared").scores) == list(first)
 
 
-def test_a_moved_cohort_keeps_its_crops_and_residual_maps_and_a_changed_scan_does_not(
-        trained_run, tmp_path):
-    """Caches are keyed by what a scan holds: the same files copied elsewhere (new paths, new
-    modification times) are neither cropped nor mapped again; a scan whose voxels changed is."""
-    run, _ = trained_run
-    some = run.split("test", labelled=True)[:3]
-    first = residuals_for_records(run, some, tmp_path / "maps")
-    moved = []
-    for r in some:
-        image = tmp_path / "moved" / "images" / f"{r.case_id}.nii.gz"
-        image.parent.mkdir(parents=True, exist_ok=True)
-        if not image.exists():
-            shutil.copyfile(r.image, image)  # copyfile: new modification time
-        mask = None
-        if r.mask:
-            mask = tmp_path / "moved" / "masks" / f"{r.case_id}-{r.side}.nii.gz"
-            mask.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(r.mask, mask)
-        moved.append(replace(r, image=image, mask=mask))
-    assert all(m.image.stat().st_mtime_ns != r.image.stat().st_mtime_ns
-               for m, r in zip(moved, some))
-    crops_dir = next(run.cache_dir.glob("crops-*"))
-    before = sorted(p.name for p in crops_dir.iterdir())
-    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "maps").glob("*.npy")}
-    again = residuals_for_records(run, moved, tmp_path / "maps")
-    assert sorted(p.name for p in crops_dir.iterdir()) == before
-    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "maps").glob("*.npy")} == stamps
-    assert again.scores == pytest.approx(first.scores, rel=1e-5)  # read back from scores.csv
-    assert [record_key(m) for m in moved] == [record_key(r) for r in some]
-    # the same path, other voxels: a new key, new crops
-    image = sitk.ReadImage(str(moved[0].image))
-    voxels = sitk.GetArrayFromImage(image)
-    voxels[voxels.shape[0] // 2] += 200
-    changed = sitk.GetImageFromArray(voxels)
-    changed.CopyInformation(image)
-    sitk.WriteImage(changed, str(moved[0].image))
-    assert record_key(moved[0]) != record_key(some[0])
-    assert sorted(p.name for p in crops_dir.iterdir()) == before  # nothing cropped yet
-    residuals_for_records(run, moved[:1], tmp_path / "maps")
-    assert f"{record_key(moved[0])}.npy" in {p.name for p in crops_dir.iterdir()}
-
-
 @pytest.fixture(scope="module")
 def fused_model(trained_run):
     """The trained run's own model (the profiles fuse the residual) and the same fine-tuning
     with ``finetune.residual_fusion`` off (``RUN/finetune/plain``)."""
-    from dataclasses import replace
 
     from paranasal_ssl.experiment import override
 
@@ -336,7 +293,6 @@ def test_a_pretrained_encoder_fine_tunes_at_its_scaled_learning_rate(trained_run
     """``finetune.encoder_lr_scale`` slows a pretrained encoder, not the head, and never a
     random one: the encoder of a run at 0.1 moves about a tenth as far as at 1."""
     import copy
-    from dataclasses import replace
 
     run, _ = trained_run
     start = read_checkpoint(run.dir / "pretext" / "best.pt", "pretext")["model"]
