@@ -33,6 +33,14 @@ def file_identity(path: Union[str, Path]) -> dict:
 _content_memo: Dict[str, dict] = {}
 
 
+def content_key_known(path: Union[str, Path]) -> bool:
+    """Whether ``content_key(path)`` is answered from the memo, without reading the file (a
+    missing path counts as known: its key is its name)."""
+    ident = file_identity(path)
+    known = _content_memo.get(ident["path"])
+    return bool(ident.get("missing")) or (known is not None and known["identity"] == ident)
+
+
 def content_key(path: Union[str, Path]) -> str:
     """SHA-256 (16 hex digits) of what a scan file holds, or of a DICOM folder's files (their
     names and bytes, in name order): the same data keeps its key when it is copied or moved,

@@ -12,8 +12,11 @@ import pytest
 import SimpleITK as sitk
 
 from paranasal_ssl import hashing
-from paranasal_ssl.crop_cache import record_key
+from paranasal_ssl.config import DataConfig
+from paranasal_ssl.crop_cache import build_crop_set, record_key
 from paranasal_ssl.hashing import content_key, load_content_memo, save_content_memo
+from paranasal_ssl.manifest import read_manifest
+from paranasal_ssl.progress import parse_line
 from paranasal_ssl.stages.residual_stage import residuals_for_records
 
 
@@ -133,3 +136,27 @@ def test_a_moved_cohort_keeps_its_crops_and_residual_maps_and_a_changed_scan_doe
     assert sorted(p.name for p in crops_dir.iterdir()) == before  # nothing cropped yet
     residuals_for_records(run, moved[:1], tmp_path / "maps")
     assert f"{record_key(moved[0])}.npy" in {p.name for p in crops_dir.iterdir()}
+
+
+def test_scans_new_to_a_cache_are_read_with_progress_once(tiny_cohort, tmp_path, capsys,
+                                                          monkeypatch):
+    """Hashing a cohort's files is a full read of each: it shows as its own progress stage,
+    one step per file (scan or mask), and a later process with the cache's memo skips it."""
+    monkeypatch.setenv("PARANASAL_PROGRESS", "json")
+    records = read_manifest(tiny_cohort)[:4]
+    files = {str(p) for r in records for p in (r.image, r.mask) if p}
+    data = DataConfig()
+    data.crop.shape, data.crop.spacing_mm = 16, 3.0
+
+    def stages():
+        lines = [parse_line(x) for x in capsys.readouterr().out.splitlines()]
+        return [x for x in lines if x and x["stage"].endswith("reading new scans")]
+
+    first = build_crop_set(records, data, tmp_path / "cache", n_crops=1, stage="crops (test)")
+    reads = stages()
+    assert reads[0]["stage"] == "crops (test): reading new scans"
+    assert reads[-1]["done"] == reads[-1]["total"] == len(files) > len(records) // 2
+    hashing._content_memo.clear()  # a new process: the memo file answers
+    again = build_crop_set(records, data, tmp_path / "cache", n_crops=1, stage="crops (test)")
+    assert stages() == []
+    assert [r.key for r in again.records] == [r.key for r in first.records] != []
