@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from paranasal_ssl.cli.main import COMMAND_MODULES, build_parser
 from paranasal_ssl.config import from_dict
 from paranasal_ssl.manifest import read_manifest
 from paranasal_ssl.phantom import PhantomConfig
@@ -30,6 +31,20 @@ def test_cli_help_and_bad_arguments(python_exe, tmp_path):
     bad = run_cli(python_exe, tmp_path / "x", "--spacing", "0.5,abc")
     assert bad.returncode == 2 and "--spacing" in bad.stderr and "0.5,abc" in bad.stderr
     assert not (tmp_path / "x" / "manifest.csv").exists()
+
+
+def test_every_command_is_registered_and_its_help_reads_as_written():
+    """argparse %-formats option help but not descriptions: a '%%' written for one shows
+    literally in the other. Every command module must also register (none silently left out)."""
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert len(commands) == len(COMMAND_MODULES)
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "%%" not in text and "%(" not in text, name
+        assert sub.description, f"{name} has no description"
+    assert "95% bootstrap" in commands["benchmark"].format_help()
+    assert "5/10/100%," in commands["benchmark"].format_help()
 
 
 def test_cli_makes_a_cohort_refuses_to_overwrite_and_regenerates(python_exe, tmp_path, capsys):

@@ -15,7 +15,7 @@ def register(sub) -> None:
         "(SimCLR, BYOL, SimSiam, masked image modelling), random initialisation, the zero-label "
         "CAE residual score and a plain intensity score, on phantom CT, MRI and screening-like "
         "cohorts: patient-level splits, nested label fractions with several draws, validation "
-        "scaled with the fraction, 95%% bootstrap CIs by subject, per-type rows, test-time crop "
+        "scaled with the fraction, 95% bootstrap CIs by subject, per-type rows, test-time crop "
         "averaging, localisation. Writes OUT/results.json, OUT/report.md and PNG plots; "
         "resumable (finished cells are not recomputed).")
     p.add_argument("--profile", choices=("cpu-small", "paper"), default="cpu-small")

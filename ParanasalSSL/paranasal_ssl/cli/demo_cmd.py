@@ -11,7 +11,7 @@ from paranasal_ssl.training.device import DEVICE_CHOICES
 def register(sub) -> None:
     p = sub.add_parser("demo", help="phantoms -> four stages -> evaluation, on a CPU",
                        description="Make a phantom CT cohort, run the four stages with the "
-                       "cpu-small profile, fine-tune with 10%% of the labels from the pretext "
+                       "cpu-small profile, fine-tune with 10% of the labels from the pretext "
                        "encoder and from scratch, compare both with the zero-label residual "
                        "score on the test split, and leave a model for `predict`. About 15 "
                        "minutes on 2 CPU cores; re-running continues where it stopped.")

@@ -19,8 +19,6 @@ from paranasal_ssl.errors import CancelledError, ParanasalError
 # Order is the order of --help.
 COMMAND_MODULES = [
     "synth_cmd",
-    "crops_cmd",
-    "split_cmd",
     "train_cae_cmd",
     "residuals_cmd",
     "pretrain_cmd",
@@ -46,13 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"paranasal_ssl.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"paranasal_ssl.cli.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"paranasal_ssl.cli.{name}").register(sub)
     return parser
 
 
