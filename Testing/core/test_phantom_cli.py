@@ -35,14 +35,22 @@ def test_cli_help_and_bad_arguments(python_exe, tmp_path):
 
 def test_every_command_is_registered_and_its_help_reads_as_written():
     """argparse %-formats option help but not descriptions: a '%%' written for one shows
-    literally in the other. Every command module must also register (none silently left out)."""
-    parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices
+    literally in the other. Defaults are shown where there is one, never as "None". Every
+    command module must also register (none silently left out)."""
+    def subcommands(parser):
+        actions = parser._subparsers._group_actions if parser._subparsers else []
+        return {name: sub for a in actions for name, sub in a.choices.items()}
+
+    commands = subcommands(build_parser())
     assert len(commands) == len(COMMAND_MODULES)
-    for name, sub in commands.items():
+    nested = {f"{name} {action}": sub for name, parser in commands.items()
+              for action, sub in subcommands(parser).items()}
+    assert "review export" in nested
+    for name, sub in {**commands, **nested}.items():
         text = sub.format_help()
         assert "%%" not in text and "%(" not in text, name
-        assert sub.description, f"{name} has no description"
+        assert "(default: None)" not in text and "(default: False)" not in text, name
+        assert sub.description or name in nested, f"{name} has no description"
     assert "95% bootstrap" in commands["benchmark"].format_help()
     assert "5/10/100%," in commands["benchmark"].format_help()
 

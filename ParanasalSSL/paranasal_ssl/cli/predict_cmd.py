@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -12,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 from paranasal_ssl.atomic import write_json
 from paranasal_ssl.cli.common import add_shard_option, parse_shard
-from paranasal_ssl.cli.main import add_progress_option
+from paranasal_ssl.cli.main import DefaultsHelpFormatter, add_progress_option
 from paranasal_ssl.training.device import DEVICE_CHOICES
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ def register(sub) -> None:
         "images in the SCAN's geometry (heatmap.nii.gz, region.nii.gz: 1 left, 2 right) plus "
         "summary.json. ROIs are boxes in RAS millimetres: centre R A S, optionally followed by "
         f"the size in mm (default {' x '.join(f'{v:g}' for v in DEFAULT_ROI_SIZE)}).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("--model", type=Path, required=True,
                    help="run folder (its default model) or RUN/finetune/<name>")
     src = p.add_mutually_exclusive_group(required=True)
@@ -54,7 +53,8 @@ def register(sub) -> None:
     p.add_argument("--series-uid", help="DICOM series to read when the folder holds several")
     p.add_argument("--allow-modality-mismatch", action="store_true",
                    help="analyse a scan whose modality differs from the model's")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                   help="compute device (default auto: CUDA, then Apple MPS, then CPU)")
     add_shard_option(p, "manifest's cases")
     add_progress_option(p)
     p.set_defaults(func=run)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from paranasal_ssl.cli.main import add_progress_option
+from paranasal_ssl.cli.main import DefaultsHelpFormatter, add_progress_option
 
 
 def register(sub) -> None:
@@ -16,7 +15,7 @@ def register(sub) -> None:
         "when it lies in the box) with the heatmap overlay, region outline and colour bar, "
         "the model's probability and region volume, and the reader's verdict when a session "
         "is given. Images are embedded unless --images-dir is set.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("--cases", type=Path, required=True,
                    help="case list: a folder of scans or a manifest CSV")
     p.add_argument("--predictions", type=Path,

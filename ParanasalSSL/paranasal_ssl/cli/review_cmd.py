@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from paranasal_ssl.cli.main import add_progress_option
+from paranasal_ssl.cli.main import DefaultsHelpFormatter, add_progress_option
 from paranasal_ssl.review.ordering import FILTERS
 from paranasal_ssl.review.ordering import SORT_KEYS as SORTS
 
@@ -34,7 +34,7 @@ def register(sub) -> None:
                        "session the Slicer module writes (<list>.review-<reader>.json next to "
                        "the case list): status, list, record a verdict, export labels for "
                        "`finetune --labels`, and write a `predict` manifest for the list.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     rsub = p.add_subparsers(dest="review_command", metavar="ACTION")
     rsub.required = True
 
