@@ -22,13 +22,15 @@ def _pyplot():
 def plot_auprc_vs_fraction(summary: dict, path: Path) -> Path:
     """Mean AUPRC over draws with its pooled 95% CI band; label-free scores as lines."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fractions = set()
     for i, (method, rows) in enumerate(summary["methods"].items()):
         fr = sorted((float(f), r) for f, r in rows.items() if r.get("auprc") is not None)
         if not fr:
             continue
         x = np.array([f for f, _ in fr]) * 100
+        fractions.update(x.tolist())
         m = np.array([r["auprc"] for _, r in fr])
         lo = np.array([r["auprc_ci"][0] for _, r in fr])
         hi = np.array([r["auprc_ci"][1] for _, r in fr])
@@ -42,15 +44,19 @@ def plot_auprc_vs_fraction(summary: dict, path: Path) -> Path:
                    lw=1.2, label=f"{name} (no labels)")
     ax.axhline(summary["prevalence"], color="0.6", lw=1, label="chance (prevalence)")
     ax.set_xscale("log")
+    ticks = sorted(fractions)  # the measured fractions, written as they were asked for
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel("labelled training subjects (%)")
     ax.set_ylabel("test AUPRC")
     ax.set_title(f"{summary['cohort']}: {summary['n_test_sinuses']} test sinuses, "
                  f"prevalence {summary['prevalence']:.2f}")
     ax.set_ylim(0, 1.0)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    # beside the axes, not over them: at 25% prevalence the curves sit where any corner is
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
