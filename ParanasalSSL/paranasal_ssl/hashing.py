@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Union
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -33,12 +33,17 @@ def file_identity(path: Union[str, Path]) -> dict:
 _content_memo: Dict[str, dict] = {}
 
 
+def _remembered(ident: dict) -> Optional[str]:
+    """The memo's key for a file of this identity, or None if it changed or is new."""
+    known = _content_memo.get(ident["path"])
+    return known["sha256"] if known is not None and known["identity"] == ident else None
+
+
 def content_key_known(path: Union[str, Path]) -> bool:
     """Whether ``content_key(path)`` is answered from the memo, without reading the file (a
     missing path counts as known: its key is its name)."""
     ident = file_identity(path)
-    known = _content_memo.get(ident["path"])
-    return bool(ident.get("missing")) or (known is not None and known["identity"] == ident)
+    return bool(ident.get("missing")) or _remembered(ident) is not None
 
 
 def content_key(path: Union[str, Path]) -> str:
@@ -50,9 +55,9 @@ def content_key(path: Union[str, Path]) -> str:
     ident = file_identity(path)
     if ident.get("missing"):
         return stable_hash({"missing": ident["path"]})
-    known = _content_memo.get(ident["path"])
-    if known is not None and known["identity"] == ident:
-        return known["sha256"]
+    remembered = _remembered(ident)
+    if remembered is not None:
+        return remembered
     p = Path(ident["path"])
     h = hashlib.sha256()
     for f in sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]:

@@ -40,8 +40,9 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (action.default in (None, False, [], argparse.SUPPRESS) or "default" in text
-                or action.option_strings == []):
+        default = action.default  # by identity: a default of 0 is worth showing, not False's
+        if (default is None or default is False or default is argparse.SUPPRESS
+                or default == [] or "default" in text or not action.option_strings):
             return text
         return text + " (default: %(default)s)"
 
