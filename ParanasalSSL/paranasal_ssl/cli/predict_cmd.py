@@ -9,6 +9,8 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
+
 from paranasal_ssl.atomic import write_json
 from paranasal_ssl.cli.common import add_shard_option, parse_shard
 from paranasal_ssl.cli.main import DefaultsHelpFormatter, add_progress_option
@@ -41,6 +43,10 @@ def register(sub) -> None:
         p.add_argument(f"--roi-{side}-axes", type=float, nargs=9, metavar="V",
                        help=f"rotated {side} box: its three axes as RAS unit vectors, one after "
                        "the other (x: R A S, y: R A S, z: R A S); sizes are along these axes")
+    p.add_argument("--suggest-rois", action="store_true",
+                   help="with --image: find the box of each side given no --roi-* (both "
+                   "maxillary air cavities; low confidence on MRI or when a side is opacified: "
+                   "check them); they are printed as options to reuse or adjust")
     p.add_argument("--sides", choices=("both", "left", "right"), default="both",
                    help="which sides to analyse")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -92,19 +98,25 @@ def run(args) -> int:
     check_writable_dir(args.out)
     if args.image and not ddp.is_main():
         return 0  # one scan: rank 0's job
+    if args.suggest_rois and not args.image:
+        raise InputError(args.manifest, "--suggest-rois places boxes on one scan",
+                         field="--suggest-rois", expected="--image; for a manifest without "
+                         "boxes: paranasal-ssl review manifest --suggest-missing")
+    wanted = [side for side in ("left", "right") if args.sides in ("both", side)]
+    given = {side: parse_roi(getattr(args, f"roi_{side}"), side, getattr(args, f"roi_{side}_axes"))
+             for side in wanted}
+    missing = [side for side, roi in given.items() if roi is None]
+    if args.image and missing and not args.suggest_rois:
+        side = missing[0]
+        other = "right" if side == "left" else "left"
+        raise InputError(args.image, f"no ROI for the {side} side", field=f"--roi-{side}",
+                         expected=f"--roi-{side} R A S [sizes], --suggest-rois, or --sides {other}")
     bundle = load_model(args.model, device)
     if args.image:
-        rois = {}
-        for side in ("left", "right"):
-            roi = parse_roi(getattr(args, f"roi_{side}"), side, getattr(args, f"roi_{side}_axes"))
-            wanted = args.sides in ("both", side)
-            if wanted and roi is None:
-                other = "right" if side == "left" else "left"
-                raise InputError(args.image, f"no ROI for the {side} side", field=f"--roi-{side}",
-                                 expected=f"--roi-{side} R A S [sizes], or --sides {other}")
-            if wanted:
-                rois[side] = roi
-        summary = predict_one(args, bundle, args.image, rois, args.out)
+        sources = {side: "command line" for side in given if side not in missing}
+        if missing:
+            given, sources = _suggest_missing(args.image, args.series_uid, given, sources)
+        summary = predict_one(args, bundle, args.image, given, args.out, roi_sources=sources)
         for side, s in summary["sides"].items():
             print(f"{side}: p(anomalous) = {s['probability']:.3f} ({s['call']}), region "
                   f"{s['region_volume_ml']:.2f} mL, peak at RAS {s['peak_ras']}")
@@ -113,7 +125,37 @@ def run(args) -> int:
     return predict_manifest(args, bundle, shard)
 
 
-def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = "") -> dict:
+def _suggest_missing(image_path: Path, series_uid: Optional[str], rois: dict, sources: dict):
+    """Fill the sides of ``rois`` that are None with ``roi_suggest`` boxes (RAS mm), print
+    each as the options that reproduce it, and name where every box came from."""
+    from paranasal_ssl.roi_suggest import suggest_rois
+    from paranasal_ssl.scan_io import read_scan
+
+    suggestion = suggest_rois(read_scan(image_path, series_uid=series_uid))
+    rois, sources = dict(rois), dict(sources)
+    for side in [s for s, roi in rois.items() if roi is None]:
+        rois[side] = suggestion.rois[side]
+        sources[side] = f"suggested ({suggestion.method}, {suggestion.confidence} confidence)"
+        print(f"{side} box suggested ({suggestion.confidence} confidence): "
+              f"{roi_options(side, rois[side])}")
+    for note in suggestion.notes:
+        print(f"note: {note}")
+    if suggestion.low_confidence:
+        log.warning("low-confidence boxes: check them (e.g. in Slicer) before trusting the calls")
+    return rois, sources
+
+
+def roi_options(side: str, roi) -> str:
+    """The ``--roi-<side>`` (and ``--roi-<side>-axes``) options that give ``roi`` again."""
+    values = " ".join(f"{v:.1f}" for v in (*roi.center_ras, *roi.size_mm))
+    text = f"--roi-{side} {values}"
+    if not np.allclose(roi.axes, np.eye(3), atol=1e-4):
+        text += f" --roi-{side}-axes " + " ".join(f"{v:.4f}" for v in roi.axes.T.ravel())
+    return text
+
+
+def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = "",
+                roi_sources: Optional[Dict[str, str]] = None) -> dict:
     from paranasal_ssl.atomic import write_json
     from paranasal_ssl.inference import predict_scan
     from paranasal_ssl.scan_io import read_scan, write_image
@@ -124,6 +166,8 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
                         source=str(image_path))
     out.mkdir(parents=True, exist_ok=True)
     summary = pred.summary()
+    for side, source in (roi_sources or {}).items():
+        summary["sides"][side]["roi_source"] = source
     summary.update({"image": str(image_path), "case_id": case_id,
                     "heatmap": f"heatmap.{args.format}", "region": f"region.{args.format}"})
     write_image(pred.heatmap_image(), out / f"heatmap.{args.format}")
