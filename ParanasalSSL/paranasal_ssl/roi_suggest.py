@@ -185,6 +185,8 @@ def _head_mask(array: np.ndarray, modality: str) -> np.ndarray:
     else:
         smooth = ndi.gaussian_filter(array, 1.0)
         positive = smooth[smooth > np.percentile(smooth, 1)]
+        if positive.size == 0:  # a uniform image (no background at all)
+            positive = smooth.ravel()
         tissue = smooth > 0.25 * np.percentile(positive, 75)
     tissue = ndi.binary_opening(tissue, iterations=2)  # detach thin head rests and tubes
     labels, count = ndi.label(tissue)
@@ -309,12 +311,18 @@ def _choose(cavities: List[Cavity], air: np.ndarray, grid_mm: float, mid_x: floa
 
 
 def _typical_boxes(frame: _Frame, head_com: np.ndarray) -> Dict[str, SinusROI]:
+    """Boxes at a typical adult offset from the head's centre of mass, kept inside the scan: on a
+    scan cut close around the face the offset would leave the field of view, and a box the user
+    can see and drag beats one that analysis refuses."""
     off = TYPICAL_OFFSET_MM
+    half = np.array(TYPICAL_SIZE_MM) / 2.0
+    extent = np.array(frame.shape[::-1], float) * frame.grid_mm  # frame mm (x, y, z)
     rois = {}
     for side, sign in (("right", -1.0), ("left", 1.0)):  # frame x (LPS-like): +x toward left
         # frame y runs posterior (LPS): anterior is -y; frame z superior
         center = head_com + [sign * off["lateral"], -off["anterior"], -off["inferior"]]
-        half = np.array(TYPICAL_SIZE_MM) / 2.0
+        center = np.clip(center, np.minimum(half, extent / 2), np.maximum(extent - half,
+                                                                          extent / 2))
         cavity = Cavity(0.0, center, center - half, center + half)
         rois[side] = frame.roi(cavity, 0.0)
     return rois

@@ -134,6 +134,19 @@ def test_no_cavities_falls_back_to_a_typical_offset_with_low_confidence():
     assert s.method == "typical-offset" and s.low_confidence
     assert "move them onto the sinuses" in s.notes[0]
     assert s.rois["right"].center[0] > s.rois["left"].center[0]  # RAS: +x is the right
+    # scans cut close around the face (CT with a rim of air; a uniform block, read as MRI): the
+    # typical offset would leave them; the boxes stay inside
+    block = np.full((30, 30, 30), -1000, np.int16)
+    block[2:-2, 2:-2, 2:-2] = 40
+    for array in (block, np.full((30, 30, 30), 40, np.int16)):
+        small = sitk.GetImageFromArray(array)
+        small.SetSpacing((3.0, 3.0, 3.0))
+        small.SetOrigin((-45.0, -45.0, -45.0))
+        s = suggest_rois(small)
+        assert s.method == "typical-offset"
+        for roi in s.rois.values():
+            assert np.all(np.abs(FLIP @ roi.center) <= 45.0 - roi.size / 2 + 1e-6), roi.center
+        assert s.rois["right"].center[0] > s.rois["left"].center[0]
 
 
 def test_suggestion_through_the_slicer_nodes(slicerApp, cranium, craniumSuggestion):
