@@ -15,9 +15,11 @@ plane. The heuristic looks for exactly that:
 5. box = the cavity's bounding box plus a margin.
 
 When only one side has a plausible cavity (the other may be opacified: exactly the cases the
-module looks for) the found side is mirrored across the midline. When nothing fits, boxes are
-placed at a typical offset from the head's centre of mass. Both fallbacks, and every MRI
-suggestion, are flagged ``confidence="low"`` so the user checks them. All positions are RAS mm.
+module looks for) the found side is mirrored across the midline. When no candidate has air
+medial to it (on MRI a narrow airway between bright turbinates can vanish at the grid's
+resolution) candidates without it are taken. When nothing fits, boxes are placed at a typical
+offset from the head's centre of mass, inside the head. Every fallback, and every MRI
+suggestion, is flagged ``confidence="low"`` so the user checks them. All positions are RAS mm.
 """
 
 from __future__ import annotations
@@ -97,20 +99,25 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
     if choice is None:
         notes.append("no sinus-like cavities found; boxes placed at a typical offset from the "
                      "head's centre: move them onto the sinuses")
-        return RoiSuggestion(_typical_boxes(frame, head_com), "low", "typical-offset", notes,
+        return RoiSuggestion(_typical_boxes(frame, head_com, head), "low", "typical-offset", notes,
                              {"left": 0.0, "right": 0.0})
-    found, mirrored_side = choice
+    found, mirrored_side, airway = choice
     boxes = {side: frame.roi(c, margin_mm) for side, c in found.items()}
     ml = {side: round(c.volume_ml, 2) for side, c in found.items()}
+    method = "ct-air-cavities" if modality == "ct" else "mri-dark-cavities"
     if mirrored_side is not None:
         ml[mirrored_side] = 0.0
+        method = "one-side-mirrored"
         notes.append(f"no air-filled {mirrored_side} sinus found (opacified?); its box mirrors "
                      "the other side across the midline")
-        return RoiSuggestion(boxes, "low", "one-side-mirrored", notes, ml)
-    if modality == "ct":
-        return RoiSuggestion(boxes, "high", "ct-air-cavities", notes, ml)
-    notes.append("MRI: dark cavities taken as air; check the boxes")
-    return RoiSuggestion(boxes, "low", "mri-dark-cavities", notes, ml)
+    if not airway:
+        method = "one-side-mirrored-without-airway" if mirrored_side else "pair-without-airway"
+        notes.append("no nasal airway seen medial to the cavities (thin or swollen passages, or "
+                     "not the maxillary sinuses): check the boxes")
+    if modality != "ct":
+        notes.append("MRI: dark cavities taken as air; check the boxes")
+    sure = modality == "ct" and mirrored_side is None and airway
+    return RoiSuggestion(boxes, "high" if sure else "low", method, notes, ml)
 
 
 # -- the head's frame ---------------------------------------------------------------------------
@@ -264,15 +271,19 @@ def _air_between(air: np.ndarray, grid_mm: float, center: np.ndarray,
 
 
 def _choose(cavities: List[Cavity], air: np.ndarray, grid_mm: float, mid_x: float
-            ) -> Optional[Tuple[Dict[str, Cavity], Optional[str]]]:
-    """The maxillary pair, or one side plus the side to mirror; None if nothing fits.
+            ) -> Optional[Tuple[Dict[str, Cavity], Optional[str], bool]]:
+    """The maxillary pair, or one side plus the side to mirror, and whether air was seen between
+    them; None if nothing fits.
 
     Hypotheses are symmetric pairs with air between them, and single cavities with air medial to
     them (the other side mirrored, half weight). Among those scoring at least a quarter of the
-    best, the most inferior wins: the maxillary sinuses lie below the frontal sinuses.
+    best, the most inferior wins: the maxillary sinuses lie below the frontal sinuses. Only when
+    no hypothesis has that air (on MRI a narrow nasal airway between bright T2 turbinates can
+    vanish at the grid's resolution) do the hypotheses without it count.
     """
     plausible = [c for c in cavities if _lateral_ok(c, mid_x)]
     hypotheses = []  # (score, mean z, found, mirrored side)
+    without_airway = []  # the same with no air seen medial to them
     for a in plausible:
         for b in plausible:
             if not (_side(a, mid_x) == "left" and _side(b, mid_x) == "right"):
@@ -283,23 +294,24 @@ def _choose(cavities: List[Cavity], air: np.ndarray, grid_mm: float, mid_x: floa
             if asymmetry > MAX_ASYMMETRY_MM or not 24.0 <= separation <= 110.0:
                 continue
             between = _air_between(air, grid_mm, (a.center + b.center) / 2)
-            if between < 0.03:
-                continue  # no airway between them: not the maxillary pair
             score = min(a.volume_ml, b.volume_ml) * np.exp(-asymmetry / 15.0) * (0.5 + between)
-            hypotheses.append((score, (a.center[2] + b.center[2]) / 2,
-                               {"left": a, "right": b}, None))
+            hypothesis = (score, (a.center[2] + b.center[2]) / 2, {"left": a, "right": b}, None)
+            # no airway between them: probably not the maxillary pair (frontal sinuses have a
+            # bony septum there, mastoid cells the brainstem)
+            (hypotheses if between >= 0.03 else without_airway).append(hypothesis)
     for c in plausible:
         if c.volume_ml < 2 * MIN_CAVITY_ML:
             continue
         middle = c.center.copy()
         middle[0] = mid_x
         between = _air_between(air, grid_mm, middle)
-        if between < 0.03:
-            continue
         side = _side(c, mid_x)
         other = "right" if side == "left" else "left"
         score = 0.5 * c.volume_ml * (0.5 + between)
-        hypotheses.append((score, c.center[2], {side: c, other: _mirror(c, mid_x)}, other))
+        hypothesis = (score, c.center[2], {side: c, other: _mirror(c, mid_x)}, other)
+        (hypotheses if between >= 0.03 else without_airway).append(hypothesis)
+    airway = bool(hypotheses)
+    hypotheses = hypotheses or without_airway
     if not hypotheses:
         return None
     best = max(h[0] for h in hypotheses)
@@ -307,22 +319,25 @@ def _choose(cavities: List[Cavity], air: np.ndarray, grid_mm: float, mid_x: floa
     # lowest first; a pair beats a mirrored single at (nearly) the same height
     kept.sort(key=lambda h: (round(h[1] / 10.0), h[3] is not None, -h[0]))
     _, _, found, mirrored = kept[0]
-    return found, mirrored
+    return found, mirrored, airway
 
 
-def _typical_boxes(frame: _Frame, head_com: np.ndarray) -> Dict[str, SinusROI]:
-    """Boxes at a typical adult offset from the head's centre of mass, kept inside the scan: on a
-    scan cut close around the face the offset would leave the field of view, and a box the user
-    can see and drag beats one that analysis refuses."""
+def _typical_boxes(frame: _Frame, head_com: np.ndarray, head: np.ndarray
+                   ) -> Dict[str, SinusROI]:
+    """Boxes at a typical adult offset from the head's centre of mass, kept inside the head's
+    bounding box (frame mm): on a scan cut close around the face the offset would leave the
+    field of view, and a box the user can see and drag beats one that analysis refuses."""
     off = TYPICAL_OFFSET_MM
     half = np.array(TYPICAL_SIZE_MM) / 2.0
-    extent = np.array(frame.shape[::-1], float) * frame.grid_mm  # frame mm (x, y, z)
+    k, j, i = np.nonzero(head)
+    lo = np.array([i.min(), j.min(), k.min()], float) * frame.grid_mm
+    hi = np.array([i.max(), j.max(), k.max()], float) * frame.grid_mm
+    middle = (lo + hi) / 2.0
     rois = {}
     for side, sign in (("right", -1.0), ("left", 1.0)):  # frame x (LPS-like): +x toward left
         # frame y runs posterior (LPS): anterior is -y; frame z superior
         center = head_com + [sign * off["lateral"], -off["anterior"], -off["inferior"]]
-        center = np.clip(center, np.minimum(half, extent / 2), np.maximum(extent - half,
-                                                                          extent / 2))
+        center = np.clip(center, np.minimum(lo + half, middle), np.maximum(hi - half, middle))
         cavity = Cavity(0.0, center, center - half, center + half)
         rois[side] = frame.roi(cavity, 0.0)
     return rois

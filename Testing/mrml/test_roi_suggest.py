@@ -149,6 +149,25 @@ def test_no_cavities_falls_back_to_a_typical_offset_with_low_confidence():
         assert s.rois["right"].center[0] > s.rois["left"].center[0]
 
 
+def test_a_symmetric_pair_without_a_visible_airway_is_taken_with_low_confidence():
+    """MRI-like head (no air in HU): two dark maxillary-like cavities, no airway between them
+    (on T2 a narrow nasal airway between bright turbinates can vanish at the 1.5 mm grid)."""
+    z, y, x = np.indices((60, 80, 70)) * 2.0  # 2 mm voxels, LPS: x left, y posterior
+    head = ((x - 70) / 66.0) ** 2 + ((y - 80) / 76.0) ** 2 + ((z - 60) / 56.0) ** 2 < 1
+    array = np.where(head, 400.0, 5.0)
+    truth = {"right": (40.0, 45.0, 50.0), "left": (100.0, 45.0, 50.0)}  # LPS-like mm
+    for cx, cy, cz in truth.values():
+        array[((x - cx) / 12) ** 2 + ((y - cy) / 16) ** 2 + ((z - cz) / 14) ** 2 < 1] = 20.0
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    s = suggest_rois(image)
+    assert detect_modality(image) == "mri"
+    assert s.method == "pair-without-airway" and s.low_confidence
+    assert any("no nasal airway" in note for note in s.notes)
+    for side, center in truth.items():  # image origin 0, identity direction: LPS = frame
+        assert np.linalg.norm(FLIP @ s.rois[side].center - center) < 5.0, side
+
+
 def test_suggestion_through_the_slicer_nodes(slicerApp, cranium, craniumSuggestion):
     scan = bridge.addVolumeFromImage(cranium, "Cranium")
     s = suggest_rois(bridge.imageFromVolumeNode(scan))

@@ -1,0 +1,124 @@
+"""How often the suggested sinus boxes land on the sinuses, per scan setting (phantoms).
+
+For each setting, makes a phantom cohort in a temporary folder, suggests both boxes on every
+scan (``paranasal_ssl.roi_suggest.suggest_rois``, what *Suggest* in Slicer and
+``predict --suggest-rois`` run) and compares each box centre with the manifest's box centre
+(the generator's sinus, RAS mm). Reports per setting: sides within 10 and 15 mm, cases with
+both sides within 15 mm, the median error, the share of high-confidence suggestions and how
+often those are right (a high-confidence box should be one the user can trust), and which
+method produced them. Writes OUT.json and OUT.md with the machine and the code version.
+
+    .venv/bin/python benchmarks/roi_suggest_check.py benchmarks/results/roi_suggest_check
+    .venv/bin/python benchmarks/roi_suggest_check.py OUT --cases 10 --settings ct mri-t2
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "ParanasalSSL"))
+
+from paranasal_ssl.atomic import write_json, write_text  # noqa: E402
+from paranasal_ssl.cli.main import main as cli  # noqa: E402
+from paranasal_ssl.manifest import read_manifest  # noqa: E402
+from paranasal_ssl.roi_suggest import suggest_rois  # noqa: E402
+from paranasal_ssl.scan_io import read_scan  # noqa: E402
+from paranasal_ssl.version import code_version, environment_info  # noqa: E402
+
+# name -> synth options (each cohort also gets --cases and its own --seed)
+SETTINGS = {
+    "ct": ["--modality", "ct"],
+    "ct-thick-mixed-orientation": ["--modality", "ct", "--spacing", "0.5,0.5,3",
+                                   "--orientation", "mixed"],
+    "ct-80%-anomalous": ["--modality", "ct", "--anomaly-fraction", "0.8"],
+    "mri-t1": ["--modality", "mri", "--mri-sequence", "t1"],
+    "mri-t2": ["--modality", "mri", "--mri-sequence", "t2"],
+    "mri-flair": ["--modality", "mri", "--mri-sequence", "flair"],
+    "mri-thick-mixed": ["--modality", "mri", "--mri-sequence", "mixed", "--spacing",
+                        "0.7,0.7,3.5", "--orientation", "mixed"],
+}
+NEAR_MM, FAR_MM = 10.0, 15.0
+
+
+def check_setting(name: str, options, cases: int, seed: int, folder: Path) -> dict:
+    out = folder / name
+    assert cli(["synth", str(out), "--cases", str(cases), "--seed", str(seed),
+                "--progress", "none", *options]) == 0
+    by_case = collections.defaultdict(dict)
+    for record in read_manifest(out / "manifest.csv"):
+        by_case[record.case_id][record.side] = record
+    errors, both, high, high_right, methods, seconds = [], [], 0, 0, collections.Counter(), []
+    for sides in by_case.values():
+        image = read_scan(next(iter(sides.values())).image)
+        start = time.perf_counter()
+        suggestion = suggest_rois(image)
+        seconds.append(time.perf_counter() - start)
+        case_errors = [float(np.linalg.norm(suggestion.rois[s].center - r.roi.center))
+                       for s, r in sides.items()]
+        errors += case_errors
+        right = max(case_errors) < FAR_MM
+        both.append(right)
+        methods[suggestion.method] += 1
+        if not suggestion.low_confidence:
+            high += 1
+            high_right += right
+    e = np.array(errors)
+    return {"setting": name, "synth_options": list(options), "cases": len(by_case),
+            "seed": seed, f"sides_within_{NEAR_MM:g}_mm": float(np.mean(e < NEAR_MM)),
+            f"sides_within_{FAR_MM:g}_mm": float(np.mean(e < FAR_MM)),
+            f"cases_both_within_{FAR_MM:g}_mm": float(np.mean(both)),
+            "median_error_mm": float(np.median(e)), "high_confidence_cases": high,
+            f"high_confidence_both_within_{FAR_MM:g}_mm": high_right,
+            "methods": dict(methods), "seconds_per_scan": float(np.mean(seconds))}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# ROI suggestion on phantoms ({report['code_version']})", "",
+             f"Machine: {report['environment'].get('processor', '?')}, "
+             f"{report['environment'].get('cpu_threads', '?')} threads; a case is right when both "
+             f"box centres are within {FAR_MM:g} mm of the generator's.", "",
+             f"| setting | cases | sides < {NEAR_MM:g} mm | sides < {FAR_MM:g} mm | cases right "
+             "| median error (mm) | high confidence (right) | methods | s/scan |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["settings"]:
+        methods = ", ".join(f"{k} {v}" for k, v in sorted(r["methods"].items()))
+        lines.append(
+            f"| {r['setting']} | {r['cases']} | {r[f'sides_within_{NEAR_MM:g}_mm']:.2f} | "
+            f"{r[f'sides_within_{FAR_MM:g}_mm']:.2f} | "
+            f"{r[f'cases_both_within_{FAR_MM:g}_mm']:.2f} | {r['median_error_mm']:.1f} | "
+            f"{r['high_confidence_cases']} ({r[f'high_confidence_both_within_{FAR_MM:g}_mm']}) "
+            f"| {methods} | {r['seconds_per_scan']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="writes OUT.json and OUT.md")
+    parser.add_argument("--cases", type=int, default=30, help="cases per setting")
+    parser.add_argument("--seed", type=int, default=100, help="first setting's seed (+1 each)")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, name in enumerate(args.settings):
+            results.append(check_setting(name, SETTINGS[name], args.cases, args.seed + i,
+                                         Path(tmp)))
+            print(f"{name}: {results[-1]}", flush=True)
+    report = {"code_version": code_version(), "environment": environment_info(),
+              "command": " ".join(sys.argv), "settings": results}
+    write_json(args.out.with_suffix(".json"), report)
+    write_text(args.out.with_suffix(".md"), markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
