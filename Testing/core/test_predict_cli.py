@@ -3,8 +3,10 @@ suggested boxes printed as options that give the same analysis again."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shlex
+import shutil
 
 import numpy as np
 import pytest
@@ -62,9 +64,49 @@ def test_suggested_boxes_are_recorded_and_printed_as_reusable_options(trained_ru
     assert again["left"]["probability"] == pytest.approx(left["probability"], abs=0.02)
 
 
-def test_suggest_rois_with_a_manifest_points_to_review_manifest(trained_run, tiny_cohort,
-                                                                tmp_path, capsys):
+def test_suggest_rois_with_a_manifest_points_to_a_case_list(trained_run, tiny_cohort,
+                                                           tmp_path, capsys):
     run, _ = trained_run
     assert main(["predict", "--model", str(run.dir), "--manifest", str(tiny_cohort),
                  "--out", str(tmp_path), "--suggest-rois", "--progress", "none"]) == 2
-    assert "review manifest --suggest-missing" in capsys.readouterr().err
+    assert "--cases for scans without boxes" in capsys.readouterr().err
+
+
+def test_a_folder_or_list_of_scans_without_boxes_is_predicted_with_suggested_ones(
+        trained_run, tiny_cohort, tmp_path):
+    run, _ = trained_run
+    records = read_manifest(tiny_cohort)
+    first, second = sorted({r.case_id for r in records})[:2]
+    image = {r.case_id: r.image for r in records}
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for case in (first, second):
+        shutil.copy(image[case], folder / f"{case}.nii.gz")
+    assert main(["predict", "--model", str(run.dir), "--cases", str(folder), "--out",
+                 str(tmp_path / "from_folder"), "--device", "cpu", "--progress", "none"]) == 0
+    table = _rows(tmp_path / "from_folder" / "predictions.csv")
+    assert sorted(table) == [(c, s) for c in (first, second) for s in ("left", "right")]
+    assert all(row["roi_source"].startswith("suggested (") and not row["error"]
+               for row in table.values())
+    summary = json.loads((tmp_path / "from_folder" / first / "summary.json").read_text())
+    assert summary["roi_suggestion"]["confidence"] in ("high", "low")
+
+    # a CSV list: one side with its box, one scan missing (an error row; the rest goes on)
+    truth = next(r for r in records if r.case_id == first and r.side == "left").roi
+    box = ",".join(f"{v:g}" for v in (*truth.center_ras, *truth.size_mm))
+    (tmp_path / "list.csv").write_text(
+        "image,side,roi_center_r,roi_center_a,roi_center_s,roi_size_r,roi_size_a,roi_size_s\n"
+        f"scans/{first}.nii.gz,left,{box}\nscans/{first}.nii.gz,right,,,,,,\n"
+        "scans/gone.nii.gz,,,,,,,\n")
+    assert main(["predict", "--model", str(run.dir), "--cases", str(tmp_path / "list.csv"),
+                 "--out", str(tmp_path / "from_list"), "--device", "cpu",
+                 "--progress", "none"]) == 1
+    table = _rows(tmp_path / "from_list" / "predictions.csv")
+    assert table[(first, "left")]["roi_source"] == "case list"
+    assert table[(first, "right")]["roi_source"].startswith("suggested (")
+    assert table[("gone", "left")]["error"] and not table[(first, "left")]["error"]
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return {(row["case_id"], row["side"]): row for row in csv.DictReader(f)}
