@@ -173,7 +173,7 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
 
         suggestion = suggest_rois(image)
         for side in [s for s, roi in rois.items() if roi is None]:
-            sources[side] = f"suggested ({suggestion.method}, {suggestion.confidence} confidence)"
+            sources[side] = f"suggested ({suggestion.method}; {suggestion.confidence} confidence)"
         rois = {s: roi if roi is not None else suggestion.rois[s] for s, roi in rois.items()}
     pred = predict_scan(image, rois, bundle, tta_crops=args.tta, threshold=args.threshold,
                         check_modality=not args.allow_modality_mismatch,
