@@ -8,7 +8,7 @@ in LPS. Conversion to and from the RAS millimetres that users and Slicer speak i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -31,7 +31,7 @@ def read_scan(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
         raise InputError(path, "file not found")
     if path.is_dir():
         image = _read_dicom_folder(path, series_uid)
-    elif path.suffix.lower() == ".dcm":
+    elif is_dicom_input(path):
         image = _read_dicom_folder(path.parent, series_uid or _series_of_file(path))
     else:
         try:
@@ -114,7 +114,33 @@ def copy_geometry(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
+def is_dicom_input(path: PathLike) -> bool:
+    """True for what ``read_scan`` reads as DICOM: a folder, or a ``.dcm`` file of a series."""
+    path = Path(path)
+    return path.is_dir() or path.suffix.lower() == ".dcm"
+
+
+def dicom_series_files(path: PathLike, series_uid: Optional[str] = None) -> List[str]:
+    """The files of the DICOM series ``read_scan(path, series_uid)`` reads, in its slice order
+    (slice k of the image = file k)."""
+    path = Path(path)
+    if path.is_dir():
+        return _series_files(path, series_uid)
+    return _series_files(path.parent, series_uid or _series_of_file(path))
+
+
 def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    files = _series_files(folder, series_uid)
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(folder, f"cannot read the DICOM series ({_first_line(exc)})",
+                         field=f"series {series_uid}" if series_uid else None) from None
+
+
+def _series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
     reader = sitk.ImageSeriesReader()
     try:
         series = list(reader.GetGDCMSeriesIDs(str(folder)))
@@ -132,13 +158,7 @@ def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
     elif series_uid not in series:
         raise InputError(folder, f"series {series_uid} not found", field="series_uid",
                          expected=f"one of {series}")
-    files = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
-    reader.SetFileNames(files)
-    try:
-        return reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(folder, f"cannot read DICOM series {series_uid} "
-                         f"({_first_line(exc)})") from None
+    return list(reader.GetGDCMSeriesFileNames(str(folder), series_uid))
 
 
 def _series_of_file(path: Path) -> str:

@@ -1,5 +1,6 @@
-"""``paranasal-ssl predict`` on one scan: boxes from the command line or suggested, and the
-suggested boxes printed as options that give the same analysis again."""
+"""``paranasal-ssl predict`` from the command line: boxes given or suggested (printed as options
+that give the same analysis again), folders and lists of scans, and the region as a DICOM SEG
+on the scan's own slices."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import shutil
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
+from helpers.images import write_dicom_series
 from paranasal_ssl.cli.main import main
 from paranasal_ssl.manifest import read_manifest
 
@@ -110,3 +113,47 @@ def test_a_folder_or_list_of_scans_without_boxes_is_predicted_with_suggested_one
 def _rows(path):
     with open(path, newline="") as f:
         return {(row["case_id"], row["side"]): row for row in csv.DictReader(f)}
+
+
+def test_dicom_seg_refers_to_the_scans_own_slices_and_equals_the_region(trained_run, sick_case,
+                                                                         tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    run, _ = trained_run
+    image, truth = sick_case
+    scan = sitk.ReadImage(str(image))
+    folder = write_dicom_series(scan, tmp_path / "dicom")
+    boxes = [f"{v:g}" for v in (*truth["left"].center_ras, *truth["left"].size_mm)]
+    boxes += ["--roi-right"] + [f"{v:g}" for v in (*truth["right"].center_ras,
+                                                     *truth["right"].size_mm)]
+    assert _predict(run, folder, tmp_path / "out", "--dicom-seg", "--threshold", "0.2",
+                    "--format", "nrrd", "--roi-left", *boxes) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["dicom_seg"] == "region.seg.dcm"
+    region = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "region.nrrd")))
+    assert region.any()
+    seg = hd.seg.segread(tmp_path / "out" / "region.seg.dcm")
+    files = sorted(folder.glob("*.dcm"), key=lambda f: int(pydicom.dcmread(
+        f, stop_before_pixels=True).InstanceNumber))  # slice k was written as instance k + 1
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
+                                               combine_segments=True)
+    sides = [d.SegmentLabel.split()[0] for d in seg.SegmentSequence]
+    codes = {"left": 1, "right": 2}
+    back = np.zeros_like(region)
+    for number, side in enumerate(sides, start=1):
+        back[frames == number] = codes[side]
+        assert f"p = {summary['sides'][side]['probability']:.2f}" in \
+            seg.SegmentSequence[number - 1].SegmentLabel
+    np.testing.assert_array_equal(back, region)
+    assert seg.FrameOfReferenceUID == pydicom.dcmread(files[0]).FrameOfReferenceUID
+
+
+def test_dicom_seg_of_a_nifti_scan_is_refused_before_any_work(trained_run, sick_case,
+                                                              tmp_path, capsys):
+    run, _ = trained_run
+    image, _ = sick_case
+    assert _predict(run, image, tmp_path / "out", "--dicom-seg", "--suggest-rois") == 2
+    assert "[--dicom-seg]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -42,6 +42,8 @@ def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str | None =
         "0008|0060": "CT",
         "0020|000d": series_uid + ".1",
         "0020|000e": series_uid,
+        "0020|0052": series_uid + ".2",  # frame of reference: what a DICOM SEG refers to
+        "0010|0020": "phantom",
         "0008|103e": description,
         "0020|0037": "\\".join(f"{v:.10f}" for v in (direction[0], direction[3], direction[6],
                                                       direction[1], direction[4], direction[7])),

@@ -58,6 +58,10 @@ def register(sub) -> None:
     p.add_argument("--format", choices=("nii.gz", "nrrd", "mha"), default="nii.gz",
                    help="image format of heatmap and region")
     p.add_argument("--series-uid", help="DICOM series to read when the folder holds several")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write the highlighted region as region.seg.dcm, a DICOM SEG "
+                   "that refers to the scan's own DICOM series, one segment per side, for PACS "
+                   "and DICOM viewers (DICOM input only; needs highdicom)")
     p.add_argument("--allow-modality-mismatch", action="store_true",
                    help="analyse a scan whose modality differs from the model's")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
@@ -100,6 +104,12 @@ def run(args) -> int:
         raise InputError(args.manifest, "a manifest gives every box", field="--suggest-rois",
                          expected="--cases for scans without boxes (a folder, or a CSV with an "
                          "image column)")
+    if args.dicom_seg:  # before the model loads: no work for a run that cannot end well
+        from paranasal_ssl.dicom_seg import check_dicom_input, require_highdicom
+
+        require_highdicom()
+        if args.image:
+            check_dicom_input(args.image)
     device = ddp.setup(args.device)  # under torchrun: one device per rank
     check_writable_dir(args.out)
     if args.image and not ddp.is_main():
@@ -162,10 +172,13 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
     mm), None for a box to suggest on the scan (``roi_suggest``); summary.json names each box's
     source and, when one was suggested, the suggestion's method, confidence and notes."""
     from paranasal_ssl.atomic import write_json
+    from paranasal_ssl.dicom_seg import check_dicom_input, write_region_seg
     from paranasal_ssl.inference import predict_scan
     from paranasal_ssl.scan_io import read_scan, write_image
 
-    image = read_scan(image_path, series_uid=getattr(args, "series_uid", None))
+    if args.dicom_seg:
+        check_dicom_input(image_path)
+    image = read_scan(image_path, series_uid=args.series_uid)
     sources = dict(roi_sources or {})
     suggestion = None
     if any(roi is None for roi in rois.values()):
@@ -190,5 +203,11 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
                     "heatmap": f"heatmap.{args.format}", "region": f"region.{args.format}"})
     write_image(pred.heatmap_image(), out / f"heatmap.{args.format}")
     write_image(pred.region_image(), out / f"region.{args.format}")
+    if args.dicom_seg:
+        labels = {side: f"{side} maxillary sinus, p = {s['probability']:.2f} ({s['call']})"
+                  for side, s in summary["sides"].items()}
+        seg = write_region_seg(pred.region, image_path, out / "region.seg.dcm", args.series_uid,
+                               labels)
+        summary["dicom_seg"] = seg.name if seg else None  # None: no highlighted voxel
     write_json(out / "summary.json", summary)  # last: its presence means the case is complete
     return summary

@@ -1,0 +1,92 @@
+"""The highlighted residual region as a DICOM Segmentation (SEG) that references the scan's own
+DICOM series, so PACS and DICOM viewers show it over the slices it was computed on.
+
+Uses highdicom (optional: ``pip install highdicom``, or the package's ``dicom`` extra). The
+region array is in the grid ``read_scan`` reads the series into, whose slice ``k`` is file ``k``
+of ``scan_io.dicom_series_files``; so frame ``k`` of the SEG refers to exactly that slice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from paranasal_ssl.atomic import atomic_path
+from paranasal_ssl.errors import InputError
+from paranasal_ssl.scan_io import dicom_series_files, is_dicom_input
+from paranasal_ssl.version import code_version
+
+REGION_CODES = {"left": 1, "right": 2}  # as in region.nii.gz
+SERIES_NUMBER = 9301  # a number of its own, so viewers list the SEG apart from the scan
+
+
+def require_highdicom() -> None:
+    """Raise a clear error, before any work, when highdicom is not installed."""
+    try:
+        import highdicom  # noqa: F401
+    except ImportError:
+        raise InputError(None, "writing DICOM SEG needs the highdicom package",
+                         field="--dicom-seg", expected="pip install highdicom") from None
+
+
+def check_dicom_input(path: Path) -> None:
+    """A SEG refers to the scan's own DICOM series: refuse any other input by name."""
+    if not is_dicom_input(path):
+        raise InputError(path, "a DICOM SEG refers to the scan's DICOM series",
+                         field="--dicom-seg", expected="a DICOM folder or .dcm file as the scan")
+
+
+def write_region_seg(region: np.ndarray, dicom_input: Path, out: Path,
+                     series_uid: Optional[str] = None,
+                     descriptions: Optional[Dict[str, str]] = None) -> Optional[Path]:
+    """Write ``region`` (uint8 ``[k, j, i]`` in the scan's grid: 1 left, 2 right) as a binary
+    DICOM SEG with one segment per side that has voxels. Returns ``out``, or None when no side
+    has any (an empty SEG is not written). ``descriptions``: side -> segment label."""
+    require_highdicom()
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    files = dicom_series_files(dicom_input, series_uid)
+    sources = [pydicom.dcmread(f) for f in files]
+    if region.shape != (len(sources), int(sources[0].Rows), int(sources[0].Columns)):
+        raise InputError(dicom_input, f"region of shape {region.shape} does not match the "
+                         f"series ({len(sources)} slices of {sources[0].Rows} x "
+                         f"{sources[0].Columns})", expected="the region predicted on this series")
+    missing = [k for k in ("FrameOfReferenceUID", "StudyInstanceUID")
+               if not getattr(sources[0], k, None)]
+    if missing:
+        raise InputError(files[0], f"the series has no {' or '.join(missing)}",
+                         field="dicom", expected="a DICOM series with the tags a SEG refers to")
+    version = code_version()
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="ParanasalSSL residual heatmap", version=version,
+        family=codes.DCM.ArtificialIntelligence)
+    present = [s for s, code in REGION_CODES.items() if (region == code).any()]
+    if not present:
+        return None
+    labels = np.zeros(region.shape, np.uint8)  # segment numbers 1..n, in the order of present
+    segments = []
+    for number, side in enumerate(present, start=1):
+        labels[region == REGION_CODES[side]] = number
+        segments.append(hd.seg.SegmentDescription(
+            segment_number=number,
+            # a DICOM LO value: at most 64 characters
+            segment_label=(descriptions or {}).get(side, f"{side} maxillary sinus")[:64],
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Lesion,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm))
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=labels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=segments,
+        series_instance_uid=hd.UID(), series_number=SERIES_NUMBER, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="ParanasalSSL",
+        manufacturer_model_name="maxillary sinus anomaly heatmap", software_versions=version,
+        device_serial_number="none", series_description="ParanasalSSL highlighted region")
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        seg.save_as(str(tmp))
+    return out
