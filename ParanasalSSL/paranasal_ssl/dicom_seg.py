@@ -8,6 +8,7 @@ of ``scan_io.dicom_series_files``; so frame ``k`` of the SEG refers to exactly t
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -48,6 +49,8 @@ def write_region_seg(region: np.ndarray, dicom_input: Path, out: Path,
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
+
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # not a line per copied module
 
     files = dicom_series_files(dicom_input, series_uid)
     sources = [pydicom.dcmread(f) for f in files]
