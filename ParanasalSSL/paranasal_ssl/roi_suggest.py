@@ -31,6 +31,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import RAS_TO_LPS, SinusROI
 from paranasal_ssl.modality import detect_modality
 
@@ -73,8 +74,10 @@ class RoiSuggestion:
 
 
 def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: float = 1.5,
-                 margin_mm: float = 5.0, midline_band_mm: float = 12.0) -> RoiSuggestion:
-    """Left and right maxillary-sinus ROIs (``SinusROI``, RAS mm) for ``image``.
+                 margin_mm: float = 5.0, midline_band_mm: float = 12.0,
+                 source: Optional[str] = None) -> RoiSuggestion:
+    """Left and right maxillary-sinus ROIs (``SinusROI``, RAS mm) for ``image``; ``source``
+    names the scan in the ``InputError`` raised when there is no head to place them in.
 
     The boxes are aligned with the head: their axes follow the head's yaw (rotation about the
     superior axis) estimated from the shape of the head.
@@ -84,7 +87,8 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
     array = frame.resample(image)
     head = _head_mask(array, modality)
     if not head.any():
-        raise ValueError("no head found in the image (no tissue above the background)")
+        raise InputError(source, "no head found in the image (no tissue above the background)",
+                         field="sinus boxes", expected="a head CT or MRI to suggest them on")
     head_com = np.array(ndi.center_of_mass(head))[::-1] * grid_mm  # frame mm (x, y, z)
     mid_x = float(head_com[0])
     air = _air_mask(array, modality, head)

@@ -149,6 +149,14 @@ def test_no_cavities_falls_back_to_a_typical_offset_with_low_confidence():
         assert s.rois["right"].center[0] > s.rois["left"].center[0]
 
 
+def test_a_scan_without_a_head_is_a_clear_error_naming_it():
+    from paranasal_ssl.errors import InputError
+
+    empty = sitk.GetImageFromArray(np.full((20, 20, 20), -1000, np.int16))
+    with pytest.raises(InputError, match=r"empty\.nii\.gz \[sinus boxes\]: no head found"):
+        suggest_rois(empty, source="empty.nii.gz")
+
+
 def test_a_symmetric_pair_without_a_visible_airway_is_taken_with_low_confidence():
     """MRI-like head (no air in HU): two dark maxillary-like cavities, no airway between them
     (on T2 a narrow nasal airway between bright turbinates can vanish at the 1.5 mm grid)."""

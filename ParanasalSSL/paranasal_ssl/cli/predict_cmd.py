@@ -184,7 +184,7 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
     if any(roi is None for roi in rois.values()):
         from paranasal_ssl.roi_suggest import suggest_rois
 
-        suggestion = suggest_rois(image)
+        suggestion = suggest_rois(image, source=str(image_path))
         for side in [s for s, roi in rois.items() if roi is None]:
             sources[side] = f"suggested ({suggestion.method}; {suggestion.confidence} confidence)"
         rois = {s: roi if roi is not None else suggestion.rois[s] for s, roi in rois.items()}

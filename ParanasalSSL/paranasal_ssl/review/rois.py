@@ -54,4 +54,4 @@ def _suggest(image: Path):
     from paranasal_ssl.roi_suggest import suggest_rois
     from paranasal_ssl.scan_io import read_scan
 
-    return suggest_rois(read_scan(image)).rois
+    return suggest_rois(read_scan(image), source=str(image)).rois
