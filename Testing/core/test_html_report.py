@@ -88,6 +88,7 @@ def test_report_has_one_image_per_case_side_and_opens_without_errors(predicted, 
     assert "ghost" in text and "scan not found" in text  # listed, not fatal
     assert any(s.startswith("ghost") for s in result.skipped)
     assert "Reader verdict" in text and "polyp" in text and "not reviewed" in text
+    assert text.count("<th>Sinus box</th><td>manifest</td>") == 2 * len(keep)
 
 
 def test_report_command_with_images_beside_the_page_and_a_read_only_folder(predicted,

@@ -163,6 +163,8 @@ def _side_table(session: ReviewSession, case_id: str, side: str, pred) -> str:
                  ("Region volume", f"{r.region_volume_ml:.2f} mL"),
                  ("Strongest residual (RAS mm)", " ".join(f"{v:.1f}" for v in r.peak_ras)),
                  ("Model", pred.model_version)]
+        if r.roi_source:  # a suggested box, low confidence above all, is worth a look
+            rows.append(("Sinus box", r.roi_source))
     else:
         rows.append(("Model", "no prediction"))
     v = session.verdict(case_id, side)

@@ -24,7 +24,9 @@ class SideResult:
     """One side as predicted: ``probability`` of an anomaly in [0, 1]; ``call`` normal /
     uncertain / anomalous; ``region_volume_ml`` of the thresholded heatmap (mL); ``peak_ras``
     RAS mm of the strongest residual; ``roi`` the box used (``center_ras``, ``size_mm``,
-    ``axes_ras`` as in ``SinusROI.to_dict``); ``peak_value`` the heatmap there (0-1)."""
+    ``axes_ras`` as in ``SinusROI.to_dict``); ``peak_value`` the heatmap there (0-1);
+    ``roi_source`` where the box came from (e.g. "suggested (...; low confidence)"; '' if not
+    recorded)."""
 
     side: str
     probability: float
@@ -33,6 +35,7 @@ class SideResult:
     peak_ras: Tuple[float, float, float] = (0.0, 0.0, 0.0)
     roi: Optional[dict] = None
     peak_value: float = 0.0
+    roi_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ def read_case_prediction(folder: Union[str, Path], case_id: str = "") -> Optiona
             sides[side] = SideResult(side, float(s["probability"]), str(s.get("call", "")),
                                      float(s.get("region_volume_ml", 0.0)),
                                      tuple(float(v) for v in s.get("peak_ras", (0, 0, 0))),
-                                     s.get("roi"), float(s.get("peak_value", 0.0)))
+                                     s.get("roi"), float(s.get("peak_value", 0.0)),
+                                     str(s.get("roi_source", "")))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(summary_path, f"unreadable prediction summary ({exc})",
                          expected="summary.json as written by `paranasal-ssl predict`") from None
