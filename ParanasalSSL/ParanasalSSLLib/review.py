@@ -258,9 +258,10 @@ def exportSegmentation(session, caseId: str, folder, scene=None) -> Optional[Pat
         mrml_bridge.removeNodes([segmentation, reference])
 
 
-def predictCommand(modelFolder, manifest, predictionsFolder, device: str = "auto") -> List[str]:
-    """``paranasal-ssl predict`` of a whole list in the background (JSON progress)."""
-    return ["predict", "--model", str(modelFolder), "--manifest", str(manifest), "--out",
+def predictCommand(modelFolder, caseList, predictionsFolder, device: str = "auto") -> List[str]:
+    """``paranasal-ssl predict`` of a whole case list in the background (JSON progress); sides
+    without a box get one suggested there (``review.rois.predict_case_list``)."""
+    return ["predict", "--model", str(modelFolder), "--cases", str(caseList), "--out",
             str(predictionsFolder), "--device", device, "--progress", "json"]
 
 

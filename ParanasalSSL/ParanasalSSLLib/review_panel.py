@@ -278,7 +278,7 @@ class ReviewPanel:
 
     def _predictCommand(self, modelFolder):
         from paranasal_ssl.review.predictions import PredictionStore
-        from paranasal_ssl.review.rois import predict_manifest
+        from paranasal_ssl.review.rois import predict_case_list
 
         p, session = self.params, self.reviewer.session
         folder = pathlib.Path(p.reviewPredictions) if _isSet(p.reviewPredictions) else \
@@ -287,8 +287,8 @@ class ReviewPanel:
             session.predictions = PredictionStore(folder)
             session.save()
             p.reviewPredictions = folder
-        manifest, _ = predict_manifest(session, folder / "review-manifest.csv")
-        return review.predictCommand(modelFolder, manifest, folder, p.device)
+        caseList, _ = predict_case_list(session, folder / "review-cases.csv")
+        return review.predictCommand(modelFolder, caseList, folder, p.device)
 
     def onPredict(self) -> None:
         with slicer.util.tryWithErrorDisplay("Could not start the prediction."):

@@ -167,3 +167,36 @@ def test_review_and_report_commands(reviewed, tmp_path, capsys):
     assert main(["review", "manifest", "--cases", str(cases), "--out",
                  str(tmp_path / "p.csv"), "--progress", "none"]) == 0
     assert len(read_manifest(tmp_path / "p.csv")) == len(records)
+
+
+def test_a_folder_without_boxes_is_predicted_and_the_suggested_boxes_become_the_reviews(
+        trained_run, tiny_cohort, tmp_path):
+    from paranasal_ssl.review.rois import predict_case_list
+
+    run, _ = trained_run
+    records = read_manifest(tiny_cohort)
+    first, second = sorted({r.case_id for r in records})[:2]
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for r in records:
+        if r.case_id in (first, second) and not (folder / f"{r.case_id}.nii.gz").exists():
+            shutil.copy(r.image, folder / f"{r.case_id}.nii.gz")
+    session = open_session(folder, "rad", tmp_path / "preds")
+    assert session.roi(first, "left") is None  # no box anywhere yet
+    listed, notes = predict_case_list(session, tmp_path / "preds" / "review-cases.csv")
+    assert notes == []
+    assert main(["predict", "--model", str(run.dir), "--cases", str(listed), "--out",
+                 str(tmp_path / "preds"), "--device", "cpu", "--progress", "none"]) == 0
+    suggested = session.roi(first, "left")  # the prediction's box, suggested by predict
+    truth = next(r.roi for r in records if r.case_id == first and r.side == "left")
+    assert suggested is not None and np.linalg.norm(suggested.center - truth.center) < 15
+    # the reader moves a box: the next prediction uses it, the other sides keep theirs
+    session.record(first, "left", roi=truth)
+    listed, _ = predict_case_list(session, tmp_path / "preds" / "review-cases.csv")
+    assert main(["predict", "--model", str(run.dir), "--cases", str(listed), "--out",
+                 str(tmp_path / "preds"), "--device", "cpu", "--progress", "none"]) == 0
+    with open(tmp_path / "preds" / "predictions.csv", newline="") as f:
+        source = {(row["case_id"], row["side"]): row["roi_source"] for row in csv.DictReader(f)}
+    assert source[(first, "left")] == "case list" and len(source) == 4
+    box = json.loads((tmp_path / "preds" / first / "summary.json").read_text())["sides"]["left"]
+    np.testing.assert_allclose(box["roi"]["center_ras"], truth.center, atol=1e-3)

@@ -17,6 +17,7 @@ from helpers.images import oblique_image
 from paranasal_ssl.cli.main import build_parser
 from paranasal_ssl.geometry import SinusROI, lps_to_ras
 from paranasal_ssl.manifest import read_manifest
+from paranasal_ssl.review.case_list import open_case_list
 from paranasal_ssl.review.session import open_session
 from ParanasalSSLLib import mrml_bridge as bridge
 from ParanasalSSLLib import review
@@ -214,7 +215,7 @@ def test_export_writes_labels_and_segmentations_slicer_reads_back(slicerApp, rev
 def test_job_commands_are_accepted_by_the_real_command_line():
     parser = build_parser()
     args = parser.parse_args(review.predictCommand("m", "cases.csv", "preds", "cpu"))
-    assert (args.command, str(args.manifest), str(args.out)) == ("predict", "cases.csv", "preds")
+    assert (args.command, str(args.cases), str(args.out)) == ("predict", "cases.csv", "preds")
     args = parser.parse_args(review.finetuneCommand("run", "labels.csv", "reviewed"))
     assert (args.command, str(args.labels), args.label_fraction, args.name, args.no_default) == (
         "finetune", "labels.csv", 1.0, "reviewed", True)
@@ -282,7 +283,8 @@ def test_the_review_section_records_navigates_exports_and_starts_the_loop(panel,
     (predict,), button = panel.jobs[0]
     assert button is ui.reviewPredictButton
     args = parser.parse_args(predict)
-    assert len(read_manifest(args.manifest)) == 6  # three readable cases, two sides each
+    listed = open_case_list(args.cases)  # boxes left empty are suggested by predict itself
+    assert sum(len(c.sides) for c in listed.cases) == 6  # three readable cases, two sides each
     (tune, again), _ = panel.jobs[1]
     tuned = parser.parse_args(tune)
     assert str(tuned.labels) == str(tmp_path / "x" / "labels.csv")
