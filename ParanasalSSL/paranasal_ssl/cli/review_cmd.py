@@ -79,7 +79,8 @@ def register(sub) -> None:
     _session_options(s)
     s.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
     s.add_argument("--suggest-missing", action="store_true",
-                   help="suggest boxes for sides without one (CT; check them in Slicer)")
+                   help="suggest boxes for sides without one (check them, e.g. in Slicer: "
+                   "on MRI and beside opacified sinuses they are low-confidence guesses)")
     s.set_defaults(func=run_manifest)
 
 
