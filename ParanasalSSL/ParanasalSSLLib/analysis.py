@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from paranasal_ssl.errors import InputError
+from paranasal_ssl.geometry import REGION_CODES
 from ParanasalSSLLib import mrml_bridge, results
 
 if TYPE_CHECKING:  # scipy (through roi_suggest) may not be installed when the module loads
@@ -25,7 +26,6 @@ if TYPE_CHECKING:  # scipy (through roi_suggest) may not be installed when the m
     from paranasal_ssl.roi_suggest import RoiSuggestion
 
 SIDES = ("left", "right")
-REGION_CODES = {"left": 1, "right": 2}  # values of the predicted region image
 ROI_COLORS = {"left": (0.98, 0.55, 0.10), "right": (0.10, 0.65, 0.95)}
 BADGE_COLORS = {"normal": "#2e7d32", "uncertain": "#b26a00", "anomalous": "#c62828"}
 DEFAULT_THRESHOLD = 0.5  # heatmap value from which voxels form the region (the core's default)

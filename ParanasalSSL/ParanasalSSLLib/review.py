@@ -19,11 +19,10 @@ import numpy as np
 import slicer
 
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.geometry import SIDES, SinusROI
+from paranasal_ssl.geometry import REGION_CODES, SIDES, SinusROI
 from ParanasalSSLLib import heatmap_display, mrml_bridge, results
 
 CASE_ATTRIBUTE = "ParanasalSSL.ReviewCase"
-REGION_CODES = {"left": 1, "right": 2}
 ROI_COLORS = {"left": (0.98, 0.55, 0.10), "right": (0.10, 0.65, 0.95)}
 ROI_TOLERANCE_MM = 0.05  # a box moved or resized by more than this counts as corrected
 

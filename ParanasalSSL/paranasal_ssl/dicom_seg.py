@@ -16,10 +16,10 @@ import numpy as np
 
 from paranasal_ssl.atomic import atomic_path
 from paranasal_ssl.errors import InputError
+from paranasal_ssl.geometry import REGION_CODES
 from paranasal_ssl.scan_io import dicom_series_files, is_dicom_input
 from paranasal_ssl.version import code_version
 
-REGION_CODES = {"left": 1, "right": 2}  # as in region.nii.gz
 SERIES_NUMBER = 9301  # a number of its own, so viewers list the SEG apart from the scan
 
 

@@ -15,6 +15,7 @@ from paranasal_ssl.errors import InputError
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])  # its own inverse
 SIDES = ("left", "right")
+REGION_CODES = {"left": 1, "right": 2}  # values of a predicted region image, per side
 
 
 def ras_to_lps(point: Sequence[float]) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch
 from paranasal_ssl.crop_cache import jitter_offsets
 from paranasal_ssl.crops import extract_crop, normalise, paste, roi_box_mask, uncrop
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.geometry import SinusROI, check_side, lps_to_ras
+from paranasal_ssl.geometry import REGION_CODES, SinusROI, check_side, lps_to_ras
 from paranasal_ssl.modality import detect_modality
 from paranasal_ssl.model_bundle import ModelBundle, load_model
 from paranasal_ssl.residual_maps import (
@@ -156,7 +156,7 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
         values, sl = uncrop(heat, geom0, image)
         paste(heatmap, values, sl, mode="max")
         side_region = (values >= threshold) & (values > 0)
-        code = 1 if side == "left" else 2
+        code = REGION_CODES[side]
         region[sl][side_region] = code
         peak_idx = np.unravel_index(int(np.argmax(values)), values.shape) if values.size else None
         if peak_idx is not None:

@@ -18,11 +18,11 @@ from typing import List, Optional, Union
 
 from paranasal_ssl.atomic import atomic_path, check_writable_dir, write_text
 from paranasal_ssl.errors import InputError
+from paranasal_ssl.geometry import REGION_CODES
 from paranasal_ssl.progress import Progress
 from paranasal_ssl.review.session import ReviewSession
 from paranasal_ssl.version import code_version
 
-REGION_CODES = {"left": 1, "right": 2}
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
 h2 { border-bottom: 1px solid #ccc; margin-top: 1.6em; }
