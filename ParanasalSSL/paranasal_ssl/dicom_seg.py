@@ -53,7 +53,7 @@ def write_region_seg(region: np.ndarray, dicom_input: Path, out: Path,
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # not a line per copied module
 
     files = dicom_series_files(dicom_input, series_uid)
-    sources = [pydicom.dcmread(f) for f in files]
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]  # headers suffice
     if region.shape != (len(sources), int(sources[0].Rows), int(sources[0].Columns)):
         raise InputError(dicom_input, f"region of shape {region.shape} does not match the "
                          f"series ({len(sources)} slices of {sources[0].Rows} x "
