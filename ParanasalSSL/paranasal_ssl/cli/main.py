@@ -19,6 +19,7 @@ from paranasal_ssl.errors import CancelledError, ParanasalError
 # Order is the order of --help.
 COMMAND_MODULES = [
     "synth_cmd",
+    "manifest_cmd",
     "train_cae_cmd",
     "residuals_cmd",
     "pretrain_cmd",
