@@ -1,9 +1,10 @@
 """The highlighted residual region as a DICOM Segmentation (SEG) that references the scan's own
 DICOM series, so PACS and DICOM viewers show it over the slices it was computed on.
 
-Uses highdicom (optional: ``pip install highdicom``, or the package's ``dicom`` extra). The
-region array is in the grid ``read_scan`` reads the series into, whose slice ``k`` is file ``k``
-of ``scan_io.dicom_series_files``; so frame ``k`` of the SEG refers to exactly that slice.
+Uses highdicom (optional: ``pip install highdicom``, or the package's ``dicom`` extra). Frame
+``k`` of the SEG is slice ``k`` of the series (file ``k`` of ``scan_io.dicom_series_files``):
+the region's grid is that series' own when it is regular, and is sampled at each slice's pixels
+when ``read_scan`` resampled a tilted or gapped series.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
+import SimpleITK as sitk
 
 from paranasal_ssl.atomic import atomic_path
+from paranasal_ssl.dicom_geometry import on_source_slices, stack_from_datasets
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import REGION_CODES
 from paranasal_ssl.scan_io import dicom_series_files, is_dicom_input
@@ -39,12 +42,14 @@ def check_dicom_input(path: Path) -> None:
                          field="--dicom-seg", expected="a DICOM folder or .dcm file as the scan")
 
 
-def write_region_seg(region: np.ndarray, dicom_input: Path, out: Path,
+def write_region_seg(region_image: sitk.Image, dicom_input: Path, out: Path,
                      series_uid: Optional[str] = None,
                      descriptions: Optional[Dict[str, str]] = None) -> Optional[Path]:
-    """Write ``region`` (uint8 ``[k, j, i]`` in the scan's grid: 1 left, 2 right) as a binary
-    DICOM SEG with one segment per side that has voxels. Returns ``out``, or None when no side
-    has any (an empty SEG is not written). ``descriptions``: side -> segment label."""
+    """Write ``region_image`` (uint8 in the grid ``read_scan`` gave: 1 left, 2 right) as a
+    binary DICOM SEG with one segment per side that has voxels, a frame per slice of the
+    series. A series read onto a regular grid (tilted, missing slices) has its region sampled
+    back at each slice's pixels. Returns ``out``, or None when no side has any voxel (an empty
+    SEG is not written). ``descriptions``: side -> segment label."""
     require_highdicom()
     import highdicom as hd
     import pydicom
@@ -54,6 +59,9 @@ def write_region_seg(region: np.ndarray, dicom_input: Path, out: Path,
 
     files = dicom_series_files(dicom_input, series_uid)
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]  # headers suffice
+    stack = stack_from_datasets(sources, dicom_input)
+    region = sitk.GetArrayFromImage(region_image) if stack.is_regular() else \
+        on_source_slices(region_image, stack)
     if region.shape != (len(sources), int(sources[0].Rows), int(sources[0].Columns)):
         raise InputError(dicom_input, f"region of shape {region.shape} does not match the "
                          f"series ({len(sources)} slices of {sources[0].Rows} x "

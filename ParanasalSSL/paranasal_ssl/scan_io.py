@@ -7,6 +7,7 @@ in LPS. Conversion to and from the RAS millimetres that users and Slicer speak i
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -14,17 +15,22 @@ import numpy as np
 import SimpleITK as sitk
 
 from paranasal_ssl.atomic import atomic_path
+from paranasal_ssl.dicom_geometry import NOTE_KEY, regularise, stack_from_series_reader
 from paranasal_ssl.errors import InputError
 
 PathLike = Union[str, Path]
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def read_scan(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
     """Read a 3D scalar scan: a NIfTI/NRRD/MHA file, or a folder holding one DICOM series.
 
+    A DICOM series whose slices are off a regular grid (gantry tilt, missing slices) is
+    resampled onto one (``dicom_geometry``), with a warning and a note (``scan_notes``).
     Raises ``InputError`` naming the file for a missing or unreadable file, a 2D or 4D image,
-    a vector image, NaN/inf values, or a DICOM folder with several series (pass ``series_uid``).
+    a vector image, NaN/inf values, a DICOM folder with several series (pass ``series_uid``)
+    or a series no grid can hold (mixed orientations, two slices at one place).
     """
     path = Path(path)
     if not path.exists():
@@ -129,15 +135,35 @@ def dicom_series_files(path: PathLike, series_uid: Optional[str] = None) -> List
     return _series_files(path.parent, series_uid or _series_of_file(path))
 
 
+def scan_notes(image: sitk.Image) -> List[str]:
+    """What reading changed about a scan (e.g. a tilted DICOM series resampled), for reports."""
+    return [image.GetMetaData(NOTE_KEY)] if image.HasMetaDataKey(NOTE_KEY) else []
+
+
 def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     files = _series_files(folder, series_uid)
     reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, to check the grid
+    warn = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's "non uniform sampling": ours below
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(folder, f"cannot read the DICOM series ({_first_line(exc)})",
                          field=f"series {series_uid}" if series_uid else None) from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warn)
+    if len(files) < 2:  # one (multi-frame) file: its geometry is the reader's
+        return image
+    stack = stack_from_series_reader(reader, image, folder)
+    if stack.is_regular():
+        return image
+    note = stack.describe()
+    log.warning("%s: %s", folder, note)
+    regular = regularise(image, stack)
+    regular.SetMetaData(NOTE_KEY, note)
+    return regular
 
 
 def _series_files(folder: Path, series_uid: Optional[str]) -> List[str]:

@@ -30,8 +30,10 @@ def oblique_image(shape=(20, 30, 40), spacing=(0.7, 0.9, 2.5), degrees=17.0, see
 
 
 def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str | None = None,
-                       description: str = "test") -> Path:
-    """Write ``image`` (int16) as one DICOM file per slice with full geometry tags."""
+                       description: str = "test", positions=None) -> Path:
+    """Write ``image`` (int16) as one DICOM file per slice with full geometry tags; slice ``k``
+    at ``positions[k]`` (LPS mm) when given (e.g. a tilted gantry), else where ``image`` has it.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.Cast(image, sitk.sitkInt16)
     series_uid = series_uid or f"1.2.826.0.1.3680043.2.1125.{int(time.time() * 1e3)}.{id(image)}"
@@ -53,7 +55,8 @@ def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str | None =
         s = image[:, :, k]
         for tag, value in tags.items():
             s.SetMetaData(tag, value)
-        pos = image.TransformIndexToPhysicalPoint((0, 0, k))
+        pos = image.TransformIndexToPhysicalPoint((0, 0, k)) if positions is None else \
+            positions[k]
         s.SetMetaData("0020|0032", "\\".join(f"{v:.10f}" for v in pos))
         s.SetMetaData("0020|0013", str(k + 1))
         s.SetMetaData("0008|0018", f"{series_uid}.{k + 1}")

@@ -174,7 +174,7 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
     from paranasal_ssl.atomic import write_json
     from paranasal_ssl.dicom_seg import check_dicom_input, write_region_seg
     from paranasal_ssl.inference import predict_scan
-    from paranasal_ssl.scan_io import read_scan, write_image
+    from paranasal_ssl.scan_io import read_scan, scan_notes, write_image
 
     if args.dicom_seg:
         check_dicom_input(image_path)
@@ -199,14 +199,17 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
         summary["roi_suggestion"] = {"method": suggestion.method,
                                      "confidence": suggestion.confidence,
                                      "notes": list(suggestion.notes)}
+    if scan_notes(image):  # e.g. a tilted series resampled: what the heatmap's grid is
+        summary["scan_notes"] = scan_notes(image)
     summary.update({"image": str(image_path), "case_id": case_id,
                     "heatmap": f"heatmap.{args.format}", "region": f"region.{args.format}"})
     write_image(pred.heatmap_image(), out / f"heatmap.{args.format}")
-    write_image(pred.region_image(), out / f"region.{args.format}")
+    region = pred.region_image()
+    write_image(region, out / f"region.{args.format}")
     if args.dicom_seg:
         labels = {side: f"{side} maxillary sinus, p = {s['probability']:.2f} ({s['call']})"
                   for side, s in summary["sides"].items()}
-        seg = write_region_seg(pred.region, image_path, out / "region.seg.dcm", args.series_uid,
+        seg = write_region_seg(region, image_path, out / "region.seg.dcm", args.series_uid,
                                labels)
         summary["dicom_seg"] = seg.name if seg else None  # None: no highlighted voxel
     write_json(out / "summary.json", summary)  # last: its presence means the case is complete

@@ -1,0 +1,132 @@
+"""DICOM series off a regular grid (gantry tilt, a missing slice) are read where their slices
+really lie: every voxel of the scan read back holds the value of the point it stands for."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from helpers.images import write_dicom_series
+from paranasal_ssl.errors import InputError
+from paranasal_ssl.scan_io import image_from_array, read_scan, scan_notes
+
+SPACING = (0.9, 1.1, 2.0)  # i, j, k (mm)
+SHAPE = (24, 18, 20)  # k, j, i
+
+
+def field(points: np.ndarray) -> np.ndarray:
+    """A linear intensity field (what a scan of it holds), points (n, 3) LPS mm -> values."""
+    return 200.0 + 0.5 * points[:, 0] + 10.0 * points[:, 1] + 3.0 * points[:, 2]
+
+
+def slice_points(origin, rows: int, columns: int, row, column, spacing) -> np.ndarray:
+    """Physical points (rows, columns, 3) of a slice's pixels."""
+    j, i = np.mgrid[0:rows, 0:columns]
+    return (np.asarray(origin) + i[..., None] * spacing[0] * np.asarray(row)
+            + j[..., None] * spacing[1] * np.asarray(column))
+
+
+def write_scan_of_field(folder, positions, row=(1, 0, 0), column=(0, 1, 0)):
+    """A DICOM series of ``field`` with slice k at positions[k] (LPS mm)."""
+    rows, columns = SHAPE[1], SHAPE[2]
+    slices = [np.rint(field(slice_points(p, rows, columns, row, column, SPACING)
+                            .reshape(-1, 3))).reshape(rows, columns) for p in positions]
+    image = image_from_array(np.stack(slices).astype(np.int16), SPACING, positions[0],
+                             np.column_stack([row, column, np.cross(row, column)]).ravel())
+    return write_dicom_series(image, folder, positions=positions)
+
+
+def voxel_points(image: sitk.Image) -> np.ndarray:
+    """Physical points (k, j, i, 3) of every voxel of ``image`` (LPS mm)."""
+    k, j, i = np.mgrid[0:image.GetDepth(), 0:image.GetHeight(), 0:image.GetWidth()]
+    index = np.stack([i, j, k], axis=-1) * np.asarray(image.GetSpacing())
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    return np.asarray(image.GetOrigin()) + index @ direction.T
+
+
+def assert_holds_the_field(image: sitk.Image):
+    """Each voxel away from the margin equals the field at its point, to rounding (1 HU)."""
+    values = sitk.GetArrayFromImage(image).astype(float)
+    inside = ndimage.binary_erosion(values > values.min(), iterations=2)
+    assert inside.sum() > 0.2 * values.size
+    expected = field(voxel_points(image)[inside])
+    assert np.abs(values[inside] - expected).max() <= 1.0
+
+
+def test_a_tilted_gantry_series_is_resampled_where_its_slices_lie(tmp_path):
+    tilt = np.deg2rad(20)
+    positions = [(-5.0, 3.0 + k * SPACING[2] * np.tan(tilt), 7.0 + k * SPACING[2])
+                 for k in range(SHAPE[0])]
+    folder = write_scan_of_field(tmp_path / "tilted", positions)
+    image = read_scan(folder)
+    assert image.GetSpacing() == pytest.approx(SPACING)  # 2.0 between slices, not 2.13
+    assert np.allclose(np.asarray(image.GetDirection()).reshape(3, 3), np.eye(3))
+    assert image.GetDepth() == SHAPE[0]
+    shift = (SHAPE[0] - 1) * SPACING[2] * np.tan(tilt)  # last slice's, along j (mm)
+    assert image.GetHeight() == SHAPE[1] + round(shift / SPACING[1])  # holds every slice
+    assert_holds_the_field(image)
+    assert image.GetPixelID() == sitk.sitkInt16
+    (note,) = scan_notes(image)
+    assert "20.0 deg" in note and "gantry tilt" in note
+
+
+def test_a_missing_slice_is_interpolated_not_stretched_over(tmp_path):
+    positions = [(-5.0, 3.0, 7.0 + k * SPACING[2]) for k in range(SHAPE[0])]
+    folder = write_scan_of_field(tmp_path / "gap", positions)
+    (folder / "slice0010.dcm").unlink()
+    image = read_scan(folder)
+    assert image.GetSpacing()[2] == pytest.approx(2.0)
+    assert image.GetDepth() == SHAPE[0]  # the missing slice back, in between its neighbours
+    assert_holds_the_field(image)
+    assert "2.00 to 4.00 mm" in scan_notes(image)[0]
+
+
+def test_an_oblique_regular_series_is_read_as_is(tmp_path):
+    row = np.array([np.cos(0.3), np.sin(0.3), 0.0])
+    column = np.array([0.0, np.cos(0.2), np.sin(0.2)])
+    column -= (column @ row) * row
+    column /= np.linalg.norm(column)
+    normal = np.cross(row, column)
+    positions = [np.array([-5.0, 3.0, 7.0]) + k * SPACING[2] * normal for k in range(SHAPE[0])]
+    folder = write_scan_of_field(tmp_path / "oblique", positions, row, column)
+    image = read_scan(folder)
+    assert scan_notes(image) == []
+    assert image.GetSize() == (SHAPE[2], SHAPE[1], SHAPE[0])
+    assert_holds_the_field(image)
+
+
+def test_two_slices_at_one_place_are_refused_by_name(tmp_path):
+    positions = [(-5.0, 3.0, 7.0 + k * SPACING[2]) for k in range(SHAPE[0])]
+    folder = write_scan_of_field(tmp_path / "twice", positions)
+    copy = sitk.ReadImage(str(folder / "slice0005.dcm"))
+    copy.SetMetaData("0008|0018", copy.GetMetaData("0008|0018") + ".99")  # its own instance
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(folder / "slice0005b.dcm"))
+    writer.Execute(copy)
+    with pytest.raises(InputError, match="0.000 mm apart") as error:
+        read_scan(folder)
+    assert str(folder) in str(error.value)
+
+
+def test_a_slice_of_another_orientation_is_refused_by_name(tmp_path):
+    positions = [(-5.0, 3.0, 7.0 + k * SPACING[2]) for k in range(SHAPE[0])]
+    folder = write_scan_of_field(tmp_path / "mixed", positions)
+    other = write_scan_of_field(tmp_path / "other", positions[:1], row=(1, 0, 0),
+                                column=(0, 0, -1))
+    scout = sitk.ReadImage(str(other / "slice0000.dcm"))
+    for tag in ("0020|000e", "0020|000d", "0020|0052"):  # into the first series
+        scout.SetMetaData(tag, sitk.ReadImage(str(folder / "slice0000.dcm")).GetMetaData(tag))
+    scout.SetMetaData("0008|0018", scout.GetMetaData("0008|0018") + ".77")
+    scout.SetMetaData("0020|0032", "-5\\3\\100")
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(folder / "scout.dcm"))
+    writer.Execute(scout)
+    shutil.rmtree(other)
+    with pytest.raises(InputError, match="oriented differently"):
+        read_scan(folder)
