@@ -18,7 +18,7 @@ from paranasal_ssl.crop_cache import jitter_offsets
 from paranasal_ssl.crops import extract_crop, normalise, paste, roi_box_mask, uncrop
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import REGION_CODES, SinusROI, check_side, lps_to_ras
-from paranasal_ssl.modality import detect_modality
+from paranasal_ssl.modality import detect_modality, modality_evidence
 from paranasal_ssl.model_bundle import ModelBundle, load_model
 from paranasal_ssl.residual_maps import (
     crop_scores,
@@ -109,10 +109,13 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
     if check_modality:
         seen = detect_modality(image)
         if seen != bundle.modality:
-            raise InputError(source, f"the scan looks like {seen.upper()} but the model was "
-                             f"trained on {bundle.modality.upper()}", field="modality",
-                             expected=f"a {bundle.modality.upper()} scan, or a "
-                             f"{seen.upper()} model")
+            raise InputError(source, f"the scan looks like {seen.upper()} "
+                             f"({modality_evidence(image)}) but the model was trained on "
+                             f"{bundle.modality.upper()}", field="modality",
+                             expected=f"a {bundle.modality.upper()} scan"
+                             + (" in Hounsfield units (air near -1000; a CT stored without its "
+                                "rescale intercept reads as MRI)" if bundle.modality == "ct"
+                                else "") + f", or a {seen.upper()} model")
     n = tta_crops or cfg.data.crop.test_crops_per_side
     grid_shape = tuple(reversed(image.GetSize()))
     heatmap = np.zeros(grid_shape, np.float32)

@@ -28,3 +28,10 @@ def air_fraction(image: sitk.Image) -> float:
 def detect_modality(image: sitk.Image) -> str:
     """'ct' if at least ``MIN_AIR_FRACTION`` of the voxels are air in HU, else 'mri'."""
     return "ct" if air_fraction(image) >= MIN_AIR_FRACTION else "mri"
+
+
+def modality_evidence(image: sitk.Image) -> str:
+    """What ``detect_modality`` saw, for an error message: air share and intensity range."""
+    values = sitk.GetArrayViewFromImage(image)
+    return (f"{100 * air_fraction(image):.1f}% of voxels below {AIR_BELOW:g}, intensities "
+            f"{float(values.min()):g} to {float(values.max()):g}")
