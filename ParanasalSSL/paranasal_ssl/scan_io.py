@@ -177,14 +177,30 @@ def _series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
                          expected="a folder of DICOM slices, or a NIfTI/NRRD/MHA file")
     if series_uid is None:
         if len(series) > 1:
-            raise InputError(folder, f"the folder holds {len(series)} DICOM series "
-                             f"({', '.join(series)})", expected="one series; pass series_uid "
-                             "(--series-uid) to choose")
+            listing = "; ".join(_describe_series(reader, folder, uid) for uid in series)
+            raise InputError(folder, f"the folder holds {len(series)} DICOM series: {listing}",
+                             expected="one series: pass --series-uid UID, or give one .dcm file "
+                             "of the series as the image (a case list or manifest can too)")
         series_uid = series[0]
     elif series_uid not in series:
         raise InputError(folder, f"series {series_uid} not found", field="series_uid",
                          expected=f"one of {series}")
     return list(reader.GetGDCMSeriesFileNames(str(folder), series_uid))
+
+
+def _describe_series(reader: sitk.ImageSeriesReader, folder: Path, uid: str) -> str:
+    """``uid (N slices, "description", e.g. file)``: enough to choose a series by."""
+    files = list(reader.GetGDCMSeriesFileNames(str(folder), uid))
+    header = sitk.ImageFileReader()
+    header.SetFileName(files[0])
+    try:
+        header.ReadImageInformation()
+        description = header.GetMetaData("0008|103e").strip() \
+            if header.HasMetaDataKey("0008|103e") else ""
+    except RuntimeError:
+        description = ""
+    name = Path(files[0]).name
+    return f'{uid} ({len(files)} slices, "{description}", e.g. {name})'
 
 
 def _series_of_file(path: Path) -> str:

@@ -43,17 +43,20 @@ def test_dicom_series_round_trip(tmp_path):
 
 def test_dicom_folder_with_two_series_names_them(tmp_path):
     folder = tmp_path / "mixed"
-    write_dicom_series(oblique_image(shape=(4, 10, 12)), folder, series_uid="1.2.3.4.1")
+    write_dicom_series(oblique_image(shape=(4, 10, 12)), folder, series_uid="1.2.3.4.1",
+                       description="scout")
     second = folder / "b"
-    write_dicom_series(oblique_image(shape=(4, 10, 12), seed=1), second, series_uid="1.2.3.4.2")
+    write_dicom_series(oblique_image(shape=(6, 10, 12), seed=1), second, series_uid="1.2.3.4.2",
+                       description="thin bone")
     for f in second.iterdir():
         f.rename(folder / f"b_{f.name}")
     with pytest.raises(InputError) as err:
         read_scan(folder)
-    assert "2 DICOM series" in str(err.value) and "1.2.3.4.1" in str(err.value)
-    assert str(folder) in str(err.value)
-    chosen = read_scan(folder, series_uid="1.2.3.4.2")
-    assert chosen.GetSize() == (12, 10, 4)
+    assert "2 DICOM series" in str(err.value) and str(folder) in str(err.value)
+    assert '1.2.3.4.1 (4 slices, "scout", e.g. slice' in str(err.value)
+    assert '1.2.3.4.2 (6 slices, "thin bone", e.g. b_slice' in str(err.value)
+    assert read_scan(folder, series_uid="1.2.3.4.2").GetSize() == (12, 10, 6)
+    assert read_scan(folder / "b_slice0002.dcm").GetSize() == (12, 10, 6)  # a file chooses
 
 
 def test_missing_file(tmp_path):
