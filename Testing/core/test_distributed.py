@@ -34,7 +34,10 @@ def _torchrun(python_exe, *args, program=("-m", "paranasal_ssl"), **kwargs) -> s
     return subprocess.Popen([python_exe, "-m", "torch.distributed.run", "--standalone",
                              "--nproc_per_node", "2", "--monitor-interval", "0.2", *program,
                              *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kwargs)
+                            stderr=subprocess.STDOUT, text=True, **kwargs,
+                            # gloo's "connection reset" message ends in an emoji: not the
+                            # locale's codec (ASCII under a bare CI shell)
+                            encoding="utf-8", errors="replace")
 
 
 # The CLI with a Python audit hook that lists, per rank, the files it writes: opened for
