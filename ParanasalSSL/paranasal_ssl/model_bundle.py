@@ -15,6 +15,7 @@ from torch import nn
 from paranasal_ssl.config import load_json
 from paranasal_ssl.errors import CheckpointError, InputError
 from paranasal_ssl.experiment import ExperimentConfig, load_experiment
+from paranasal_ssl.model_export import EXPORT_FILE, verify_export
 from paranasal_ssl.networks import CAEEnsemble, build_cae, build_classifier, cae_signature
 from paranasal_ssl.residual_fusion import ResidualFusion
 from paranasal_ssl.stages.cae_stage import cae_checkpoints
@@ -88,6 +89,12 @@ def load_model(path: Union[str, Path], device: str = "auto") -> ModelBundle:
         saved = ft_dir / "config.json"
         config = load_experiment(saved if saved.exists() else run_dir / "config.json")
         info = load_json(ft_dir / "model.json")
+        if (run_dir / EXPORT_FILE).exists():
+            changed = verify_export(run_dir)
+            if changed:
+                raise CheckpointError(run_dir / changed[0], "differs from the exported file "
+                                      f"({len(changed)} file(s) changed or missing)",
+                                      field="sha256", expected=f"the file {EXPORT_FILE} lists")
         crop = config.data.crop.shape
         members = []
         for path in cae_checkpoints(run_dir, config):

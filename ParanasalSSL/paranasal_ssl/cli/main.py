@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "baseline_cmd",
     "finetune_cmd",
     "predict_cmd",
+    "export_cmd",
     "evaluate_cmd",
     "demo_cmd",
     "benchmark_cmd",

@@ -34,6 +34,7 @@ from paranasal_ssl.experiment import (
     save_experiment,
 )
 from paranasal_ssl.manifest import SinusRecord, read_manifest
+from paranasal_ssl.model_export import refuse_training_in_export
 from paranasal_ssl.splits import split_records
 from paranasal_ssl.training.device import configure_threads, resolve_device
 from paranasal_ssl.version import environment_info
@@ -84,6 +85,7 @@ def open_run(run_dir: Path, manifest: Optional[Path] = None, profile: Optional[s
     configure_threads(threads)
     config_path = run_dir / "config.json"
     if config_path.exists():
+        refuse_training_in_export(run_dir)
         saved = load_json(config_path)
         config = load_experiment(config_path)
         if profile and profile != config.profile:
