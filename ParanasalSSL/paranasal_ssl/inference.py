@@ -88,6 +88,22 @@ class ScanPrediction:
                 "sides": {s: p.to_dict() for s, p in self.sides.items()}}
 
 
+def call_band(band: Tuple[float, float], threshold: Optional[float]) -> Tuple[float, float]:
+    """The uncertain band around the model's decision threshold: ``band`` (configured around
+    0.5) moved in logit space so that its middle is ``threshold``. Keeps the call on the same
+    side as the decision (review's model label, evaluate's confusion counts): with a threshold
+    of 0.2 a side at p = 0.3 is anomalous, not normal. No threshold: ``band`` as it is."""
+    if threshold is None:
+        return tuple(band)
+    lo, hi = (float(np.clip(v, 1e-6, 1 - 1e-6)) for v in band)
+    shift = _logit(float(np.clip(threshold, 1e-3, 1 - 1e-3))) - (_logit(lo) + _logit(hi)) / 2
+    return tuple(round(float(1 / (1 + np.exp(-(_logit(v) + shift)))), 4) for v in (lo, hi))
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
 def classify_call(p: float, band: Tuple[float, float]) -> str:
     """'normal' below the band, 'anomalous' above it, 'uncertain' inside it."""
     lo, hi = band
@@ -121,7 +137,8 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
     heatmap = np.zeros(grid_shape, np.float32)
     region = np.zeros(grid_shape, np.uint8)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-    band = tuple(bundle.info.get("uncertain_band", cfg.finetune.uncertain_band))
+    band = call_band(tuple(bundle.info.get("uncertain_band", cfg.finetune.uncertain_band)),
+                     bundle.info.get("threshold"))
     sides: Dict[str, SidePrediction] = {}
     # every crop of every side first, then ONE classifier and ONE CAE forward pass: a batch of
     # 2 x n crops keeps 2 CPU cores busier than two batches of n

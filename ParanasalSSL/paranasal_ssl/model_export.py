@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
-from paranasal_ssl.atomic import write_json
+from paranasal_ssl.atomic import write_json, write_text
 from paranasal_ssl.config import load_json
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.experiment import load_experiment
@@ -91,6 +91,8 @@ def export_model(model_dir: PathLike, out: PathLike,
             digests[relative] = _sha256(dest)
         write_json(staging / "model.json", {"finetune": name})
         digests["model.json"] = _sha256(staging / "model.json")
+        write_text(staging / "MODEL_CARD.md", model_card(staging, name))
+        digests["MODEL_CARD.md"] = _sha256(staging / "MODEL_CARD.md")
         write_json(staging / EXPORT_FILE, {
             "exported_from": str(Path(model_dir).resolve()),
             "finetune": name,
@@ -109,6 +111,61 @@ def export_model(model_dir: PathLike, out: PathLike,
             shutil.rmtree(staging)
     size = sum((out / relative).stat().st_size for relative in digests)
     return ExportReport(out, name, digests, size)
+
+
+def model_card(folder: Path, name: str) -> str:
+    """A page for the person who receives the model: what it analyses, how it was trained, how
+    it decides, and what its numbers rest on (from its config.json, model.json, metrics.csv)."""
+    from paranasal_ssl.inference import call_band
+
+    config = load_experiment(folder / "finetune" / name / "config.json")
+    info = load_json(folder / "finetune" / name / "model.json")
+    crop = config.data.crop
+    threshold = info.get("threshold", 0.5)
+    low, high = call_band(info.get("uncertain_band", config.finetune.uncertain_band), threshold)
+    lines = [f"# ParanasalSSL model `{name}`", "",
+             "Maxillary-sinus anomaly classifier and residual heatmap (research software, not "
+             "a medical device).", "",
+             f"- **Modality**: {config.data.intensity.modality.upper()}"
+             + (f" (intensities windowed to {config.data.intensity.ct_window_hu} HU)"
+                if config.data.intensity.modality == "ct" else ""),
+             f"- **Input**: one box per maxillary sinus (RAS mm); {crop.shape}^3 crops at "
+             f"{crop.spacing_mm} mm, {crop.test_crops_per_side} jittered crops per side",
+             f"- **Stages**: {config.cae.ensemble} CAE(s) (profile {config.profile}), encoder "
+             f"initialised from `{info.get('init')}`, fine-tuned on "
+             f"{info.get('n_train_sinuses')} labelled sinuses ({info.get('n_train_anomalous')} "
+             f"anomalous; label fraction {info.get('label_fraction')}), best epoch "
+             f"{info.get('best_epoch')}",
+             f"- **Decision**: anomalous from p = {threshold:.3f} ("
+             + info.get("threshold_source", f"max F1 on {info.get('n_val_sinuses')} "
+                        "validation sinuses") + f"), called uncertain between {low:.3f} and "
+             f"{high:.3f}; p is the classifier's score "
+             + ("fused with the CAEs' focal residual score" if info.get("residual_fusion")
+                else "alone")]
+    best = _best_epoch_metrics(folder / "finetune" / name / "metrics.csv",
+                               info.get("best_epoch"))
+    if best:
+        lines.append(f"- **Validation at the best epoch**: {best} (on "
+                     f"{info.get('n_val_sinuses')} sinuses: a check, not an evaluation)")
+    lines += [f"- **Code**: trained with {info.get('code_version')}, exported with "
+              f"{code_version()}", "",
+              "Check low-confidence sinus boxes and calls before relying on them; evaluate "
+              "on your own labelled scans (`paranasal-ssl evaluate` in the run folder) before "
+              "any use beyond research.", ""]
+    return "\n".join(lines)
+
+
+def _best_epoch_metrics(path: Path, epoch) -> str:
+    import csv
+
+    if not path.exists() or epoch is None:
+        return ""
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("epoch") == str(epoch):
+                return ", ".join(f"{k} {float(v):.3f}" for k, v in row.items()
+                                 if k.startswith("val_") and v)
+    return ""
 
 
 def verify_export(folder: PathLike) -> List[str]:

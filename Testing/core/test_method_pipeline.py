@@ -33,6 +33,7 @@ from paranasal_ssl.stages.evaluate_stage import (
     load_classifier,
     model_scores,
     prior_scores,
+    report_markdown,
     score_records,
 )
 from paranasal_ssl.stages.finetune_stage import finetune, initial_classifier
@@ -68,6 +69,8 @@ def test_run_folder_records_config_code_version_and_metrics(trained_run):
         assert (run.dir / stage / "best.pt").exists()
     model = json.loads((results["finetune_dir"] / "model.json").read_text())
     assert model["init"] == "pretext" and 0 <= model["threshold"] <= 1
+    # the tiny run validates on a few sinuses: too few to choose a threshold from, said so
+    assert model["threshold"] == 0.5 and model["threshold_source"].startswith("0.5: too few")
     assert model["heatmap_scale"] > 0 and model["code_version"]
     used = (results["finetune_dir"] / "labels_used.csv").read_text().splitlines()
     assert len(used) == 1 + model["n_train_sinuses"]
@@ -370,6 +373,8 @@ def test_evaluation_reports_what_the_labels_added(trained_run):
     start = prior_scores(run, records, residuals)
     np.testing.assert_allclose([start[r.key] for r in records], direct["tta"], atol=1e-6)
     assert ev["methods"][PRIOR_ROW]["f1"] is None and ev["methods"]["model (crop-averaged)"]["f1"]
+    assert "F1 of the model at its decision threshold 0.500 (the model's: 0.5: too few" in \
+        report_markdown(ev)
     assert ev["methods"][PRIOR_ROW]["auprc"] == pytest.approx(
         average_precision_score([r.label for r in records], direct["tta"]))
     # a model trained from scratch has no such starting point

@@ -14,6 +14,7 @@ from paranasal_ssl.evaluation import (
     aggregate_runs,
     bootstrap_ci,
     bootstrap_counts,
+    choose_decision_threshold,
     choose_threshold_max_f1,
     classification_metrics,
     format_table,
@@ -24,6 +25,7 @@ from paranasal_ssl.evaluation import (
 )
 from paranasal_ssl.evaluation.bootstrap import Interval, _evaluate
 from paranasal_ssl.geometry import SinusROI
+from paranasal_ssl.inference import call_band, classify_call
 from paranasal_ssl.manifest import SinusRecord, read_manifest, write_manifest
 
 Y4, S4 = [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]
@@ -82,6 +84,33 @@ def test_sensitivity_at_specificity_hand_example():
     m = classification_metrics(y, s)
     assert m["sens_at_spec90"] == pytest.approx(0.2) and m["sens_at_spec95"] == 0.0
     assert m["threshold_at_spec95"] is None and "threshold_at_spec95" in m["notes"]
+
+
+def test_decision_threshold_needs_enough_validation_sinuses_of_each_class():
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 12 + [1] * 10)
+    p = np.clip(0.25 + 0.4 * y + rng.normal(0, 0.15, y.size), 0, 1)
+    threshold, source = choose_decision_threshold(y, p)
+    assert threshold == choose_threshold_max_f1(y, p) != 0.5
+    assert source == "validation (max F1; 10 anomalous, 12 normal)"
+    few, why = choose_decision_threshold(y[3:], p[3:])  # 9 normal
+    assert few == 0.5 and "9 normal" in why and f"would give {threshold:.3f}" in why
+    none, why = choose_decision_threshold(np.zeros(5), p[:5])  # no anomalous one: no F1
+    assert none == 0.5 and "0 anomalous" in why
+
+
+def test_the_uncertain_band_is_centred_on_the_decision_threshold():
+    assert call_band((0.35, 0.65), 0.5) == (0.35, 0.65)
+    assert call_band((0.35, 0.65), None) == (0.35, 0.65)
+    for threshold in (0.02, 0.2, 0.43, 0.8):
+        low, high = call_band((0.35, 0.65), threshold)
+        assert low < threshold < high
+        # the call never contradicts the decision p >= threshold
+        for p in np.linspace(0, 1, 101):
+            call = classify_call(p, (low, high))
+            assert call == "uncertain" or (call == "anomalous") == (p >= threshold)
+    low, high = call_band((0.35, 0.65), 0.1)
+    assert classify_call(0.3, (low, high)) == "anomalous"  # was "normal" in the fixed band
 
 
 def test_f1_threshold_chosen_on_validation_and_applied_to_test():

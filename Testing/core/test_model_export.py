@@ -45,6 +45,8 @@ def test_an_export_predicts_as_its_run_and_holds_only_the_model(trained_run, exp
     record_of_export = json.loads((exported / "EXPORT.json").read_text())
     assert set(record_of_export["sha256"]) == names - {"EXPORT.json"}
     assert record_of_export["exported_from"] == str(run.dir.resolve())
+    card = (exported / "MODEL_CARD.md").read_text()
+    assert "CT" in card and "anomalous from p = 0.500 (0.5: too few validation" in card
 
 
 def test_a_changed_file_of_an_export_is_named_when_it_loads(exported, tiny_cohort, tmp_path,

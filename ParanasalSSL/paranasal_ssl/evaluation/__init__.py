@@ -16,6 +16,7 @@ from paranasal_ssl.evaluation.bootstrap import (
 )
 from paranasal_ssl.evaluation.classification import (
     check_binary_inputs,
+    choose_decision_threshold,
     choose_threshold_max_f1,
     classification_metrics,
     per_group_metrics,
@@ -43,6 +44,7 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_counts",
     "check_binary_inputs",
+    "choose_decision_threshold",
     "choose_threshold_max_f1",
     "classification_metrics",
     "dice_at_threshold",

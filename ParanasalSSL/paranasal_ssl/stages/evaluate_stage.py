@@ -159,6 +159,9 @@ def evaluate_model(run: Run, name: Optional[str] = None, split: str = "test",
         is_prob = method.startswith("model")
         m = classification_metrics(y, score, threshold=thr if is_prob else None,
                                    probabilities=is_prob)
+        if is_prob and thr is not None:
+            m["threshold_source"] = "the model's: " + info.get("threshold_source",
+                                                               "max F1 on validation")
         if not is_prob:  # label-free scores have no chosen threshold: F1 at 0.5 means nothing
             m["f1"] = None
             m["notes"]["f1"] = "label-free score: no threshold was chosen on validation"
@@ -196,6 +199,10 @@ def report_markdown(results: dict) -> str:
             f"prevalence {results['prevalence']:.3f}; label fraction "
             f"{results.get('label_fraction')}; code {results['code_version']}.\n\n")
     text += format_table(rows, list(rows[0])) + "\n"
+    model_row = results["methods"].get("model (crop-averaged)", {})
+    if model_row.get("threshold") is not None:
+        text += (f"\nF1 of the model at its decision threshold {model_row['threshold']:.3f} "
+                 f"({model_row.get('threshold_source', '')}).\n")
     loc = results.get("localisation")
     if loc:
         pc = loc["per_case_mean"]

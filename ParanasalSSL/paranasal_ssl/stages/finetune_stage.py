@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from paranasal_ssl.atomic import write_json, write_text
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.evaluation import choose_threshold_max_f1
+from paranasal_ssl.evaluation import choose_decision_threshold
 from paranasal_ssl.evaluation.classification import classification_metrics
 from paranasal_ssl.experiment import save_experiment
 from paranasal_ssl.hashing import file_sha256, stable_hash
@@ -232,13 +232,14 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
         fusion = fit_residual_fusion(run, model, residuals, device)
         scores = focal_crop_scores(run, residuals, val_crops.records)
         val_prob = fusion.probability(val_prob, [scores[r.key].mean() for r in val_crops.records])
-    threshold = choose_threshold_max_f1(val_y.numpy(), val_prob)
+    threshold, threshold_source = choose_decision_threshold(val_y.numpy(), val_prob)
     _write_labels_used(out / "labels_used.csv", train_crops.records, run)
     write_json(out / "model.json", {
         "name": name, "kind": KIND, "init": init, "init_sha256": init_sha,
         "label_fraction": fraction, "label_seed": seed, "val_fraction": val_fraction,
         "n_train_sinuses": len(train_crops.records), "n_train_anomalous": int(pos),
         "n_val_sinuses": len(val_crops.records), "threshold": float(threshold),
+        "threshold_source": threshold_source,
         "uncertain_band": list(cfg.finetune.uncertain_band),
         "modality": cfg.data.intensity.modality, "best_epoch": result.best_epoch,
         "heatmap_scale": heatmap_scale, "score_prior": model_has_prior,
