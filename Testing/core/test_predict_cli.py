@@ -189,7 +189,7 @@ def test_a_tilted_dicom_series_is_analysed_where_its_slices_lie(trained_run, sic
     assert _predict(run, image, tmp_path / "plain", "--threshold", "0.2", "--format", "nrrd",
                     *boxes) == 0
     tilted, positions = tilted_copy(sitk.ReadImage(str(image)), 20.0)
-    folder = write_dicom_series(tilted, tmp_path / "dicom", positions=positions)
+    folder = write_dicom_series(tilted, tmp_path / "scans" / "dicom", positions=positions)
     assert _predict(run, folder, tmp_path / "out", "--dicom-seg", "--threshold", "0.2",
                     "--format", "nrrd", *boxes) == 0
     plain = json.loads((tmp_path / "plain" / "summary.json").read_text())
@@ -207,6 +207,12 @@ def test_a_tilted_dicom_series_is_analysed_where_its_slices_lie(trained_run, sic
     dice = 2 * np.sum((on_plain > 0) & (expected > 0)) / (np.sum(on_plain > 0)
                                                          + np.sum(expected > 0))
     assert dice > 0.8
+    # a folder of such series: predictions.csv carries the note per case
+    assert main(["predict", "--model", str(run.dir), "--cases", str(tmp_path / "scans"),
+                 "--out", str(tmp_path / "many"), "--device", "cpu", "--progress", "none",
+                 "--sides", "left"]) == 0
+    table = _rows(tmp_path / "many" / "predictions.csv")
+    assert "gantry tilt" in table[("dicom", "left")]["scan_notes"]
     seg = hd.seg.segread(tmp_path / "out" / "region.seg.dcm")
     files = sorted(folder.glob("*.dcm"))
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
