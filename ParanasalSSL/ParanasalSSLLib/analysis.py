@@ -81,6 +81,38 @@ def modelFolderProblem(modelDir) -> Optional[str]:
     return None
 
 
+def modelSummary(modelDir) -> str:
+    """One line on the chosen model for the panel ('' if it cannot be read): modality, name,
+    labels it was fine-tuned on, its decision and, for an export, where it came from. Reads
+    two small JSON files (no torch), so the panel can call it on every change."""
+    import json
+
+    folder = Path(modelDir) if modelDir is not None else None
+    try:
+        if folder is None or modelFolderProblem(folder):
+            return ""
+        name = json.loads((folder / "model.json").read_text(encoding="utf-8")).get("finetune")
+        fine = folder / "finetune" / name if name else folder  # a run, or RUN/finetune/<name>
+        info = json.loads((fine / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return ""
+    fraction = info.get("label_fraction")
+    text = (f"{str(info.get('modality', '?')).upper()} model {info.get('name', fine.name)}: "
+            f"fine-tuned on {info.get('n_train_sinuses', '?')} labelled sinuses"
+            + (f" ({fraction:.0%} of the labels)" if isinstance(fraction, (int, float)) else "")
+            + f", anomalous from p = {float(info.get('threshold', 0.5)):.2f}"
+            + ("; probability fused with the focal residual score"
+               if info.get("residual_fusion") else ""))
+    exported = folder / "EXPORT.json"
+    if exported.is_file():
+        try:
+            source = json.loads(exported.read_text(encoding="utf-8")).get("exported_from")
+        except ValueError:
+            source = None
+        text += f"; exported from {source}" if source else "; an export"
+    return text
+
+
 def inputProblems(volumeNode, roiNodes: Mapping[str, object], modelDir) -> List[str]:
     """What is missing before Analyze can run, in words for the Apply button's tooltip."""
     problems = []

@@ -79,6 +79,7 @@ class AnalysisPanel:
         button.enabled = not problems
         button.toolTip = analysis.problemsText(problems) or IDLE_TIP
         self.ui.analysisStatusLabel.text = analysis.problemsText(problems) or self.lastMessage
+        self.ui.modelSummaryLabel.text = analysis.modelSummary(p.modelFolder)
 
     def onApply(self) -> None:
         if self.running:

@@ -6,6 +6,7 @@ Repeated analyses replace their nodes and subject-hierarchy items; refused input
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -147,3 +148,20 @@ def test_a_fused_models_probability_names_its_two_parts(sickCase, trained_run):
     assert res.sides[other].classifierProbability is None
     assert analysis.sideTexts(res)[other]["probabilityToolTip"].startswith(
         "Anomaly probability of the classifier")
+
+
+def test_the_panel_names_the_chosen_model_and_its_decision(trained_run, tmp_path):
+    """One line under the model folder: modality, labels, decision threshold; for an export
+    also where it came from; nothing for a folder that holds no model."""
+    from paranasal_ssl.model_export import export_model
+
+    run, results = trained_run
+    info = json.loads((results["finetune_dir"] / "model.json").read_text())
+    text = analysis.modelSummary(run.dir)
+    assert text.startswith(f"CT model {info['name']}: fine-tuned on "
+                           f"{info['n_train_sinuses']} labelled sinuses (100% of the labels)")
+    assert f"anomalous from p = {info['threshold']:.2f}" in text
+    assert analysis.modelSummary(results["finetune_dir"]) == text  # a fine-tune folder: same
+    exported = export_model(run.dir, tmp_path / "export").path
+    assert analysis.modelSummary(exported).endswith(f"; exported from {run.dir.resolve()}")
+    assert analysis.modelSummary(tmp_path) == "" and analysis.modelSummary(None) == ""

@@ -60,6 +60,7 @@ def test_apply_says_what_is_missing(panel, sickCase, tmp_path):
     p.modelFolder = tmp_path / "notamodel"
     panel.updateApplyButton()
     assert not ui.applyButton.enabled and "holds no trained model" in ui.applyButton.toolTip
+    assert ui.modelSummaryLabel.text == ""
     assert ui.leftProbabilityLabel.text == "-" and not ui.jumpToPeakButton.enabled
     assert not ui.exportResultsButton.enabled
 
@@ -72,6 +73,7 @@ def test_analyze_turns_into_cancel_then_shows_the_outputs(panel, sickCase, train
     p.leftRoi, p.rightRoi = sickCase.rois["left"], sickCase.rois["right"]
     panel.updateApplyButton()
     assert ui.applyButton.enabled and ui.applyButton.toolTip == IDLE_TIP
+    assert ui.modelSummaryLabel.text.startswith("CT model ")  # which model, under its folder
     before = counts(slicer.mrmlScene)
 
     ui.applyButton.click()
