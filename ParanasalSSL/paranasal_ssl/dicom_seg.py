@@ -59,12 +59,17 @@ def write_region_seg(region_image: sitk.Image, dicom_input: Path, out: Path,
 
     files = dicom_series_files(dicom_input, series_uid)
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]  # headers suffice
-    stack = stack_from_datasets(sources, dicom_input)
-    region = sitk.GetArrayFromImage(region_image) if stack.is_regular() else \
-        on_source_slices(region_image, stack)
-    if region.shape != (len(sources), int(sources[0].Rows), int(sources[0].Columns)):
+    frames = int(getattr(sources[0], "NumberOfFrames", 1) or 1)
+    if len(sources) == 1 and frames > 1:  # one multi-frame file: frame k is slice k as read
+        region = sitk.GetArrayFromImage(region_image)
+    else:
+        frames = len(sources)
+        stack = stack_from_datasets(sources, dicom_input)
+        region = sitk.GetArrayFromImage(region_image) if stack.is_regular() else \
+            on_source_slices(region_image, stack)
+    if region.shape != (frames, int(sources[0].Rows), int(sources[0].Columns)):
         raise InputError(dicom_input, f"region of shape {region.shape} does not match the "
-                         f"series ({len(sources)} slices of {sources[0].Rows} x "
+                         f"series ({frames} slices of {sources[0].Rows} x "
                          f"{sources[0].Columns})", expected="the region predicted on this series")
     missing = [k for k in ("FrameOfReferenceUID", "StudyInstanceUID")
                if not getattr(sources[0], k, None)]

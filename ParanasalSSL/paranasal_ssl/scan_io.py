@@ -141,8 +141,10 @@ def scan_notes(image: sitk.Image) -> List[str]:
 
 
 def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
     files = _series_files(folder, series_uid)
+    if len(files) == 1:  # one multi-frame file (enhanced CT/MR): its frames carry the geometry
+        return _read_multiframe(Path(files[0]), series_uid)
+    reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, to check the grid
     warn = sitk.ProcessObject.GetGlobalWarningDisplay()
@@ -154,8 +156,6 @@ def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
                          field=f"series {series_uid}" if series_uid else None) from None
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
-    if len(files) < 2:  # one (multi-frame) file: its geometry is the reader's
-        return image
     stack = stack_from_series_reader(reader, image, folder)
     if stack.is_regular():
         return image
@@ -164,6 +164,20 @@ def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
     regular = regularise(image, stack)
     regular.SetMetaData(NOTE_KEY, note)
     return regular
+
+
+def _read_multiframe(path: Path, series_uid: Optional[str]) -> sitk.Image:
+    """A single-file series. The series reader makes a multi-frame file a 4D image of one
+    volume; the file reader gives the 3D volume with GDCM's geometry from the per-frame
+    positions (checked against the same slices as single files: equal after resampling)."""
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(path, f"cannot read the DICOM file ({_first_line(exc)})",
+                         field=f"series {series_uid}" if series_uid else None) from None
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    return image
 
 
 def _series_files(folder: Path, series_uid: Optional[str]) -> List[str]:

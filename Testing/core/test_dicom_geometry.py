@@ -130,3 +130,19 @@ def test_a_slice_of_another_orientation_is_refused_by_name(tmp_path):
     shutil.rmtree(other)
     with pytest.raises(InputError, match="oriented differently"):
         read_scan(folder)
+
+
+def test_an_enhanced_multi_frame_ct_is_read_as_its_slices_are(tmp_path):
+    """One multi-frame file (Enhanced CT): the same scan as the single-frame series, voxel for
+    voxel once resampled (its frames may run the other way)."""
+    from helpers.images import oblique_image, write_enhanced_ct
+
+    image = oblique_image(shape=(12, 20, 24), spacing=(0.8, 0.9, 2.5))
+    single = read_scan(write_dicom_series(image, tmp_path / "single"))
+    enhanced = read_scan(write_enhanced_ct(image, tmp_path / "enhanced"))
+    assert enhanced.GetDimension() == 3 and enhanced.GetSize() == single.GetSize()
+    on_single = sitk.Resample(enhanced, single, sitk.Transform(), sitk.sitkNearestNeighbor,
+                              -5000)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(on_single),
+                                  sitk.GetArrayFromImage(single))
+    assert read_scan(tmp_path / "enhanced" / "enhanced.dcm").GetSize() == single.GetSize()

@@ -218,13 +218,54 @@ def test_a_tilted_dicom_series_is_analysed_where_its_slices_lie(trained_run, sic
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     frames = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=[h.SOPInstanceUID for h in headers], combine_segments=True)
+    planes = [(h.ImagePositionPatient, h.ImageOrientationPatient, h.PixelSpacing)
+              for h in headers]
+    assert_seg_lies_on_region(seg, frames, planes, region)
+
+
+def test_dicom_seg_of_an_enhanced_multi_frame_ct_refers_to_its_frames(trained_run, sick_case,
+                                                                      tmp_path):
+    """One multi-frame file (as modern scanners export): read, predicted, and its SEG's frames
+    (one per source frame) lie on the region."""
+    import highdicom as hd
+    import pydicom
+
+    from helpers.images import write_enhanced_ct
+
+    run, _ = trained_run
+    image, truth = sick_case
+    folder = write_enhanced_ct(sitk.ReadImage(str(image)), tmp_path / "enhanced")
+    boxes = []
+    for side in ("left", "right"):
+        boxes += [f"--roi-{side}"] + [f"{v:g}" for v in (*truth[side].center_ras,
+                                                          *truth[side].size_mm)]
+    assert _predict(run, folder, tmp_path / "out", "--dicom-seg", "--threshold", "0.2",
+                    "--format", "nrrd", *boxes) == 0
+    region = sitk.ReadImage(str(tmp_path / "out" / "region.nrrd"))
+    seg = hd.seg.segread(tmp_path / "out" / "region.seg.dcm")
+    source = pydicom.dcmread(folder / "enhanced.dcm", stop_before_pixels=True)
+    count = int(source.NumberOfFrames)
+    frames = seg.get_pixels_by_source_frame(
+        source.SOPInstanceUID, source_frame_numbers=list(range(1, count + 1)),
+        combine_segments=True, assert_missing_frames_are_empty=True)  # a SEG omits empty ones
+    shared = source.SharedFunctionalGroupsSequence[0]
+    orientation = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+    spacing = shared.PixelMeasuresSequence[0].PixelSpacing
+    planes = [(group.PlanePositionSequence[0].ImagePositionPatient, orientation, spacing)
+              for group in source.PerFrameFunctionalGroupsSequence]
+    assert_seg_lies_on_region(seg, frames, planes, region)
+
+
+def assert_seg_lies_on_region(seg, frames, planes, region: sitk.Image):
+    """Every pixel of every SEG frame, at its physical point (frame k lies on ``planes[k]``:
+    DICOM position, orientation, pixel spacing), holds its side's code in ``region``."""
     codes = {number: {"left": 1, "right": 2}[d.SegmentLabel.split()[0]]
              for number, d in enumerate(seg.SegmentSequence, start=1)}
     hits = total = 0
-    for header, frame in zip(headers, frames):
-        origin = np.array([float(v) for v in header.ImagePositionPatient])
-        row, column = np.array([float(v) for v in header.ImageOrientationPatient]).reshape(2, 3)
-        between_rows, between_columns = (float(v) for v in header.PixelSpacing)
+    for (position, orientation, spacing), frame in zip(planes, frames):
+        origin = np.array([float(v) for v in position])
+        row, column = np.array([float(v) for v in orientation]).reshape(2, 3)
+        between_rows, between_columns = (float(v) for v in spacing)
         for j, i in zip(*np.nonzero(frame)):  # each SEG pixel's point, read back in region
             point = origin + i * between_columns * row + j * between_rows * column
             index = region.TransformPhysicalPointToIndex(tuple(point))

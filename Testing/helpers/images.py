@@ -64,3 +64,25 @@ def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str | None =
         writer.SetFileName(str(folder / f"slice{k:04d}.dcm"))
         writer.Execute(s)
     return folder
+
+
+def write_enhanced_ct(image: sitk.Image, folder: Path) -> Path:
+    """Write ``image`` as ONE multi-frame DICOM file (a legacy-converted Enhanced CT, as modern
+    scanners export), via single-frame files converted with highdicom. Returns the folder."""
+    import shutil
+
+    import highdicom as hd
+    import pydicom
+
+    singles = write_dicom_series(image, folder.parent / f".{folder.name}-singles")
+    datasets = [pydicom.dcmread(f) for f in sorted(singles.glob("*.dcm"))]
+    for ds in datasets:  # what SimpleITK's writer leaves out and a CT image has
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=datasets, series_instance_uid=hd.UID(), series_number=1,
+        sop_instance_uid=hd.UID(), instance_number=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    enhanced.save_as(folder / "enhanced.dcm")
+    shutil.rmtree(singles)
+    return folder
