@@ -9,7 +9,6 @@ import os
 import pathlib
 from typing import Annotated
 
-import qt
 import slicer
 import vtk
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
@@ -24,7 +23,7 @@ from slicer.util import VTKObservationMixin
 
 from ParanasalSSLLib import analysis, dependencies, results, sample_data
 from ParanasalSSLLib.analysis_panel import AnalysisPanel
-from ParanasalSSLLib.job_runner import RUNNING, SUCCEEDED, JobRunner, JobSequence
+from ParanasalSSLLib.jobs_panel import JobsPanel
 from ParanasalSSLLib.logic import AnalysisLogic
 from ParanasalSSLLib.review_panel import FILTERS, SORT_KEYS, ReviewPanel
 from ParanasalSSLLib.settings import Settings
@@ -32,11 +31,6 @@ from ParanasalSSLLib.training import (
     DEVICES,
     STAGE_CHOICES,
     cachedDemoModel,
-    demoCommand,
-    demoFolder,
-    modelFolderFromLog,
-    progressText,
-    stageCommands,
 )
 
 
@@ -100,7 +94,6 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.settings = settings
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self.jobSequence = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -110,19 +103,15 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = self.logic or ParanasalSSLLogic()
         self.settings = self.settings or Settings()
-        self.jobRunner = JobRunner(onProgress=self.onJobProgress, onLog=self.onJobLog)
-        self.jobTimer = qt.QTimer()
-        self.jobTimer.setInterval(100)
-        self.jobTimer.connect("timeout()", self.pollJob)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.placeLeftRoiButton.connect("clicked(bool)", lambda: self.onPlaceRoi("left"))
         self.ui.placeRightRoiButton.connect("clicked(bool)", lambda: self.onPlaceRoi("right"))
         self.ui.suggestRoisButton.connect("clicked(bool)", self.onSuggestRois)
-        self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
-        self.ui.trainDemoButton.connect("clicked(bool)", self.onTrainDemoButton)
         self.ui.dependenciesButton.connect("clicked(bool)", self.onDependenciesButton)
+        self.jobsPanel = JobsPanel(self)  # Training, and the one background job at a time
+        self.jobsPanel.setup()
         self.analysisPanel = AnalysisPanel(self)  # Analyze (background job) and Outputs
         self.analysisPanel.setup()
         self.reviewPanel = ReviewPanel(self)  # the Review section: case review, export, loop
@@ -130,9 +119,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self):
-        self.jobTimer.stop()
-        if self.jobRunning():
-            self.jobSequence.cancel()
+        self.jobsPanel.cleanup()
         self.analysisPanel.cleanup()
         self.reviewPanel.cleanup()
         self.removeObservers()
@@ -194,11 +181,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.suggestRoisButton.toolTip = (
             "Find both maxillary sinuses automatically (air cavities beside the nasal cavity); "
             "check the boxes" if p.inputVolume else "Select a scan first")
-        canTrain = _isSet(p.trainingManifest) and _isSet(p.trainingRunFolder)
-        if not self.jobRunning():
-            self.ui.trainButton.enabled = canTrain
-        self.ui.trainButton.toolTip = ("Run the chosen stage(s) in the background" if canTrain
-                                       else "Select a manifest and a run folder")
+        self.jobsPanel.updateButtons()
         self.reviewPanel.onParameterNodeModified()
 
     # -- inputs -----------------------------------------------------------------------------
@@ -222,73 +205,6 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def showSummary(self, res):
         """Outputs rows for ``res`` (used by the Review section too)."""
         self.analysisPanel.showResults(res)
-
-    # -- training ---------------------------------------------------------------------------
-
-    def jobRunning(self):
-        return self.jobSequence is not None and self.jobSequence.state == RUNNING
-
-    def onTrainButton(self):
-        p = self._parameterNode
-        self.toggleJobs(lambda: stageCommands(p.trainingStage, p.trainingRunFolder,
-                                              p.trainingManifest, p.device),
-                        self.ui.trainButton, "Start training")
-
-    def onTrainDemoButton(self):
-        self.toggleJobs(lambda: [demoCommand(demoFolder(), self._parameterNode.device)],
-                        self.ui.trainDemoButton, "Train demo model")
-
-    def toggleJobs(self, makeCommands, button, idleText):
-        """Start the commands in the background, or cancel the job that is running."""
-        if self.jobRunning():
-            self.jobSequence.cancel()
-        else:
-            self.startJobs(makeCommands(), button, idleText)
-
-    def startJobs(self, commands, button, idleText):
-        if not self.ensureDependencies():
-            return
-        self.ui.trainingLogTextEdit.clear()
-        self.ui.trainingProgressBar.value = 0
-        self._jobButton, self._jobIdleText = button, idleText
-        self.jobSequence = JobSequence(self.jobRunner, commands, onStep=self.onJobStep,
-                                       onFinished=self.onJobFinished)
-        button.text = "Cancel"
-        for other in (self.ui.trainButton, self.ui.trainDemoButton, self.ui.reviewPredictButton,
-                      self.ui.reviewFinetuneButton):
-            other.enabled = other is button  # one job at a time; its button cancels it
-        self.jobTimer.start()
-        self.jobSequence.start()  # a command that cannot start ends at once (onJobFinished)
-
-    def pollJob(self):
-        if self.jobSequence is not None:
-            self.jobSequence.poll()  # callbacks run here, on the main thread
-
-    def onJobStep(self, index, args):
-        self.ui.trainingStatusLabel.text = f"Step {index + 1}: {args[0]}"
-
-    def onJobProgress(self, record):
-        if record.get("fraction") is not None:
-            self.ui.trainingProgressBar.value = int(100 * record["fraction"])
-        self.ui.trainingStatusLabel.text = progressText(record)
-
-    def onJobLog(self, line):
-        self.ui.trainingLogTextEdit.appendPlainText(line)
-
-    def onJobFinished(self, state):
-        self.jobTimer.stop()
-        self._jobButton.text = self._jobIdleText
-        self.ui.trainDemoButton.enabled = True
-        self.ui.trainingStatusLabel.text = self.jobRunner.message()
-        if state == SUCCEEDED:
-            folder = modelFolderFromLog(self.jobRunner.logLines) or (
-                self._parameterNode.trainingRunFolder if self._jobButton is self.ui.trainButton
-                else None)
-            if folder:
-                self._parameterNode.modelFolder = pathlib.Path(folder)
-                self.ui.trainingStatusLabel.text = f"Finished; the model folder is now {folder}"
-        self.reviewPanel.onJobFinished(self._jobButton, state == SUCCEEDED)
-        self.onParameterNodeModified()
 
     def ensureDependencies(self):
         """True if every Python package is there; otherwise ask once and install."""

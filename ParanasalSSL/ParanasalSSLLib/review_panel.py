@@ -243,7 +243,7 @@ class ReviewPanel:
         for button in (self.ui.reviewPreviousButton, self.ui.reviewNextButton,
                        self.ui.reviewNextUnreviewedButton, self.ui.reviewExportButton):
             button.enabled = isOpen
-        if not self.widget.jobRunning():
+        if not self.widget.jobsPanel.running():
             self.ui.reviewPredictButton.enabled = isOpen and _isSet(p.modelFolder)
             self.ui.reviewFinetuneButton.enabled = (self.labelsCsv is not None
                                                     and _isSet(p.trainingRunFolder))
@@ -292,16 +292,16 @@ class ReviewPanel:
 
     def onPredict(self) -> None:
         with slicer.util.tryWithErrorDisplay("Could not start the prediction."):
-            self.widget.toggleJobs(lambda: [self._predictCommand(self.params.modelFolder)],
+            self.widget.jobsPanel.toggle(lambda: [self._predictCommand(self.params.modelFolder)],
                                    self.ui.reviewPredictButton, "Predict list")
 
     def onFinetune(self) -> None:
         p = self.params
-        if not self.widget.jobRunning():  # else this click cancels the running job
+        if not self.widget.jobsPanel.running():  # else this click cancels the running job
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             self._finetuned = pathlib.Path(p.trainingRunFolder) / "finetune" / f"review-{stamp}"
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning."):
-            self.widget.toggleJobs(lambda: [
+            self.widget.jobsPanel.toggle(lambda: [
                 review.finetuneCommand(p.trainingRunFolder, self.labelsCsv,
                                        self._finetuned.name, p.device),
                 self._predictCommand(self._finetuned)],

@@ -149,3 +149,21 @@ def test_slices_are_radiological_and_the_overlay_sits_on_the_finding():
     with_heat = side_figure_png(scan, roi, "t", heat_image, threshold=0.5, through=blob_ras)
     without = side_figure_png(scan, roi, "t", None, through=blob_ras)
     assert heat_pixels(with_heat) > 20 and heat_pixels(without) == 0
+
+
+def test_a_tilted_series_is_shown_with_what_reading_changed(tiny_cohort, tmp_path):
+    """A case whose DICOM series was resampled onto a regular grid says so above its images."""
+    from helpers.images import tilted_copy, write_dicom_series
+
+    record = read_manifest(tiny_cohort)[0]
+    tilted, positions = tilted_copy(sitk.ReadImage(str(record.image)), 15.0)
+    write_dicom_series(tilted, tmp_path / "scans" / "tilted", positions=positions)
+    box = ",".join(f"{v:g}" for v in (*record.roi.center_ras, *record.roi.size_mm))
+    cases = tmp_path / "cases.csv"
+    cases.write_text("case_id,image,side,roi_center_r,roi_center_a,roi_center_s,roi_size_r,"
+                     f"roi_size_a,roi_size_s\ntilted,scans/tilted,{record.side},{box}\n")
+    assert main(["report", "--cases", str(cases), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert '<p class="scan-note">Scan: slices stacked 15.0 deg off their normal (gantry tilt)' \
+        in page
+    assert page.count("<img ") == 1

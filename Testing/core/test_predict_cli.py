@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from helpers.images import write_dicom_series
+from helpers.images import tilted_copy, write_dicom_series
 from paranasal_ssl.cli.main import main
 from paranasal_ssl.manifest import read_manifest
 
@@ -148,29 +148,6 @@ def test_dicom_seg_refers_to_the_scans_own_slices_and_equals_the_region(trained_
             seg.SegmentSequence[number - 1].SegmentLabel
     np.testing.assert_array_equal(back, region)
     assert seg.FrameOfReferenceUID == pydicom.dcmread(files[0]).FrameOfReferenceUID
-
-
-def tilted_copy(scan: sitk.Image, degrees: float):
-    """``scan`` as a tilted gantry acquires it: slices parallel to its own, each shifted along
-    j by tan(degrees) x its distance from the middle slice. Returns (slices as an image, each
-    slice's position, LPS mm)."""
-    direction = np.asarray(scan.GetDirection()).reshape(3, 3)
-    spacing = np.asarray(scan.GetSpacing())
-    middle = scan.GetDepth() // 2
-    positions, slices = [], []
-    for k in range(scan.GetDepth()):
-        position = np.asarray(scan.TransformIndexToPhysicalPoint((0, 0, k))) + \
-            (k - middle) * spacing[2] * np.tan(np.deg2rad(degrees)) * direction[:, 1]
-        reference = sitk.Image(scan.GetWidth(), scan.GetHeight(), 1, sitk.sitkFloat32)
-        reference.SetSpacing(scan.GetSpacing())
-        reference.SetDirection(scan.GetDirection())
-        reference.SetOrigin(tuple(position))
-        sampled = sitk.Resample(scan, reference, sitk.Transform(), sitk.sitkLinear, -1000.0)
-        slices.append(sitk.GetArrayFromImage(sampled)[0])
-        positions.append(tuple(position))
-    image = sitk.GetImageFromArray(np.rint(np.stack(slices)).astype(np.int16))
-    image.CopyInformation(scan)
-    return image, positions
 
 
 def test_a_tilted_dicom_series_is_analysed_where_its_slices_lie(trained_run, sick_case,

@@ -86,3 +86,26 @@ def write_enhanced_ct(image: sitk.Image, folder: Path) -> Path:
     enhanced.save_as(folder / "enhanced.dcm")
     shutil.rmtree(singles)
     return folder
+
+
+def tilted_copy(scan: sitk.Image, degrees: float):
+    """``scan`` as a tilted gantry acquires it: slices parallel to its own, each shifted along
+    j by tan(degrees) x its distance from the middle slice. Returns (slices as an image, each
+    slice's position, LPS mm)."""
+    direction = np.asarray(scan.GetDirection()).reshape(3, 3)
+    spacing = np.asarray(scan.GetSpacing())
+    middle = scan.GetDepth() // 2
+    positions, slices = [], []
+    for k in range(scan.GetDepth()):
+        position = np.asarray(scan.TransformIndexToPhysicalPoint((0, 0, k))) + \
+            (k - middle) * spacing[2] * np.tan(np.deg2rad(degrees)) * direction[:, 1]
+        reference = sitk.Image(scan.GetWidth(), scan.GetHeight(), 1, sitk.sitkFloat32)
+        reference.SetSpacing(scan.GetSpacing())
+        reference.SetDirection(scan.GetDirection())
+        reference.SetOrigin(tuple(position))
+        sampled = sitk.Resample(scan, reference, sitk.Transform(), sitk.sitkLinear, -1000.0)
+        slices.append(sitk.GetArrayFromImage(sampled)[0])
+        positions.append(tuple(position))
+    image = sitk.GetImageFromArray(np.rint(np.stack(slices)).astype(np.int16))
+    image.CopyInformation(scan)
+    return image, positions

@@ -97,6 +97,12 @@ class StandInWidget:
     def addItems(self, items):
         self.items += items
 
+    def clear(self):  # QPlainTextEdit
+        self.text = ""
+
+    def appendPlainText(self, line):
+        self.text += ("\n" if self.text else "") + line
+
     @property
     def checked(self):
         return self._checked

@@ -239,8 +239,9 @@ def panel(standIns, reviewSession, tmp_path):
     module = types.SimpleNamespace(
         ui=standIns.ui, _parameterNode=params,
         logic=types.SimpleNamespace(results=None), showSummary=lambda res: None, parent=None,
-        jobRunning=lambda: False,
-        toggleJobs=lambda make, button, text: jobs.append((make(), button)))
+        jobsPanel=types.SimpleNamespace(  # the one-job-at-a-time panel: records what starts
+            running=lambda: False,
+            toggle=lambda make, button, text: jobs.append((make(), button))))
     p = review_panel.ReviewPanel(module)
     p.setup()
     p.jobs, p.keys = jobs, standIns.shortcuts  # shortcut stand-ins by key

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "ParanasalSSL"
 MODULE = MODULE_DIR / "ParanasalSSL.py"
 REVIEW_PANEL = MODULE_DIR / "ParanasalSSLLib" / "review_panel.py"  # wires the Review section
+JOBS_PANEL = MODULE_DIR / "ParanasalSSLLib" / "jobs_panel.py"  # Training and the background job
 ANALYSIS_PANEL = MODULE_DIR / "ParanasalSSLLib" / "analysis_panel.py"  # Analyze and Outputs
 UI = MODULE_DIR / "Resources" / "UI" / "ParanasalSSL.ui"
 SIDES = ("left", "right")
@@ -103,6 +104,13 @@ def test_every_widget_the_analysis_panel_uses_exists(widgets):
     assert sorted(used - set(widgets)) == []
     assert widgets["analysisStatusLabel"].get("class") == "QLabel"
     assert _property(widgets["analysisStatusLabel"], "wordWrap") == "true"
+
+
+def test_every_widget_the_jobs_panel_uses_exists(widgets):
+    used = set(re.findall(r"self\.ui\.(\w+)", JOBS_PANEL.read_text()))
+    assert {"trainButton", "trainDemoButton", "trainingLogTextEdit", "trainingProgressBar",
+            "trainingStatusLabel", "reviewPredictButton", "reviewFinetuneButton"} <= used
+    assert sorted(used - set(widgets)) == []
 
 
 def test_every_widget_the_review_panel_uses_exists(widgets):
@@ -230,5 +238,5 @@ def test_the_module_loads_before_the_heavy_packages_are_installed(moduleSource, 
                           timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ok")
-    assert {"analysis", "analysis_panel", "dependencies", "job_runner", "logic",
+    assert {"analysis", "analysis_panel", "dependencies", "jobs_panel", "logic",
             "sample_data"} <= set(libModules)

@@ -31,6 +31,7 @@ table { border-collapse: collapse; font-size: 0.9em; }
 td, th { border: 1px solid #ddd; padding: 2px 6px; text-align: left; }
 .status { font-size: 0.8em; padding: 1px 6px; border-radius: 3px; background: #eee; }
 .unavailable { color: #a00; }
+.scan-note { color: #555; font-style: italic; }
 .disagree { background: #fde2e2; }
 """
 
@@ -93,7 +94,7 @@ def _case_section(session: ReviewSession, case, threshold, opacity, images_dir,
     import SimpleITK as sitk
 
     from paranasal_ssl.review.slices import looks_like_ct, side_figure_png
-    from paranasal_ssl.scan_io import read_scan
+    from paranasal_ssl.scan_io import read_scan, scan_notes
 
     status = session.status(case.case_id)
     anchor = "case-" + "".join(c if c.isalnum() else "-" for c in case.case_id)
@@ -109,6 +110,8 @@ def _case_section(session: ReviewSession, case, threshold, opacity, images_dir,
     if problem is not None:
         result.skipped.append(f"{case.case_id}: {problem}")
         return "".join(out) + f"<p class=\"unavailable\">Not shown: {_e(problem)}</p>\n"
+    for note in scan_notes(scan):  # e.g. a tilted DICOM series shown resampled
+        out.append(f"<p class=\"scan-note\">Scan: {_e(note)}</p>\n")
     pred = session.prediction(case.case_id)
     heat = region = None
     if pred is not None:
