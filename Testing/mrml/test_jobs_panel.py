@@ -30,14 +30,16 @@ def panel(standIns, tmp_path):
     return p
 
 
-def _pump(panel, timeout=60.0):
-    """What Qt's event loop would do: fire the panel's timer until the job ends."""
+def _pump(panel, timeout=60.0, until=None):
+    """What Qt's event loop would do: fire the panel's timer until ``until()`` holds (default:
+    the job has ended)."""
+    until = until or (lambda: not panel.running())
     deadline = time.monotonic() + timeout
-    while panel.running() and time.monotonic() < deadline:
+    while not until() and time.monotonic() < deadline:
         panel.timer.fire()
         time.sleep(0.05)
     panel.timer.fire()
-    assert not panel.running()
+    assert until()
 
 
 def test_start_needs_a_manifest_and_a_run_folder(panel, tmp_path):
@@ -85,10 +87,7 @@ def test_cancel_stops_the_process_and_keeps_the_model_folder(panel, tmp_path):
     slow = ["synth", str(tmp_path / "big"), "--cases", "2000", "--spacing", "2",
             "--workers", "1"]
     panel.toggle(lambda: [slow], ui.trainDemoButton, "Train demo model")
-    deadline = time.monotonic() + 60
-    while panel.jobRunner.progress is None and time.monotonic() < deadline:  # under way
-        panel.timer.fire()
-        time.sleep(0.05)
+    _pump(panel, until=lambda: panel.jobRunner.progress is not None)  # under way
     process = panel.jobRunner._process
     t = time.monotonic()
     panel.toggle(lambda: [slow], ui.trainDemoButton, "Train demo model")  # its button cancels
