@@ -118,7 +118,8 @@ def model_card(folder: Path, name: str) -> str:
     it decides, and what its numbers rest on (from its config.json, model.json, metrics.csv)."""
     from paranasal_ssl.inference import call_band
 
-    config = load_experiment(folder / "finetune" / name / "config.json")
+    saved = folder / "finetune" / name / "config.json"  # fine-tunes of older runs have none
+    config = load_experiment(saved if saved.exists() else folder / "config.json")
     info = load_json(folder / "finetune" / name / "model.json")
     crop = config.data.crop
     threshold = info.get("threshold", 0.5)
