@@ -151,8 +151,8 @@ def model_card(folder: Path, name: str) -> str:
     lines += [f"- **Code**: trained with {info.get('code_version')}, exported with "
               f"{code_version()}", "",
               "Check low-confidence sinus boxes and calls before relying on them; evaluate "
-              "on your own labelled scans (`paranasal-ssl evaluate` in the run folder) before "
-              "any use beyond research.", ""]
+              "it on your own labelled scans (`paranasal-ssl evaluate --run THIS_FOLDER "
+              "--manifest yours.csv`) before any use beyond research.", ""]
     return "\n".join(lines)
 
 

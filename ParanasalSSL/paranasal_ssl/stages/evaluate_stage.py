@@ -154,14 +154,33 @@ def evaluate_model(run: Run, name: Optional[str] = None, split: str = "test",
                "n_subjects": len(set(subjects)), "prevalence": float(y.mean()),
                "label_fraction": info.get("label_fraction"), "init": info.get("init"),
                "code_version": code_version(), "environment": environment_info(),
-               "methods": {}}
+               "methods": method_metrics(y, subjects, types, methods, thr,
+                                         info.get("threshold_source"), n_boot, seed)}
+    results["localisation"] = localisation(run, residuals, records)
+    if write:
+        out = run.dir / "finetune" / name / f"eval-{split}"
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "results.json", results)
+        write_text(out / "report.md", report_markdown(results))
+        _write_predictions(out / "predictions.csv", records, probs, residual_score)
+        results["folder"] = str(out)
+    return results
+
+
+def method_metrics(y: np.ndarray, subjects: np.ndarray, types: Sequence, methods: Dict[str,
+                   np.ndarray], threshold: Optional[float], threshold_source: Optional[str],
+                   n_boot: int = 1000, seed: int = 0) -> Dict[str, dict]:
+    """Metrics of each score in ``methods`` (name -> (N,) score per sinus, labels ``y``):
+    AUPRC/AUROC with 95% bootstrap intervals by subject, per anomaly type, and for the model's
+    probabilities (names starting "model") the threshold metrics at ``threshold``."""
+    table = {}
     for method, score in methods.items():
         is_prob = method.startswith("model")
-        m = classification_metrics(y, score, threshold=thr if is_prob else None,
+        m = classification_metrics(y, score, threshold=threshold if is_prob else None,
                                    probabilities=is_prob)
-        if is_prob and thr is not None:
-            m["threshold_source"] = "the model's: " + info.get("threshold_source",
-                                                               "max F1 on validation")
+        if is_prob and threshold is not None:
+            m["threshold_source"] = "the model's: " + (threshold_source
+                                                       or "max F1 on validation")
         if not is_prob:  # label-free scores have no chosen threshold: F1 at 0.5 means nothing
             m["f1"] = None
             m["notes"]["f1"] = "label-free score: no threshold was chosen on validation"
@@ -172,16 +191,8 @@ def evaluate_model(run: Run, name: Optional[str] = None, split: str = "test",
         m["per_type"] = {k: {"auprc": v["auprc"], "n_pos": v["n_pos"],
                              "prevalence": v["prevalence"]}
                          for k, v in per_group_metrics(y, score, types).items() if k != "all"}
-        results["methods"][method] = m
-    results["localisation"] = localisation(run, residuals, records)
-    if write:
-        out = run.dir / "finetune" / name / f"eval-{split}"
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "results.json", results)
-        write_text(out / "report.md", report_markdown(results))
-        _write_predictions(out / "predictions.csv", records, probs, residual_score)
-        results["folder"] = str(out)
-    return results
+        table[method] = m
+    return table
 
 
 def report_markdown(results: dict) -> str:
@@ -194,12 +205,15 @@ def report_markdown(results: dict) -> str:
                      "sens@90%spec": _f(m.get("sens_at_spec90")),
                      "sens@95%spec": _f(m.get("sens_at_spec95")),
                      "F1": _f(m.get("f1")), "Brier": _f(m.get("brier"))})
-    text = (f"# Evaluation of `{results['model']}` on the {results['split']} split\n\n"
+    where = f"the labelled manifest `{results['manifest']}`" if results.get("manifest") \
+        else f"the {results['split']} split"
+    text = (f"# Evaluation of `{results['model']}` on {where}\n\n"
             f"{results['n_sinuses']} sinuses from {results['n_subjects']} subjects, "
             f"prevalence {results['prevalence']:.3f}; label fraction "
             f"{results.get('label_fraction')}; code {results['code_version']}.\n\n")
     text += format_table(rows, list(rows[0])) + "\n"
-    model_row = results["methods"].get("model (crop-averaged)", {})
+    model_row = next((m for name, m in results["methods"].items()
+                      if name.startswith("model")), {})
     if model_row.get("threshold") is not None:
         text += (f"\nF1 of the model at its decision threshold {model_row['threshold']:.3f} "
                  f"({model_row.get('threshold_source', '')}).\n")
