@@ -92,7 +92,7 @@ class JobsPanel:
                                        onFinished=self.onJobFinished)
         button.text = "Cancel"
         for other in (self.ui.trainButton, self.ui.trainDemoButton, self.ui.reviewPredictButton,
-                      self.ui.reviewFinetuneButton):
+                      self.ui.reviewFinetuneButton, self.ui.reviewEvaluateButton):
             other.enabled = other is button  # one job at a time; its button cancels it
         self.timer.start()
         self.jobSequence.start()  # a command that cannot start ends at once (onJobFinished)

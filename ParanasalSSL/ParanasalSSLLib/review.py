@@ -272,6 +272,27 @@ def finetuneCommand(runFolder, labelsCsv, name: str, device: str = "auto") -> Li
             "--progress", "json"]
 
 
+def evaluateCommand(modelFolder, labelsCsv, outFolder, device: str = "auto") -> List[str]:
+    """``paranasal-ssl evaluate --manifest`` of the model on exported review labels: each scan
+    analysed as predict does, the metrics written to ``outFolder``."""
+    return ["evaluate", "--run", str(modelFolder), "--manifest", str(labelsCsv), "--out",
+            str(outFolder), "--device", device, "--progress", "json"]
+
+
+def evaluationText(results: dict) -> str:
+    """One line on an evaluation against the reader's labels (``external_eval`` results)."""
+    from paranasal_ssl.external_eval import MODEL_ROW
+
+    m = results["methods"][MODEL_ROW]
+    low, high = m["auprc_ci"]
+    text = (f"Model vs your labels on {results['n_sinuses']} sides: AUPRC {m['auprc']:.2f} "
+            f"[{low:.2f}, {high:.2f}] (prevalence {results['prevalence']:.2f}), AUROC "
+            f"{m['auroc']:.2f}")
+    if results.get("skipped"):
+        text += f"; {len(results['skipped'])} case(s) left out"
+    return text + f" - report: {results.get('folder', '')}"
+
+
 def caseHeader(session) -> str:
     """'Case 3 / 12: case0002 (reviewed) - 5 reviewed, 1 flagged, 6 to go'."""
     if session.current is None:

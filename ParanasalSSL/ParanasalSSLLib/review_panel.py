@@ -60,6 +60,7 @@ class ReviewPanel:
         self.ui.reviewExportButton.connect("clicked(bool)", self.onExport)
         self.ui.reviewPredictButton.connect("clicked(bool)", self.onPredict)
         self.ui.reviewFinetuneButton.connect("clicked(bool)", self.onFinetune)
+        self.ui.reviewEvaluateButton.connect("clicked(bool)", self.onEvaluate)
         for side in SIDES:
             w = self.sideWidgets(side)
             for verdict in ("agree", "normal", "anomalous"):
@@ -247,6 +248,8 @@ class ReviewPanel:
             self.ui.reviewPredictButton.enabled = isOpen and _isSet(p.modelFolder)
             self.ui.reviewFinetuneButton.enabled = (self.labelsCsv is not None
                                                     and _isSet(p.trainingRunFolder))
+            self.ui.reviewEvaluateButton.enabled = (self.labelsCsv is not None
+                                                    and _isSet(p.modelFolder))
 
     def onParameterNodeModified(self) -> None:
         p = self.params
@@ -307,9 +310,28 @@ class ReviewPanel:
                 self._predictCommand(self._finetuned)],
                 self.ui.reviewFinetuneButton, "Fine-tune on labels")
 
+    def onEvaluate(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not start the evaluation."):
+            self.widget.jobsPanel.toggle(lambda: [review.evaluateCommand(
+                self.params.modelFolder, self.labelsCsv, self.evaluationFolder(),
+                self.params.device)], self.ui.reviewEvaluateButton, "Evaluate on labels")
+
+    def evaluationFolder(self) -> pathlib.Path:
+        return pathlib.Path(self.labelsCsv).parent / "evaluation"
+
     def onJobFinished(self, button, succeeded: bool) -> None:
-        """After a review job: the new model becomes the module's model, and the list shows
-        the new predictions."""
+        """After a review job: the new model becomes the module's model, the list shows the
+        new predictions, and an evaluation's result is shown."""
+        if button is self.ui.reviewEvaluateButton and succeeded:
+            import json
+
+            folder = self.evaluationFolder()
+            results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+            results["folder"] = str(folder / "report.md")
+            self.ui.reviewStatusLabel.text = review.evaluationText(results)
+        elif button is self.ui.reviewEvaluateButton:
+            self.ui.reviewStatusLabel.text = ("The evaluation did not finish: "
+                                              + self.widget.jobsPanel.jobRunner.message())
         if button is self.ui.reviewFinetuneButton and succeeded:
             self.params.modelFolder = self._finetuned
         if button in (self.ui.reviewPredictButton, self.ui.reviewFinetuneButton) \

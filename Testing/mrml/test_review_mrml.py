@@ -292,3 +292,28 @@ def test_the_review_section_records_navigates_exports_and_starts_the_loop(panel,
     assert parser.parse_args(again).model.name == tuned.name
     panel.onJobFinished(ui.reviewFinetuneButton, True)
     assert params.modelFolder.name == tuned.name and panel.reviewer.loaded.caseId == "b"
+
+
+def test_the_model_is_evaluated_on_the_readers_labels(panel, trained_run, tiny_cohort):
+    """Export, then *Evaluate on labels*: evaluate --manifest of the model folder on the
+    exported labels, and its result (a real results.json) in one line."""
+    from paranasal_ssl.cli.main import build_parser
+    from paranasal_ssl.external_eval import evaluate_on_manifest
+
+    ui, params = panel.ui, panel.params
+    panel.updateButtons()
+    assert not ui.reviewEvaluateButton.enabled  # nothing exported yet
+    ui.reviewOpenButton.emit("clicked(bool)", False)
+    panel.keys["A"].emit("activated()")
+    panel.onExport()
+    assert ui.reviewEvaluateButton.enabled
+    panel.onEvaluate()
+    (command,), button = panel.jobs[-1]
+    assert button is ui.reviewEvaluateButton
+    args = build_parser().parse_args(command)
+    assert args.manifest == panel.labelsCsv and args.run == params.modelFolder
+    params.modelFolder = trained_run[0].dir  # the job's result: a real evaluation there
+    evaluate_on_manifest(params.modelFolder, tiny_cohort, args.out, device="cpu", n_boot=20)
+    panel.onJobFinished(ui.reviewEvaluateButton, True)
+    assert ui.reviewStatusLabel.text.startswith("Model vs your labels on 28 sides: AUPRC ")
+    assert str(args.out / "report.md") in ui.reviewStatusLabel.text
