@@ -17,10 +17,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from paranasal_ssl.atomic import atomic_path
-from paranasal_ssl.dicom_geometry import on_source_slices, stack_from_datasets
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import REGION_CODES
 from paranasal_ssl.scan_io import dicom_series_files, is_dicom_input
+from paranasal_ssl.slice_geometry import on_source_slices, stack_from_datasets
 from paranasal_ssl.version import code_version
 
 SERIES_NUMBER = 9301  # a number of its own, so viewers list the SEG apart from the scan

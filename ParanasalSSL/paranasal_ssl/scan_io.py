@@ -15,8 +15,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from paranasal_ssl.atomic import atomic_path
-from paranasal_ssl.dicom_geometry import NOTE_KEY, regularise, stack_from_series_reader
 from paranasal_ssl.errors import InputError
+from paranasal_ssl.nifti_header import read_sheared_nifti, sheared_sform
+from paranasal_ssl.slice_geometry import NOTE_KEY, regularise, stack_from_series_reader
 
 PathLike = Union[str, Path]
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 def read_scan(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
     """Read a 3D scalar scan: a NIfTI/NRRD/MHA file, or a folder holding one DICOM series.
 
-    A DICOM series whose slices are off a regular grid (gantry tilt, missing slices) is
-    resampled onto one (``dicom_geometry``), with a warning and a note (``scan_notes``).
+    A DICOM series whose slices are off a regular grid (gantry tilt, missing slices), or a
+    NIfTI whose sform tilts its slices, is resampled onto one (``slice_geometry``), with a
+    warning and a note (``scan_notes``).
     Raises ``InputError`` naming the file for a missing or unreadable file, a 2D or 4D image,
     a vector image, NaN/inf values, a DICOM folder with several series (pass ``series_uid``)
     or a series no grid can hold (mixed orientations, two slices at one place).
@@ -39,6 +41,8 @@ def read_scan(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
         image = _read_dicom_folder(path, series_uid)
     elif is_dicom_input(path):
         image = _read_dicom_folder(path.parent, series_uid or _series_of_file(path))
+    elif sheared_sform(path) is not None:  # ITK would drop the shear (or refuse the file)
+        image = _read_sheared_nifti(path, sheared_sform(path))
     else:
         try:
             image = sitk.ReadImage(str(path))
@@ -161,6 +165,17 @@ def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
         return image
     note = stack.describe()
     log.warning("%s: %s", folder, note)
+    regular = regularise(image, stack)
+    regular.SetMetaData(NOTE_KEY, note)
+    return regular
+
+
+def _read_sheared_nifti(path: Path, sform: np.ndarray) -> sitk.Image:
+    """A NIfTI whose sform tilts its slices (``nifti_header``): resampled onto a regular grid
+    where the sform puts each slice, with a warning and a note."""
+    image, stack = read_sheared_nifti(path, sform)
+    note = stack.describe() + " (from the file's sheared sform, which ITK cannot represent)"
+    log.warning("%s: %s", path, note)
     regular = regularise(image, stack)
     regular.SetMetaData(NOTE_KEY, note)
     return regular

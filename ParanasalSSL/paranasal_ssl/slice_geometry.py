@@ -1,5 +1,6 @@
-"""Slice geometry of a DICOM series: find stacks that are not a regular grid (a tilted gantry,
-missing or unevenly spaced slices) and resample them onto one.
+"""Slice geometry of a scan: find stacks of slices that are not a regular grid (a tilted
+gantry, missing or unevenly spaced slices) and resample them onto one. The slices' positions
+come from a DICOM series' headers or from a sheared NIfTI sform (``nifti_header``).
 
 ITK's series reader stacks the slices as if slice ``k`` lay at ``first + k * mean gap`` along
 the slices' normal. Head CT is often acquired with a tilted gantry (slices stacked obliquely,
@@ -111,7 +112,7 @@ def stack_from_series_reader(reader: sitk.ImageSeriesReader, image: sitk.Image,
         positions.append(_numbers(reader.GetMetaData(k, "0020|0032"), 3, source, k))
         orientations.append(_numbers(reader.GetMetaData(k, "0020|0037"), 6, source, k))
     sx, sy = image.GetSpacing()[:2]
-    return _checked_stack(np.array(positions), np.array(orientations), (sx, sy),
+    return checked_stack(np.array(positions), np.array(orientations), (sx, sy),
                           (image.GetHeight(), image.GetWidth()), source)
 
 
@@ -121,7 +122,7 @@ def stack_from_datasets(datasets: Sequence, source: PathLike) -> SliceStack:
     orientations = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets])
     row_spacing, column_spacing = (float(v) for v in datasets[0].PixelSpacing)
     # DICOM PixelSpacing is (between rows, between columns) = (along j, along i)
-    return _checked_stack(positions, orientations, (column_spacing, row_spacing),
+    return checked_stack(positions, orientations, (column_spacing, row_spacing),
                           (int(datasets[0].Rows), int(datasets[0].Columns)), source)
 
 
@@ -195,9 +196,9 @@ def _numbers(text: str, count: int, source: PathLike, k: int) -> np.ndarray:
     return np.array(values)
 
 
-def _checked_stack(positions: np.ndarray, orientations: np.ndarray,
-                   pixel_spacing: Tuple[float, float], shape: Tuple[int, int],
-                   source: PathLike) -> SliceStack:
+def checked_stack(positions: np.ndarray, orientations: np.ndarray,
+                  pixel_spacing: Tuple[float, float], shape: Tuple[int, int],
+                  source: PathLike) -> SliceStack:
     """Refuse stacks no single grid can hold: slices of different orientations, or two slices
     at the same place (a folder mixing acquisitions under one series)."""
     if np.abs(orientations - orientations[0]).max() > 1e-3:
