@@ -40,6 +40,7 @@ class LoadedCase:
     roiNodes: Dict[str, object] = field(default_factory=dict)
     results: Optional[results.AnalysisResults] = None
     shownRois: Dict[str, Optional[SinusROI]] = field(default_factory=dict)
+    scanNotes: List[str] = field(default_factory=list)  # what reading changed (a tilt resampled)
 
 
 class CaseReviewer:
@@ -61,7 +62,7 @@ class CaseReviewer:
         Returns None, after marking the case unavailable in the session, if its scan is
         missing or unreadable; the previous case is unloaded either way.
         """
-        from paranasal_ssl.scan_io import read_scan
+        from paranasal_ssl.scan_io import read_scan, scan_notes
 
         self.unload()
         self.session.go_to(caseId)
@@ -77,7 +78,7 @@ class CaseReviewer:
             self.session.mark_unavailable(caseId, None)  # readable again
         scanNode = mrml_bridge.addVolumeFromImage(image, caseId)
         self._own(scanNode, caseId)
-        loaded = LoadedCase(caseId, scanNode)
+        loaded = LoadedCase(caseId, scanNode, scanNotes=scan_notes(image))
         self.loaded = loaded
         for side in case.sides:
             roi = self.session.roi(caseId, side)

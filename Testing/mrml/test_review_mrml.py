@@ -317,3 +317,22 @@ def test_the_model_is_evaluated_on_the_readers_labels(panel, trained_run, tiny_c
     panel.onJobFinished(ui.reviewEvaluateButton, True)
     assert ui.reviewStatusLabel.text.startswith("Model vs your labels on 28 sides: AUPRC ")
     assert str(args.out / "report.md") in ui.reviewStatusLabel.text
+
+
+def test_a_tilted_dicom_case_is_shown_resampled_and_says_so(slicerApp, tmp_path):
+    """A gantry-tilted series in a review list: the volume on screen is the regular grid
+    ``read_scan`` makes (where the slices lie) and the case carries the note the panel shows."""
+    from helpers.images import tilted_copy, write_dicom_series
+    from paranasal_ssl.scan_io import read_scan
+
+    scan = oblique_image(shape=SHAPE, spacing=SPACING, degrees=0.0)
+    tilted, positions = tilted_copy(scan, 15.0)
+    write_dicom_series(tilted, tmp_path / "scans" / "t", positions=positions)
+    (tmp_path / "cases.csv").write_text("case_id,image,side\nt,scans/t,left\n")
+    reviewer = review.CaseReviewer(open_session(tmp_path / "cases.csv", "rad"))
+    loaded = reviewer.step("first")
+    expected = read_scan(tmp_path / "scans" / "t")
+    assert "15.0 deg" in loaded.scanNotes[0] and "gantry tilt" in loaded.scanNotes[0]
+    np.testing.assert_allclose(bridge.volumeIjkToWorld(loaded.scanNode),
+                               bridge.ijkToRasFromImage(expected), atol=1e-5)
+    assert slicer.util.arrayFromVolume(loaded.scanNode).shape[1] > SHAPE[1]  # widened
