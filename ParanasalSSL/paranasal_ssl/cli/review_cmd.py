@@ -167,6 +167,8 @@ def run_export(args) -> int:
         print(f"{len(result.images)} image(s) -> {args.images}")
     for note in result.skipped:
         print(f"left out: {note}")
+    print(f"score the model against them: paranasal-ssl evaluate --run MODEL --manifest "
+          f"{result.labels}")
     print(f"fine-tune with: paranasal-ssl finetune --run RUN --labels {result.labels}")
     return 0
 
