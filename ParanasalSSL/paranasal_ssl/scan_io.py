@@ -41,14 +41,16 @@ def read_scan(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
         image = _read_dicom_folder(path, series_uid)
     elif is_dicom_input(path):
         image = _read_dicom_folder(path.parent, series_uid or _series_of_file(path))
-    elif sheared_sform(path) is not None:  # ITK would drop the shear (or refuse the file)
-        image = _read_sheared_nifti(path, sheared_sform(path))
     else:
-        try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError as exc:
-            raise InputError(path, f"cannot read image ({_first_line(exc)})",
-                             expected="a NIfTI, NRRD, MHA file or a DICOM folder") from None
+        sform = sheared_sform(path)  # None unless a NIfTI whose sform tilts its slices
+        if sform is not None:  # ITK would drop the tilt (or refuse the file)
+            image = _read_sheared_nifti(path, sform)
+        else:
+            try:
+                image = sitk.ReadImage(str(path))
+            except RuntimeError as exc:
+                raise InputError(path, f"cannot read image ({_first_line(exc)})",
+                                 expected="a NIfTI, NRRD, MHA file or a DICOM folder") from None
     check_scan(image, path)
     return image
 
