@@ -17,7 +17,7 @@ import numpy as np
 
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import REGION_CODES
-from ParanasalSSLLib import mrml_bridge, results
+from ParanasalSSLLib import mrml_bridge, results, warped_volume
 
 if TYPE_CHECKING:  # scipy (through roi_suggest) may not be installed when the module loads
     import SimpleITK as sitk
@@ -169,6 +169,7 @@ def analyzeScan(volumeNode, roiNodes: Mapping[str, object], model, device: str =
     Earlier results of the scan are replaced; nothing is added if anything fails.
     """
     from paranasal_ssl.inference import predict_scan
+    from paranasal_ssl.scan_io import scan_notes
 
     rois = sinusRois(volumeNode, roiNodes)
     image = scanImage(volumeNode)
@@ -180,18 +181,31 @@ def analyzeScan(volumeNode, roiNodes: Mapping[str, object], model, device: str =
     threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
     prediction = predict_scan(image, rois, model, device=device, threshold=threshold,
                               source=volumeNode.GetName())
-    return addPredictionResults(volumeNode, prediction.heatmap, prediction.region,
-                                prediction.summary(), opacity=opacity)
+    summary = prediction.summary()
+    summary["scan_notes"] = scan_notes(image)  # as predict writes it (a file's notes)
+    return addPredictionResults(volumeNode, prediction.heatmap, prediction.region, summary,
+                                opacity=opacity, grid=image)
 
 
 def addPredictionResults(volumeNode, heatmap: np.ndarray, region: np.ndarray, summary: dict,
-                         threshold: Optional[float] = None, opacity: float = 0.6
+                         threshold: Optional[float] = None, opacity: float = 0.6, grid=None
                          ) -> results.AnalysisResults:
     """Result nodes from one prediction: ``heatmap`` (float, [0, 1]) and ``region`` (1 left,
-    2 right) as ``[k, j, i]`` arrays in the scan's grid, ``summary`` as ``predict`` writes it
-    (``ScanPrediction.summary()``: per side probability, call, peak). Shown from ``threshold``
-    (default: the summary's region threshold)."""
-    expected = tuple(reversed(volumeNode.GetImageData().GetDimensions()))
+    2 right) as ``[k, j, i]`` arrays on the grid of the image that was analysed (``grid``, a
+    SimpleITK image: ``scanImage(volumeNode)``), ``summary`` as ``predict`` writes it
+    (``ScanPrediction.summary()``: per side probability, call, peak, scan notes). Shown from
+    ``threshold`` (default: the summary's region threshold). The nodes share the scan's grid
+    and transform, unless its slices are not a regular grid in the world (a tilted series as
+    Slicer loads it): then they are on ``grid`` in world coordinates, where the analysed image
+    was resampled."""
+    if warped_volume.needsRegularGrid(volumeNode):
+        if grid is None:
+            raise InputError(volumeNode.GetName(), "was analysed resampled onto a regular grid, "
+                             "and that grid was not given", field="grid")
+        expected = tuple(reversed(grid.GetSize()))
+    else:
+        grid = None  # the scan's own grid, with its (linear) transform
+        expected = tuple(reversed(volumeNode.GetImageData().GetDimensions()))
     for name, array in (("heatmap", heatmap), ("region", region)):
         if tuple(np.shape(array)) != expected:
             raise InputError(volumeNode.GetName(), f"the {name} ({np.shape(array)}) does not "
@@ -204,8 +218,10 @@ def addPredictionResults(volumeNode, heatmap: np.ndarray, region: np.ndarray, su
         {side: s["probability"] for side, s in sides.items()},
         threshold=regionThreshold if threshold is None else threshold, opacity=opacity,
         calls={side: s.get("call") for side, s in sides.items()},
-        peaksRas={side: s["peak_ras"] for side, s in sides.items() if s.get("peak_value", 1)})
+        peaksRas={side: s["peak_ras"] for side, s in sides.items() if s.get("peak_value", 1)},
+        grid=grid)
     res.regionThreshold = regionThreshold
+    res.scanNotes = list(summary.get("scan_notes") or [])
     res.model = dict(summary.get("model") or {})
     for side, s in sides.items():
         res.sides[side].classifierProbability = s.get("classifier_probability")
@@ -258,7 +274,9 @@ def finishedText(res: results.AnalysisResults, seconds: Optional[float] = None) 
     parts = [f"{side} {s.text()}" for side, s in sorted(res.sides.items())]
     took = f" in {seconds:.0f} s" if seconds is not None else ""
     empty = "" if hasPeak(res) else " The heatmap is empty (no residual above zero)."
-    return f"Analysed{took}: " + ", ".join(parts) + "." + empty
+    # e.g. a tilted series under Slicer's regularisation transform, analysed resampled
+    notes = "".join(f" Reading the scan: {note}." for note in res.scanNotes)
+    return f"Analysed{took}: " + ", ".join(parts) + "." + empty + notes
 
 
 def hasPeak(res: Optional[results.AnalysisResults]) -> bool:

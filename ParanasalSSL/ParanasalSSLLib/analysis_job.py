@@ -188,11 +188,13 @@ class AnalysisJob:
                              "analysis")
         out = self.folder / OUT_FOLDER
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-        arrays: Dict[str, np.ndarray] = {
-            key: sitk.GetArrayFromImage(sitk.ReadImage(str(out / summary[key])))
-            for key in ("heatmap", "region")}
+        images: Dict[str, sitk.Image] = {key: sitk.ReadImage(str(out / summary[key]))
+                                         for key in ("heatmap", "region")}
+        arrays: Dict[str, np.ndarray] = {key: sitk.GetArrayFromImage(image)
+                                         for key, image in images.items()}
         return analysis.addPredictionResults(self.volumeNode, arrays["heatmap"],
-                                             arrays["region"], summary, opacity=self.opacity)
+                                             arrays["region"], summary, opacity=self.opacity,
+                                             grid=images["heatmap"])
 
     def _failureText(self) -> str:
         line = self.runner.lastErrorLine or (self.runner.logLines[-1]

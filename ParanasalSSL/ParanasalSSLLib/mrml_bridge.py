@@ -9,7 +9,10 @@ Conventions
   voxel axes scaled by the spacing. ``slicer.util.arrayFromVolume`` and
   ``sitk.GetArrayFromImage`` both index voxels ``[k, j, i]``, so arrays pass through unchanged.
 - A linear parent transform is part of the geometry: images and ROIs are exchanged in WORLD
-  coordinates (what the user sees). Non-linear parent transforms are refused (harden them first).
+  coordinates (what the user sees). A volume whose slices are not a regular grid in the world
+  (Slicer loads a tilted or gapped DICOM series with a sheared matrix and/or a regularisation
+  transform) is resampled onto one (``warped_volume``); transforms that bend slices are
+  refused (harden them first).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import vtk
 
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import RAS_TO_LPS, SinusROI
+from ParanasalSSLLib import warped_volume
 
 # ---------------------------------------------------------------------------------------------
 # Matrices
@@ -88,7 +92,12 @@ def volumeIjkToWorld(volumeNode) -> np.ndarray:
 def imageFromVolumeNode(volumeNode) -> sitk.Image:
     """The volume as a SimpleITK image (voxels copied, same dtype, LPS world geometry).
 
-    Raises ``InputError`` for an empty node or a multi-component (vector/RGB) volume.
+    If the slices are not a regular grid in the world (a sheared matrix, a regularisation
+    transform: a tilted or gapped DICOM series as Slicer loads it) the image is those voxels
+    resampled onto a regular world grid, with a note (``warped_volume.regularImage``): its grid
+    is then not the node's.
+    Raises ``InputError`` for an empty node, a multi-component (vector/RGB) volume or a
+    transform that bends the slices.
     """
     name = volumeNode.GetName() if volumeNode else "volume"
     if volumeNode is None or volumeNode.GetImageData() is None:
@@ -97,6 +106,8 @@ def imageFromVolumeNode(volumeNode) -> sitk.Image:
         raise InputError(name, "the volume has several components per voxel",
                          expected="a scalar (grey-value) volume")
     array = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
+    if warped_volume.needsRegularGrid(volumeNode):
+        return warped_volume.regularImage(volumeNode, array)
     image = sitk.GetImageFromArray(array)
     origin, spacing, direction = imageGeometryFromIjkToRas(volumeIjkToWorld(volumeNode), name)
     image.SetOrigin(origin)

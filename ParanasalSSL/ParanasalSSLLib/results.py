@@ -67,6 +67,7 @@ class AnalysisResults:
     sides: Dict[str, SideSummary] = field(default_factory=dict)
     regionThreshold: Optional[float] = None  # heatmap value the regions were cut at, if known
     model: Dict[str, object] = field(default_factory=dict)  # what made them (predict summary)
+    scanNotes: List[str] = field(default_factory=list)  # what reading the scan changed
 
     @property
     def nodes(self) -> List:
@@ -113,8 +114,8 @@ def replacingResults(scanNode) -> Iterator[List]:
 def addAnalysisResults(scanNode, heatmap: np.ndarray, regionMasks: Mapping[str, np.ndarray],
                        probabilities: Mapping[str, float], threshold: float = 0.5,
                        opacity: float = 0.6, calls: Optional[Mapping[str, str]] = None,
-                       peaksRas: Optional[Mapping[str, Sequence[float]]] = None
-                       ) -> AnalysisResults:
+                       peaksRas: Optional[Mapping[str, Sequence[float]]] = None,
+                       grid=None) -> AnalysisResults:
     """Turn one prediction into nodes and show it.
 
     ``heatmap``: float32 residuals in [0, 1], ``[k, j, i]`` in the scan's grid.
@@ -122,15 +123,17 @@ def addAnalysisResults(scanNode, heatmap: np.ndarray, regionMasks: Mapping[str, 
     ``probabilities``: side -> anomaly probability; ``calls``: side -> the model's call
     (normal / uncertain / anomalous); ``peaksRas``: side -> RAS mm of the strongest residual
     (computed from the heatmap inside the side's region when not given).
+    ``grid``: a SimpleITK image whose geometry (LPS world) the arrays are in, when that is not
+    the scan's own grid: a scan under a non-linear transform is analysed on a regular world grid
+    (``mrml_bridge.imageFromVolumeNode``), and its results are shown on that grid.
     Creates a heatmap volume (foreground over the scan in the slice views) and one segmentation
     with a segment per side; replaces earlier results of the same scan.
     """
     name = scanNode.GetName()
     results = AnalysisResults(scanNode)
     with replacingResults(scanNode) as created:
-        results.heatmapNode = mrml_bridge.addVolumeLike(
-            scanNode, np.asarray(heatmap, np.float32), f"{name} residual heatmap")
-        created.append(results.heatmapNode)
+        results.heatmapNode = heatmapNode = _addHeatmapNode(scanNode, heatmap, grid)
+        created.append(heatmapNode)
         results.heatmapNode.SetAttribute(ROLE, "heatmap")
         labels = np.zeros(np.asarray(heatmap).shape, np.uint8)
         segments = []
@@ -138,23 +141,38 @@ def addAnalysisResults(scanNode, heatmap: np.ndarray, regionMasks: Mapping[str, 
             labels[np.asarray(mask) > 0] = value
             color = SIDE_COLORS.get(side, (1.0, 0.0, 0.0))
             segments.append((value, f"{side} sinus anomaly region", color))
+        # the heatmap's grid (the scan's, or the world grid it was analysed on) for the rest
         results.regionsNode = mrml_bridge.addSegmentationFromLabelArray(
-            labels, scanNode, f"{name} anomaly regions", segments)
+            labels, heatmapNode, f"{name} anomaly regions", segments)
         created.append(results.regionsNode)
         results.regionsNode.SetAttribute(ROLE, "regions")
         for side, probability in probabilities.items():
             mask = regionMasks.get(side)
-            volume = mrml_bridge.maskVolumeMl(mask, scanNode) if mask is not None else 0.0
+            volume = mrml_bridge.maskVolumeMl(mask, heatmapNode) if mask is not None else 0.0
             if peaksRas and side in peaksRas:
                 peak = np.asarray(peaksRas[side], float)
             elif mask is not None and np.any(mask):
-                peak = heatmap_display.peakRas(results.heatmapNode, np.asarray(mask) > 0)
+                peak = heatmap_display.peakRas(heatmapNode, np.asarray(mask) > 0)
             else:
                 peak = None
             results.sides[side] = SideSummary(side, float(probability), volume, peak,
                                               (calls or {}).get(side))
     heatmap_display.showHeatmap(results.heatmapNode, scanNode, threshold, opacity)
     return results
+
+
+def _addHeatmapNode(scanNode, heatmap: np.ndarray, grid=None):
+    """The heatmap volume: on the scan's grid under the scan's transform, or on ``grid``
+    (world geometry, no transform)."""
+    name = f"{scanNode.GetName()} residual heatmap"
+    heatmap = np.asarray(heatmap, np.float32)
+    if grid is None:
+        return mrml_bridge.addVolumeLike(scanNode, heatmap, name)
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(heatmap)
+    image.CopyInformation(grid)
+    return mrml_bridge.addVolumeFromImage(image, name)
 
 
 def exportResults(results: AnalysisResults, directory) -> List[Path]:

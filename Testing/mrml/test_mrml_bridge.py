@@ -78,20 +78,27 @@ def test_linear_parent_transform_is_part_of_the_geometry(slicerApp, obliqueFile)
     np.testing.assert_allclose(lps, ras[:3] * [-1, -1, 1], atol=1e-6)
 
 
-def test_non_linear_parent_transform_is_refused_with_a_clear_message(slicerApp, obliqueFile):
+def test_a_bending_non_linear_transform_is_refused_with_a_clear_message(slicerApp,
+                                                                        obliqueFile):
+    """(A transform that only moves slices, as Slicer's regularisation of a tilted series, is
+    applied instead: test_warped_volume.py.)"""
     node = _loadWithSlicerReader(slicerApp, obliqueFile)
+    dims = node.GetImageData().GetDimensions()
+    centre = (bridge.volumeIjkToWorld(node) @ [*(np.array(dims) / 2.0), 1.0])[:3]
     transformNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
-    spline = vtk.vtkThinPlateSplineTransform()
+    spline = vtk.vtkThinPlateSplineTransform()  # corners of a box kept, its centre pushed
     source, target = vtk.vtkPoints(), vtk.vtkPoints()
-    for p in ((0, 0, 0), (10, 0, 0), (0, 10, 0), (0, 0, 10)):
-        source.InsertNextPoint(p)
-        target.InsertNextPoint(p[0] + 1, p[1], p[2] + (2 if p[2] else 0))
+    for corner in np.array(np.meshgrid(*[[-30.0, 30.0]] * 3)).reshape(3, -1).T:
+        source.InsertNextPoint(*(centre + corner))
+        target.InsertNextPoint(*(centre + corner))
+    source.InsertNextPoint(*centre)
+    target.InsertNextPoint(*(centre + [0.0, 0.0, 4.0]))
     spline.SetSourceLandmarks(source)
     spline.SetTargetLandmarks(target)
     spline.SetBasisToR()
     transformNode.SetAndObserveTransformToParent(spline)
     node.SetAndObserveTransformNodeID(transformNode.GetID())
-    with pytest.raises(InputError, match="non-linear transform 'warp'.*harden"):
+    with pytest.raises(InputError, match="non-linear transform 'warp', which bends.*harden"):
         bridge.imageFromVolumeNode(node)
 
 
