@@ -39,7 +39,8 @@ def check_dicom_input(path: Path) -> None:
     """A SEG refers to the scan's own DICOM series: refuse any other input by name."""
     if not is_dicom_input(path):
         raise InputError(path, "a DICOM SEG refers to the scan's DICOM series",
-                         field="--dicom-seg", expected="a DICOM folder or .dcm file as the scan")
+                         field="--dicom-seg",
+                         expected="a DICOM folder or file of a series as the scan")
 
 
 def write_region_seg(region_image: sitk.Image, dicom_input: Path, out: Path,

@@ -22,7 +22,7 @@ def file_identity(path: Union[str, Path]) -> dict:
     except OSError:
         return {"path": str(p), "missing": True}
     if p.is_dir():  # DICOM folder: the newest file counts, and the folder's own time (renames)
-        files = [f.stat() for f in p.iterdir() if f.is_file()]
+        files = [f.stat() for f in _folder_files(p)]
         return {"path": str(p.resolve()), "files": len(files), "folder_mtime": st.st_mtime_ns,
                 "size": sum(f.st_size for f in files),
                 "mtime": max((f.st_mtime_ns for f in files), default=0)}
@@ -47,11 +47,12 @@ def content_key_known(path: Union[str, Path]) -> bool:
 
 
 def content_key(path: Union[str, Path]) -> str:
-    """SHA-256 (16 hex digits) of what a scan file holds, or of a DICOM folder's files (their
-    names and bytes, in name order): the same data keeps its key when it is copied or moved,
-    so caches keyed by it survive that. A missing path gets a key of its name (its crop then
-    fails with its own error). Each file is read once per process while its size and
-    modification time stay the same (``load_content_memo`` carries that across processes)."""
+    """SHA-256 (16 hex digits) of what a scan file holds, or of a DICOM folder's files, its
+    sub-folders' included (their relative paths and bytes, in path order): the same data keeps
+    its key when it is copied or moved, so caches keyed by it survive that. A missing path gets
+    a key of its name (its crop then fails with its own error). Each file is read once per
+    process while its size and modification time stay the same (``load_content_memo`` carries
+    that across processes)."""
     ident = file_identity(path)
     if ident.get("missing"):
         return stable_hash({"missing": ident["path"]})
@@ -60,14 +61,21 @@ def content_key(path: Union[str, Path]) -> str:
         return remembered
     p = Path(ident["path"])
     h = hashlib.sha256()
-    for f in sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]:
-        if p.is_dir():
-            h.update(f.name.encode() + b"\0")
+    for f in _folder_files(p) if p.is_dir() else [p]:
+        if p.is_dir():  # a flat folder's files hash by name, as before sub-folders counted
+            h.update(f.relative_to(p).as_posix().encode() + b"\0")
         with open(f, "rb") as stream:
             for chunk in iter(lambda: stream.read(1 << 20), b""):
                 h.update(chunk)
     _content_memo[ident["path"]] = {"identity": ident, "sha256": h.hexdigest()[:16]}
     return h.hexdigest()[:16]
+
+
+def _folder_files(folder: Path) -> list:
+    """Files of a DICOM folder and its sub-folders (a CD, a PATIENT/STUDY/SERIES tree: what
+    ``read_scan`` may read from it), in relative-path order."""
+    return sorted((f for f in folder.rglob("*") if f.is_file()),
+                  key=lambda f: f.relative_to(folder).as_posix())
 
 
 def load_content_memo(path: Path) -> int:

@@ -15,6 +15,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from paranasal_ssl.atomic import atomic_path
+from paranasal_ssl.dicom_files import (
+    is_dicom_file,
+    is_dicomdir,
+    series_files,
+    series_ids,
+)
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.nifti_header import read_sheared_nifti, sheared_sform
 from paranasal_ssl.slice_geometry import NOTE_KEY, regularise, stack_from_series_reader
@@ -25,7 +31,9 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def read_scan(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
-    """Read a 3D scalar scan: a NIfTI/NRRD/MHA file, or a folder holding one DICOM series.
+    """Read a 3D scalar scan: a NIfTI/NRRD/MHA file, or DICOM: a folder holding one series
+    (in it or in its sub-folders, e.g. a CD), a DICOMDIR, or one file of a series (named
+    anything: ``dicom_files``).
 
     A DICOM series whose slices are off a regular grid (gantry tilt, missing slices), or a
     NIfTI whose sform tilts its slices, is resampled onto one (``slice_geometry``), with a
@@ -39,6 +47,8 @@ def read_scan(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
         raise InputError(path, "file not found")
     if path.is_dir():
         image = _read_dicom_folder(path, series_uid)
+    elif is_dicomdir(path):  # a CD's index: the series are in its folder
+        image = _read_dicom_folder(path.parent, series_uid)
     elif is_dicom_input(path):
         image = _read_dicom_folder(path.parent, series_uid or _series_of_file(path))
     else:
@@ -127,9 +137,12 @@ def copy_geometry(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
 
 
 def is_dicom_input(path: PathLike) -> bool:
-    """True for what ``read_scan`` reads as DICOM: a folder, or a ``.dcm`` file of a series."""
+    """True for what ``read_scan`` reads as DICOM: a folder, a DICOMDIR, or a file of a series
+    (a ``.dcm`` suffix or DICOM's own marker, whatever the file is called)."""
     path = Path(path)
-    return path.is_dir() or path.suffix.lower() == ".dcm"
+    if path.is_dir() or is_dicomdir(path):
+        return True
+    return not path.name.lower().endswith(IMAGE_SUFFIXES) and is_dicom_file(path)
 
 
 def dicom_series_files(path: PathLike, series_uid: Optional[str] = None) -> List[str]:
@@ -138,6 +151,8 @@ def dicom_series_files(path: PathLike, series_uid: Optional[str] = None) -> List
     path = Path(path)
     if path.is_dir():
         return _series_files(path, series_uid)
+    if is_dicomdir(path):
+        return _series_files(path.parent, series_uid)
     return _series_files(path.parent, series_uid or _series_of_file(path))
 
 
@@ -198,30 +213,28 @@ def _read_multiframe(path: Path, series_uid: Optional[str]) -> sitk.Image:
 
 
 def _series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
-    reader = sitk.ImageSeriesReader()
-    try:
-        series = list(reader.GetGDCMSeriesIDs(str(folder)))
-    except RuntimeError:
-        series = []
+    series = series_ids(folder)  # uid -> found in sub-folders
     if not series:
-        raise InputError(folder, "no DICOM series found in this folder",
+        raise InputError(folder, "no DICOM series found in this folder or its sub-folders",
                          expected="a folder of DICOM slices, or a NIfTI/NRRD/MHA file")
     if series_uid is None:
         if len(series) > 1:
-            listing = "; ".join(_describe_series(reader, folder, uid) for uid in series)
+            listing = "; ".join(_describe_series(folder, uid, nested)
+                                for uid, nested in series.items())
             raise InputError(folder, f"the folder holds {len(series)} DICOM series: {listing}",
-                             expected="one series: pass --series-uid UID, or give one .dcm file "
-                             "of the series as the image (a case list or manifest can too)")
-        series_uid = series[0]
+                             expected="one series: pass --series-uid UID, or give one file "
+                             "of the series (or its own folder) as the image (a case list or "
+                             "manifest can too)")
+        series_uid = next(iter(series))
     elif series_uid not in series:
         raise InputError(folder, f"series {series_uid} not found", field="series_uid",
-                         expected=f"one of {series}")
-    return list(reader.GetGDCMSeriesFileNames(str(folder), series_uid))
+                         expected=f"one of {list(series)}")
+    return series_files(folder, series_uid, series[series_uid])
 
 
-def _describe_series(reader: sitk.ImageSeriesReader, folder: Path, uid: str) -> str:
+def _describe_series(folder: Path, uid: str, nested: bool) -> str:
     """``uid (N slices, "description", e.g. file)``: enough to choose a series by."""
-    files = list(reader.GetGDCMSeriesFileNames(str(folder), uid))
+    files = series_files(folder, uid, nested)
     header = sitk.ImageFileReader()
     header.SetFileName(files[0])
     try:
@@ -230,7 +243,7 @@ def _describe_series(reader: sitk.ImageSeriesReader, folder: Path, uid: str) -> 
             if header.HasMetaDataKey("0008|103e") else ""
     except RuntimeError:
         description = ""
-    name = Path(files[0]).name
+    name = Path(files[0]).relative_to(folder).as_posix() if nested else Path(files[0]).name
     return f'{uid} ({len(files)} slices, "{description}", e.g. {name})'
 
 

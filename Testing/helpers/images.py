@@ -109,3 +109,23 @@ def tilted_copy(scan: sitk.Image, degrees: float):
     image = sitk.GetImageFromArray(np.rint(np.stack(slices)).astype(np.int16))
     image.CopyInformation(scan)
     return image, positions
+
+
+def write_dicom_cd(series_folders, cd: Path) -> Path:
+    """The series (folders of ``write_dicom_series``) as a DICOM CD writes them: a DICOMDIR at
+    ``cd`` and the slices as ``PT000000/ST000000/SE00000n/IM00000k``, no file suffix (pydicom's
+    FileSet). Returns ``cd``."""
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    fileset = FileSet()
+    for number, folder in enumerate(series_folders, start=1):
+        for path in sorted(Path(folder).glob("*.dcm")):
+            ds = pydicom.dcmread(path)
+            # what a scanner's CD has and SimpleITK's writer leaves empty
+            ds.PatientName, ds.StudyID, ds.SeriesNumber = "phantom", "1", number
+            ds.StudyDate, ds.StudyTime = "20260101", "120000"
+            ds.InstanceNumber = ds.get("InstanceNumber") or 1
+            fileset.add(ds)
+    fileset.write(cd)
+    return cd

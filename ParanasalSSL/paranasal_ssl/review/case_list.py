@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from paranasal_ssl.csv_input import read_csv_table
+from paranasal_ssl.dicom_files import holds_dicom
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SIDES, SinusROI, check_side
 from paranasal_ssl.hashing import stable_hash
@@ -139,7 +140,8 @@ def _scan_stem(path: Path) -> str:
 
 
 def _is_dicom_folder(path: Path) -> bool:
-    return path.is_dir() and (any(path.glob("*.dcm")) or (path / "DICOMDIR").exists())
+    # slices named anything, possibly in sub-folders (a CD, PATIENT/STUDY/SERIES)
+    return holds_dicom(path)
 
 
 def _from_folder(folder: Path) -> CaseList:

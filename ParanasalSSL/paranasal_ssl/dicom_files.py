@@ -1,0 +1,96 @@
+"""Find DICOM files and series the way users hand them over: slices without a ``.dcm`` suffix
+(``IM000001``, UIDs as names: what PACS and CD exports write), and series in sub-folders of the
+folder given (a CD with a DICOMDIR, ``PATIENT/STUDY/SERIES/`` trees, a study with one folder
+per series). A file is DICOM if it says so (``DICM`` at byte 128, DICOM Part 10) or ends in
+``.dcm``. A folder's series are those of its own files; only when it holds none are its
+sub-folders searched (so a flat series folder costs what it did).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Iterator, List, Union
+
+import SimpleITK as sitk
+
+PathLike = Union[str, Path]
+MAGIC_OFFSET = 128  # DICOM Part 10: a 128-byte preamble, then "DICM"
+MAX_FILES_PROBED = 2000  # how many files ``holds_dicom`` opens before it says no
+
+
+def is_dicom_file(path: PathLike) -> bool:
+    """True for a ``.dcm`` file or a file that starts like a DICOM Part 10 file."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(MAGIC_OFFSET)
+            return stream.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicomdir(path: PathLike) -> bool:
+    """The index file of a DICOM CD/DVD (no image: its folder holds the series)."""
+    return Path(path).name.upper() == "DICOMDIR" and Path(path).is_file()
+
+
+def _files(folder: Path) -> Iterator[Path]:
+    """Files under ``folder`` (hidden ones and hidden folders skipped), folder by folder."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def holds_dicom(folder: PathLike) -> bool:
+    """True if ``folder`` or a sub-folder holds a DICOM file (the first ``MAX_FILES_PROBED``
+    files are looked at; a ``.dcm`` file or a DICOMDIR answers at once)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    for count, path in enumerate(_files(folder)):
+        if count >= MAX_FILES_PROBED:
+            return False
+        if is_dicomdir(path) or is_dicom_file(path):
+            return True
+    return False
+
+
+def series_ids(folder: PathLike) -> Dict[str, bool]:
+    """Series UIDs in ``folder`` -> whether they were found in sub-folders (``False``: in the
+    folder itself, which is then the only place looked at)."""
+    folder = Path(folder)
+    reader = sitk.ImageSeriesReader()
+    own = _ids(reader, folder)
+    if own:
+        return {uid: False for uid in own}
+    found: Dict[str, bool] = {}
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if Path(root) != folder and files:
+            for uid in _ids(reader, Path(root)):
+                found.setdefault(uid, True)
+    return found
+
+
+def series_files(folder: PathLike, uid: str, nested: bool) -> List[str]:
+    """The files of series ``uid`` in GDCM's slice order (sub-folders included if ``nested``)."""
+    reader = sitk.ImageSeriesReader()
+    return list(reader.GetGDCMSeriesFileNames(str(folder), uid, False, nested))
+
+
+def _ids(reader: sitk.ImageSeriesReader, folder: Path) -> List[str]:
+    warn = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "No Series were found": we say it
+    try:
+        return list(reader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError:
+        return []
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warn)

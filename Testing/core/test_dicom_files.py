@@ -1,0 +1,94 @@
+"""DICOM as users hand it over: slices named without ``.dcm`` (PACS exports), a CD with its
+DICOMDIR and PATIENT/STUDY/SERIES folders, a study with one folder per series. Each reads as
+the series it holds, the same voxels as the plain folder; several series are named with the
+sub-folder that holds each."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from helpers.images import oblique_image, write_dicom_cd, write_dicom_series
+from paranasal_ssl.errors import InputError
+from paranasal_ssl.hashing import content_key
+from paranasal_ssl.review.case_list import open_case_list
+from paranasal_ssl.scan_io import is_dicom_input, read_scan
+
+
+def _same(image: sitk.Image, reference: sitk.Image):
+    assert image.GetSize() == reference.GetSize()
+    np.testing.assert_allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(image.GetDirection(), reference.GetDirection(), atol=1e-4)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image),
+                                  sitk.GetArrayFromImage(reference))
+
+
+def _without_suffix(folder):
+    for k, path in enumerate(sorted(folder.glob("*.dcm")), start=1):
+        path.rename(folder / f"IM{k:06d}")
+    return folder
+
+
+def test_slices_named_without_a_suffix_read_as_their_series(tmp_path):
+    image = oblique_image(shape=(8, 24, 20))
+    folder = _without_suffix(write_dicom_series(image, tmp_path / "cases" / "anon"))
+    one = folder / "IM000003"
+    assert is_dicom_input(one)  # it says DICM at byte 128
+    _same(read_scan(one), image)  # was "image is 2D in effect": the one slice alone
+    _same(read_scan(folder), image)
+    cases = open_case_list(tmp_path / "cases").cases
+    assert [c.case_id for c in cases] == ["anon"]
+
+
+def test_a_cd_reads_from_its_root_or_its_dicomdir(tmp_path):
+    image = oblique_image(shape=(8, 24, 20))
+    cd = write_dicom_cd([write_dicom_series(image, tmp_path / "staging")],
+                        tmp_path / "cases" / "cd")
+    assert (cd / "DICOMDIR").is_file() and not list(cd.glob("IM*"))  # slices below
+    _same(read_scan(cd), image)  # was "no DICOM series found in this folder"
+    _same(read_scan(cd / "DICOMDIR"), image)
+    (slice_file,) = [p for p in cd.rglob("IM*") if p.name.endswith("3")][:1]
+    _same(read_scan(slice_file), image)
+    assert [c.case_id for c in open_case_list(tmp_path / "cases").cases] == ["cd"]
+    # caches keyed by content see a change below the root
+    before = content_key(cd)
+    with open(slice_file, "ab") as stream:
+        stream.write(b"\0\0")
+    assert content_key(cd) != before
+
+
+def test_a_study_with_a_folder_per_series_names_each_by_its_folder(tmp_path):
+    study = tmp_path / "study"
+    scout = oblique_image(shape=(4, 10, 12))
+    bone = oblique_image(shape=(6, 10, 12), seed=1)
+    _without_suffix(write_dicom_series(scout, study / "SE1", series_uid="1.2.3.4.1",
+                                       description="scout"))
+    _without_suffix(write_dicom_series(bone, study / "SE2", series_uid="1.2.3.4.2",
+                                       description="thin bone"))
+    with pytest.raises(InputError) as err:
+        read_scan(study)
+    message = str(err.value)
+    assert "2 DICOM series" in message and "its own folder" in message
+    assert '1.2.3.4.1 (4 slices, "scout", e.g. SE1/IM0000' in message
+    assert '1.2.3.4.2 (6 slices, "thin bone", e.g. SE2/IM0000' in message
+    _same(read_scan(study, series_uid="1.2.3.4.2"), bone)
+    _same(read_scan(study / "SE2"), bone)
+    _same(read_scan(study / "SE1" / "IM000002"), scout)
+
+
+def test_an_empty_tree_says_where_it_looked(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("no images")
+    with pytest.raises(InputError, match="no DICOM series found in this folder or its sub-"):
+        read_scan(tmp_path / "empty")
+
+
+def test_a_flat_series_folder_keeps_the_content_key_caches_were_made_with(tmp_path):
+    folder = write_dicom_series(oblique_image(shape=(4, 10, 12)), tmp_path / "flat")
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):  # the key before sub-folders counted
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    assert content_key(folder) == digest.hexdigest()[:16]
