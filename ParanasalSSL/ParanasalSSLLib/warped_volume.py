@@ -25,7 +25,6 @@ import vtk
 
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import RAS_TO_LPS
-from paranasal_ssl.slice_geometry import NOTE_KEY, TOLERANCE_MM, checked_stack, regularise
 
 LATTICE = (0.0, 0.5, 1.0)  # where in each slice (fractions of its width and height) to check
 
@@ -79,6 +78,9 @@ def sliceStack(volumeNode):
     ``volumeNode``, as the core's ``SliceStack`` (LPS mm). Raises ``InputError`` if they bend,
     turn or skew the slices, i.e. do more than move each one (no stack of slices describes
     that)."""
+    # scipy (through slice_geometry) may not be installed when the module loads
+    from paranasal_ssl.slice_geometry import TOLERANCE_MM, checked_stack
+
     name = volumeNode.GetName()
     ni, nj, _ = volumeNode.GetImageData().GetDimensions()
     points = _slicePoints(volumeNode)
@@ -120,6 +122,8 @@ def regularImage(volumeNode, array: np.ndarray) -> sitk.Image:
     """``array`` (``[k, j, i]``, the node's voxels) on a regular world grid (LPS geometry):
     resampled where the matrix or the transforms put slices off a regular grid, with the note
     the core's readers give (``slice_geometry.NOTE_KEY``: the summary's ``scan_notes``)."""
+    from paranasal_ssl.slice_geometry import NOTE_KEY, regularise
+
     stack = sliceStack(volumeNode)
     image = sitk.GetImageFromArray(array)
     if stack.is_regular():  # the transform keeps the slices a regular grid: no resampling

@@ -50,13 +50,16 @@ def _files(folder: Path) -> Iterator[Path]:
 
 def holds_dicom(folder: PathLike) -> bool:
     """True if ``folder`` or a sub-folder holds a DICOM file (the first ``MAX_FILES_PROBED``
-    files are looked at; a ``.dcm`` file or a DICOMDIR answers at once)."""
+    files are looked at; a ``.dcm`` file or a DICOMDIR answers at once). ``predict``'s
+    ``*.seg.dcm`` files do not count: a prediction folder is not a scan."""
     folder = Path(folder)
     if not folder.is_dir():
         return False
     for count, path in enumerate(_files(folder)):
         if count >= MAX_FILES_PROBED:
             return False
+        if path.name.lower().endswith(".seg.dcm"):  # predict's DICOM SEG, not a scan
+            continue
         if is_dicomdir(path) or is_dicom_file(path):
             return True
     return False

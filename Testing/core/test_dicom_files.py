@@ -39,6 +39,10 @@ def test_slices_named_without_a_suffix_read_as_their_series(tmp_path):
     assert is_dicom_input(one)  # it says DICM at byte 128
     _same(read_scan(one), image)  # was "image is 2D in effect": the one slice alone
     _same(read_scan(folder), image)
+    # predict's output kept beside the scans is no case, though its SEG is DICOM
+    seg = tmp_path / "cases" / "preds" / "anon" / "region.seg.dcm"
+    seg.parent.mkdir(parents=True)
+    seg.write_bytes(one.read_bytes())
     cases = open_case_list(tmp_path / "cases").cases
     assert [c.case_id for c in cases] == ["anon"]
 
