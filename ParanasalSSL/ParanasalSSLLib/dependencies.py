@@ -6,9 +6,10 @@ outside Slicer. The widget asks the user once; this module only reports and inst
 Rules
 - torch goes through the PyTorch extension's ``PyTorchUtils`` (it picks the CUDA or CPU build
   that fits the machine); without that extension the user is told to install it.
-- Slicer's own SimpleITK, numpy and requests are never replaced: if one is too old the user is
-  told to update Slicer. Every pip call gets a constraints file pinning the installed versions of
-  these (and of torch), so no other package can pull a different build in.
+- Slicer's own SimpleITK, numpy, requests and pydicom (its DICOM module's) are never
+  replaced: if one is too old the user is told to update Slicer. Every pip call gets a
+  constraints file pinning the installed versions of these (and of torch), so no other package
+  can pull a different build in.
 - Only what is missing is installed, with the same version floors as ``pyproject.toml``.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 TORCH = "torch"
-PROTECTED = ("SimpleITK", "numpy", "requests")  # shipped with Slicer: never replaced
+PROTECTED = ("SimpleITK", "numpy", "requests", "pydicom")  # shipped with Slicer: never replaced
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ REQUIREMENTS = (
     Requirement("scikit-learn", "1.3"),
     Requirement("tqdm", "4.60"),
     Requirement("matplotlib", "3.7"),
+    Requirement("pydicom", "2.0"),
 )
 
 

@@ -20,7 +20,12 @@ from paranasal_ssl.atomic import atomic_path
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import REGION_CODES
 from paranasal_ssl.scan_io import dicom_series_files, is_dicom_input
-from paranasal_ssl.slice_geometry import on_source_slices, stack_from_datasets
+from paranasal_ssl.slice_geometry import (
+    enhanced_frames,
+    frame_stack,
+    on_source_slices,
+    stack_from_datasets,
+)
 from paranasal_ssl.version import code_version
 
 SERIES_NUMBER = 9301  # a number of its own, so viewers list the SEG apart from the scan
@@ -61,8 +66,10 @@ def write_region_seg(region_image: sitk.Image, dicom_input: Path, out: Path,
     files = dicom_series_files(dicom_input, series_uid)
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]  # headers suffice
     frames = int(getattr(sources[0], "NumberOfFrames", 1) or 1)
-    if len(sources) == 1 and frames > 1:  # one multi-frame file: frame k is slice k as read
-        region = sitk.GetArrayFromImage(region_image)
+    if len(sources) == 1 and frames > 1:  # one multi-frame file: a SEG frame per its frames
+        geometry = enhanced_frames(sources[0])
+        region = sitk.GetArrayFromImage(region_image) if geometry is None else \
+            on_source_slices(region_image, frame_stack(*geometry))
     else:
         frames = len(sources)
         stack = stack_from_datasets(sources, dicom_input)

@@ -23,7 +23,13 @@ from paranasal_ssl.dicom_files import (
 )
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.nifti_header import read_sheared_nifti, sheared_sform
-from paranasal_ssl.slice_geometry import NOTE_KEY, regularise, stack_from_series_reader
+from paranasal_ssl.slice_geometry import (
+    NOTE_KEY,
+    enhanced_frames,
+    regularise,
+    sorted_stack,
+    stack_from_series_reader,
+)
 
 PathLike = Union[str, Path]
 log = logging.getLogger(__name__)
@@ -200,8 +206,10 @@ def _read_sheared_nifti(path: Path, sform: np.ndarray) -> sitk.Image:
 
 def _read_multiframe(path: Path, series_uid: Optional[str]) -> sitk.Image:
     """A single-file series. The series reader makes a multi-frame file a 4D image of one
-    volume; the file reader gives the 3D volume with GDCM's geometry from the per-frame
-    positions (checked against the same slices as single files: equal after resampling)."""
+    volume; the file reader gives the 3D volume, but GDCM stacks the frames regularly from the
+    first one (a tilted gantry's shifts, a missing frame: silently dropped). Where the file
+    gives each frame its position (Enhanced CT/MR), the frames are placed there: sorted along
+    their normal and, off a regular grid, resampled like a series (with the same note)."""
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -209,7 +217,34 @@ def _read_multiframe(path: Path, series_uid: Optional[str]) -> sitk.Image:
                          field=f"series {series_uid}" if series_uid else None) from None
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
-    return image
+    frames = _frame_geometry(path)
+    if frames is None or image.GetDimension() != 3 or len(frames[0]) != image.GetDepth():
+        return image
+    stack, order = sorted_stack(*frames, path)
+    volume = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(image)[order])
+    if stack.is_regular():
+        volume.SetSpacing((*stack.pixel_spacing, stack.slice_gap() if len(order) > 1 else
+                           image.GetSpacing()[2]))
+        volume.SetOrigin(tuple(stack.positions[0]))
+        volume.SetDirection(tuple(np.column_stack([stack.row, stack.column,
+                                                   stack.normal]).ravel()))
+        return volume
+    note = stack.describe()
+    log.warning("%s: %s", path, note)
+    regular = regularise(volume, stack)
+    regular.SetMetaData(NOTE_KEY, note)
+    return regular
+
+
+def _frame_geometry(path: Path):
+    """``slice_geometry.enhanced_frames`` of a multi-frame file (headers only), or None."""
+    import pydicom
+
+    try:
+        return enhanced_frames(pydicom.dcmread(str(path), stop_before_pixels=True))
+    except (pydicom.errors.InvalidDicomError, OSError, AttributeError, ValueError) as exc:
+        log.warning("%s: per-frame positions unreadable (%s); GDCM's geometry used", path, exc)
+        return None
 
 
 def _series_files(folder: Path, series_uid: Optional[str]) -> List[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -124,6 +124,60 @@ def stack_from_datasets(datasets: Sequence, source: PathLike) -> SliceStack:
     # DICOM PixelSpacing is (between rows, between columns) = (along j, along i)
     return checked_stack(positions, orientations, (column_spacing, row_spacing),
                           (int(datasets[0].Rows), int(datasets[0].Columns)), source)
+
+
+def enhanced_frames(ds) -> Optional[Tuple[np.ndarray, np.ndarray, Tuple[float, float],
+                                           Tuple[int, int]]]:
+    """Per-frame geometry of a multi-frame (Enhanced CT/MR) pydicom dataset, in frame order:
+    positions (n, 3) and orientations (n, 6) in LPS, pixel spacing (along i, along j) mm and
+    (rows, columns). None when the file does not give every frame a position (older
+    multi-frame objects: GDCM's geometry is all there is)."""
+    frames = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
+    shared = getattr(ds, "SharedFunctionalGroupsSequence", None)
+    shared = shared[0] if shared else None
+
+    def value(group, sequence: str, attribute: str):
+        for place in (group, shared):  # a frame's own value, else the shared one
+            items = getattr(place, sequence, None) if place is not None else None
+            if items and getattr(items[0], attribute, None) is not None:
+                return getattr(items[0], attribute)
+        return None
+
+    if not frames:
+        return None
+    positions, orientations = [], []
+    for group in frames:
+        position = value(group, "PlanePositionSequence", "ImagePositionPatient")
+        orientation = value(group, "PlaneOrientationSequence", "ImageOrientationPatient")
+        if position is None or orientation is None:
+            return None
+        positions.append([float(v) for v in position])
+        orientations.append([float(v) for v in orientation])
+    spacing = value(frames[0], "PixelMeasuresSequence", "PixelSpacing")
+    if spacing is None:
+        return None
+    # DICOM PixelSpacing is (between rows, between columns) = (along j, along i)
+    return (np.array(positions), np.array(orientations), (float(spacing[1]), float(spacing[0])),
+            (int(ds.Rows), int(ds.Columns)))
+
+
+def frame_stack(positions: np.ndarray, orientations: np.ndarray,
+                pixel_spacing: Tuple[float, float], shape: Tuple[int, int]) -> SliceStack:
+    """The frames as they are in the file (any order): what a SEG frame refers to."""
+    row = orientations[0][:3] / np.linalg.norm(orientations[0][:3])
+    column = orientations[0][3:] / np.linalg.norm(orientations[0][3:])
+    return SliceStack(np.asarray(positions, float), row, column, pixel_spacing, shape)
+
+
+def sorted_stack(positions: np.ndarray, orientations: np.ndarray,
+                 pixel_spacing: Tuple[float, float], shape: Tuple[int, int],
+                 source: PathLike) -> Tuple[SliceStack, np.ndarray]:
+    """The frames in position order along their normal (``checked_stack``), and that order
+    (the frame index of each slice): a multi-frame file need not store them in order."""
+    normal = np.cross(orientations[0][:3], orientations[0][3:])
+    order = np.argsort(np.asarray(positions) @ normal, kind="stable")
+    return checked_stack(positions[order], orientations[order], pixel_spacing, shape,
+                         source), order
 
 
 def regularise(image: sitk.Image, stack: SliceStack) -> sitk.Image:

@@ -200,10 +200,12 @@ def test_a_tilted_dicom_series_is_analysed_where_its_slices_lie(trained_run, sic
     assert_seg_lies_on_region(seg, frames, planes, region)
 
 
+@pytest.mark.parametrize("tilt", [0.0, 20.0])
 def test_dicom_seg_of_an_enhanced_multi_frame_ct_refers_to_its_frames(trained_run, sick_case,
-                                                                      tmp_path):
-    """One multi-frame file (as modern scanners export): read, predicted, and its SEG's frames
-    (one per source frame) lie on the region."""
+                                                                      tmp_path, tilt):
+    """One multi-frame file (as modern scanners export), its gantry straight or tilted: read,
+    predicted, and its SEG's frames (one per source frame, stored here in descending order)
+    lie on the region."""
     import highdicom as hd
     import pydicom
 
@@ -211,7 +213,8 @@ def test_dicom_seg_of_an_enhanced_multi_frame_ct_refers_to_its_frames(trained_ru
 
     run, _ = trained_run
     image, truth = sick_case
-    folder = write_enhanced_ct(sitk.ReadImage(str(image)), tmp_path / "enhanced")
+    frames, positions = tilted_copy(sitk.ReadImage(str(image)), tilt)
+    folder = write_enhanced_ct(frames, tmp_path / "enhanced", positions=positions)
     boxes = []
     for side in ("left", "right"):
         boxes += [f"--roi-{side}"] + [f"{v:g}" for v in (*truth[side].center_ras,

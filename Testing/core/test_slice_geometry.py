@@ -106,6 +106,34 @@ def test_an_enhanced_multi_frame_ct_is_read_as_its_slices_are(tmp_path):
     assert read_scan(tmp_path / "enhanced" / "enhanced.dcm").GetSize() == single.GetSize()
 
 
+@pytest.mark.parametrize("irregularity", ["tilt", "missing frame"])
+def test_an_enhanced_ct_with_frames_off_a_regular_grid_is_read_where_they_lie(tmp_path,
+                                                                              irregularity):
+    """GDCM stacks a multi-frame file's frames regularly from the first (the tilt's shifts
+    and a gap silently dropped); its per-frame positions place them instead."""
+    from helpers.images import write_enhanced_ct
+
+    tilt = np.tan(np.deg2rad(20)) if irregularity == "tilt" else 0.0
+    positions = [(-5.0, 3.0 + k * SPACING[2] * tilt, 7.0 + k * SPACING[2])
+                 for k in range(SHAPE[0])]
+    series = write_scan_of_field(tmp_path / "series", positions)
+    if irregularity == "missing frame":
+        (series / "slice0010.dcm").unlink()
+        del positions[10]
+    files = sorted(str(p) for p in series.glob("*.dcm"))
+    frames = sitk.GetImageFromArray(sitk.GetArrayFromImage(sitk.ReadImage(files)))
+    frames.SetSpacing(SPACING)
+    folder = write_enhanced_ct(frames, tmp_path / "enhanced", positions=positions)
+    image = read_scan(folder)
+    assert_holds_the_field(image)
+    single = read_scan(series)
+    assert image.GetSize() == single.GetSize()
+    np.testing.assert_allclose(image.GetOrigin(), single.GetOrigin(), atol=1e-4)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(single))
+    (note,) = scan_notes(image)
+    assert ("gantry tilt" in note) == bool(tilt)
+
+
 def write_nifti_of_field(path, sform, keep_qform: bool):
     """A NIfTI-1 file of ``field`` whose sform (voxel -> RAS mm) is ``sform``; with
     ``keep_qform`` it also holds the unsheared qform SimpleITK writes (what ITK then reads)."""

@@ -66,9 +66,11 @@ def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str | None =
     return folder
 
 
-def write_enhanced_ct(image: sitk.Image, folder: Path) -> Path:
+def write_enhanced_ct(image: sitk.Image, folder: Path, positions=None) -> Path:
     """Write ``image`` as ONE multi-frame DICOM file (a legacy-converted Enhanced CT, as modern
-    scanners export), via single-frame files converted with highdicom. Returns the folder."""
+    scanners export), via single-frame files converted with highdicom; frame ``k`` at
+    ``positions[k]`` (LPS mm) when given (a tilted gantry, a missing frame). Returns the
+    folder."""
     import shutil
 
     import highdicom as hd
@@ -82,6 +84,12 @@ def write_enhanced_ct(image: sitk.Image, folder: Path) -> Path:
     enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
         legacy_datasets=datasets, series_instance_uid=hd.UID(), series_number=1,
         sop_instance_uid=hd.UID(), instance_number=1)
+    if positions is not None:  # what the scanner says about each frame
+        for group in enhanced.PerFrameFunctionalGroupsSequence:  # frames in the converter's order
+            plane = group.PlanePositionSequence[0]
+            k = image.TransformPhysicalPointToIndex([float(v) for v in
+                                                     plane.ImagePositionPatient])[2]
+            plane.ImagePositionPatient = [f"{v:.6f}" for v in positions[k]]
     folder.mkdir(parents=True, exist_ok=True)
     enhanced.save_as(folder / "enhanced.dcm")
     shutil.rmtree(singles)
