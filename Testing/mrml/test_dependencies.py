@@ -18,7 +18,8 @@ def _versions(**versions):
 
 
 SLICER_LIKE = dict(torch=None, monai=None, SimpleITK="2.4.0", numpy="1.26.4", scipy="1.13.0",
-                   scikit_learn=None, tqdm="4.66.1", matplotlib="3.8.0", requests="2.31.0")
+                   scikit_learn=None, tqdm="4.66.1", matplotlib="3.8.0", requests="2.31.0",
+                   pydicom="2.4.4")
 
 
 def test_requirements_match_the_project_dependencies():
@@ -57,7 +58,8 @@ def test_install_only_what_is_missing_with_floors_and_slicers_packages_pinned(tm
     args = calls[0]
     assert args[:2] == ["monai>=1.3", "scikit-learn>=1.3"] and args[2] == "-c"
     constraints = Path(args[3]).read_text().split()
-    assert constraints == ["SimpleITK==2.4.0", "numpy==1.26.4", "requests==2.31.0"]
+    assert constraints == ["SimpleITK==2.4.0", "numpy==1.26.4", "requests==2.31.0",
+                           "pydicom==2.4.4"]
     assert installed == ["torch>=2.2", "monai>=1.3", "scikit-learn>=1.3"]
 
 
