@@ -122,20 +122,12 @@ def regularImage(volumeNode, array: np.ndarray) -> sitk.Image:
     """``array`` (``[k, j, i]``, the node's voxels) on a regular world grid (LPS geometry):
     resampled where the matrix or the transforms put slices off a regular grid, with the note
     the core's readers give (``slice_geometry.NOTE_KEY``: the summary's ``scan_notes``)."""
-    from paranasal_ssl.slice_geometry import NOTE_KEY, regularise
+    from paranasal_ssl.slice_geometry import placed, regularised
 
     stack = sliceStack(volumeNode)
     image = sitk.GetImageFromArray(array)
-    if stack.is_regular():  # the transform keeps the slices a regular grid: no resampling
-        image.SetSpacing((*stack.pixel_spacing, stack.slice_gap() if len(stack.positions) > 1
-                          else 1.0))
-        image.SetOrigin(tuple(stack.positions[0]))
-        image.SetDirection(tuple(np.column_stack([stack.row, stack.column,
-                                                  stack.normal]).ravel()))
-        return image
-    regular = regularise(image, stack)
-    note = stack.describe()
-    if isUnderNonLinearTransform(volumeNode):
-        note += f"; from the volume's transform '{volumeNode.GetParentTransformNode().GetName()}'"
-    regular.SetMetaData(NOTE_KEY, note)
-    return regular
+    if stack.is_regular():  # the matrix and transforms keep the slices a regular grid
+        return placed(image, stack)
+    transform = volumeNode.GetParentTransformNode()
+    return regularised(image, stack, f"; from the volume's transform '{transform.GetName()}'"
+                       if isUnderNonLinearTransform(volumeNode) else "")

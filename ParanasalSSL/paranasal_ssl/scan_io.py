@@ -26,7 +26,8 @@ from paranasal_ssl.nifti_header import read_sheared_nifti, sheared_sform
 from paranasal_ssl.slice_geometry import (
     NOTE_KEY,
     enhanced_frames,
-    regularise,
+    placed,
+    regularised,
     sorted_stack,
     stack_from_series_reader,
 )
@@ -184,12 +185,13 @@ def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
     stack = stack_from_series_reader(reader, image, folder)
-    if stack.is_regular():
-        return image
-    note = stack.describe()
-    log.warning("%s: %s", folder, note)
-    regular = regularise(image, stack)
-    regular.SetMetaData(NOTE_KEY, note)
+    return image if stack.is_regular() else _regularised(image, stack, folder)
+
+
+def _regularised(image: sitk.Image, stack, source: PathLike, note_suffix: str = ""):
+    """``image`` resampled where ``stack`` puts its slices, with a warning and a note."""
+    regular = regularised(image, stack, note_suffix)
+    log.warning("%s: %s", source, regular.GetMetaData(NOTE_KEY))
     return regular
 
 
@@ -197,11 +199,8 @@ def _read_sheared_nifti(path: Path, sform: np.ndarray) -> sitk.Image:
     """A NIfTI whose sform tilts its slices (``nifti_header``): resampled onto a regular grid
     where the sform puts each slice, with a warning and a note."""
     image, stack = read_sheared_nifti(path, sform)
-    note = stack.describe() + " (from the file's sheared sform, which ITK cannot represent)"
-    log.warning("%s: %s", path, note)
-    regular = regularise(image, stack)
-    regular.SetMetaData(NOTE_KEY, note)
-    return regular
+    return _regularised(image, stack, path,
+                        " (from the file's sheared sform, which ITK cannot represent)")
 
 
 def _read_multiframe(path: Path, series_uid: Optional[str]) -> sitk.Image:
@@ -222,18 +221,7 @@ def _read_multiframe(path: Path, series_uid: Optional[str]) -> sitk.Image:
         return image
     stack, order = sorted_stack(*frames, path)
     volume = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(image)[order])
-    if stack.is_regular():
-        volume.SetSpacing((*stack.pixel_spacing, stack.slice_gap() if len(order) > 1 else
-                           image.GetSpacing()[2]))
-        volume.SetOrigin(tuple(stack.positions[0]))
-        volume.SetDirection(tuple(np.column_stack([stack.row, stack.column,
-                                                   stack.normal]).ravel()))
-        return volume
-    note = stack.describe()
-    log.warning("%s: %s", path, note)
-    regular = regularise(volume, stack)
-    regular.SetMetaData(NOTE_KEY, note)
-    return regular
+    return placed(volume, stack) if stack.is_regular() else _regularised(volume, stack, path)
 
 
 def _frame_geometry(path: Path):

@@ -222,6 +222,23 @@ def regularise(image: sitk.Image, stack: SliceStack) -> sitk.Image:
     return result
 
 
+def placed(image: sitk.Image, stack: SliceStack) -> sitk.Image:
+    """``image`` (slice ``k`` = the stack's slice ``k``) given the geometry of a regular
+    ``stack``: its first slice's position, pixel spacing and slice gap, row / column / normal."""
+    image.SetSpacing((*stack.pixel_spacing, stack.slice_gap() if len(stack.positions) > 1
+                      else 1.0))
+    image.SetOrigin(tuple(stack.positions[0]))
+    image.SetDirection(tuple(np.column_stack([stack.row, stack.column, stack.normal]).ravel()))
+    return image
+
+
+def regularised(image: sitk.Image, stack: SliceStack, note_suffix: str = "") -> sitk.Image:
+    """``regularise`` with the note saying what was done (``NOTE_KEY``: ``scan_notes``)."""
+    regular = regularise(image, stack)
+    regular.SetMetaData(NOTE_KEY, stack.describe() + note_suffix)
+    return regular
+
+
 def on_source_slices(labels: sitk.Image, stack: SliceStack) -> np.ndarray:
     """A label image (any grid) sampled at the pixels of each slice of ``stack``, nearest
     neighbour: uint8 ``[k, j, i]``, slice ``k`` = file ``k`` (what a DICOM SEG frame needs)."""

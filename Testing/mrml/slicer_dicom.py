@@ -66,14 +66,24 @@ def loadSeriesAsSlicerDoes(folder: Path, name: str = "CT", orthogonal: bool = Fa
                                                 + b * nj * spacing[1] * cosines[3:])
     if np.abs(target - source).max() <= CORNER_TOLERANCE_MM:
         return volume
-    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLGridTransformNode",
-                                              f"{name} acquisition transform")
-    grid = vtk.vtkImageData()  # one node per slice corner, in the volume's orientation
+    spacing = volume.GetSpacing()  # one grid node per slice corner
+    node = addGridTransform(volume, f"{name} acquisition transform", (2, 2, nk),
+                            (spacing[0] * ni, spacing[1] * nj, spacing[2]))
+    slicer.util.arrayFromGridTransform(node)[:] = target - source
+    slicer.util.arrayFromGridTransformModified(node)
+    return volume
+
+
+def addGridTransform(volume, name: str, dimensions, spacing):
+    """A grid transform node (all displacements 0, ``dimensions`` nodes ``spacing`` mm apart
+    along the volume's axes, from its origin) placed above ``volume``."""
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLGridTransformNode", name)
+    grid = vtk.vtkImageData()
     grid.SetOrigin(*volume.GetOrigin())
-    grid.SetDimensions(2, 2, nk)
-    spacing = volume.GetSpacing()
-    grid.SetSpacing(spacing[0] * ni, spacing[1] * nj, spacing[2])
+    grid.SetDimensions(*dimensions)
+    grid.SetSpacing(*spacing)
     grid.AllocateScalars(vtk.VTK_DOUBLE, 3)
+    grid.GetPointData().GetScalars().Fill(0.0)
     transform = slicer.vtkOrientedGridTransform()
     direction = vtk.vtkMatrix4x4()
     volume.GetIJKToRASDirectionMatrix(direction)
@@ -81,6 +91,4 @@ def loadSeriesAsSlicerDoes(folder: Path, name: str = "CT", orthogonal: bool = Fa
     transform.SetDisplacementGridData(grid)
     node.SetAndObserveTransformToParent(transform)
     volume.SetAndObserveTransformNodeID(node.GetID())
-    slicer.util.arrayFromGridTransform(node)[:] = target - source
-    slicer.util.arrayFromGridTransformModified(node)
-    return volume
+    return node

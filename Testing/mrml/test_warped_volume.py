@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer
-import vtk
-from slicer_dicom import loadSeriesAsSlicerDoes
+from slicer_dicom import addGridTransform, loadSeriesAsSlicerDoes
 
 from helpers.fields import SHAPE, SPACING, assert_holds_the_field, write_scan_of_field
 from helpers.images import tilted_copy, write_dicom_series
@@ -67,20 +66,9 @@ def test_a_regular_series_loads_without_a_transform_and_reads_as_is(slicerApp, t
 def test_a_transform_that_bends_the_slices_is_refused_by_name(slicerApp, tmp_path):
     positions = [(-5.0, 3.0, 7.0 + k * SPACING[2]) for k in range(SHAPE[0])]
     node = loadSeriesAsSlicerDoes(write_scan_of_field(tmp_path / "series", positions))
-    warp = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
-    grid = vtk.vtkImageData()  # 3 x 3 x 3 nodes over the volume, the middle one pushed
-    grid.SetOrigin(*node.GetOrigin())
-    grid.SetDimensions(3, 3, 3)
-    grid.SetSpacing(*(s * n / 2 for s, n in zip(node.GetSpacing(),
-                                                 node.GetImageData().GetDimensions())))
-    grid.AllocateScalars(vtk.VTK_DOUBLE, 3)
-    transform = slicer.vtkOrientedGridTransform()
-    direction = vtk.vtkMatrix4x4()
-    node.GetIJKToRASDirectionMatrix(direction)
-    transform.SetGridDirectionMatrix(direction)
-    transform.SetDisplacementGridData(grid)
-    warp.SetAndObserveTransformToParent(transform)
-    node.SetAndObserveTransformNodeID(warp.GetID())
+    # 3 x 3 x 3 grid nodes over the volume, the middle one pushed
+    warp = addGridTransform(node, "warp", (3, 3, 3), [
+        s * n / 2 for s, n in zip(node.GetSpacing(), node.GetImageData().GetDimensions())])
     slicer.util.arrayFromGridTransform(warp)[1, 1, 1] = (0.0, 0.0, 3.0)
     slicer.util.arrayFromGridTransformModified(warp)
     with pytest.raises(InputError, match="non-linear transform 'warp', which bends.*Harden"):
