@@ -124,8 +124,9 @@ def addAnalysisResults(scanNode, heatmap: np.ndarray, regionMasks: Mapping[str, 
     (normal / uncertain / anomalous); ``peaksRas``: side -> RAS mm of the strongest residual
     (computed from the heatmap inside the side's region when not given).
     ``grid``: a SimpleITK image whose geometry (LPS world) the arrays are in, when that is not
-    the scan's own grid: a scan under a non-linear transform is analysed on a regular world grid
-    (``mrml_bridge.imageFromVolumeNode``), and its results are shown on that grid.
+    the scan's own grid: a scan whose slices are not a regular grid (a sheared matrix, a
+    regularisation transform) is analysed resampled onto one
+    (``mrml_bridge.imageFromVolumeNode``), and its results are shown there.
     Creates a heatmap volume (foreground over the scan in the slice views) and one segmentation
     with a segment per side; replaces earlier results of the same scan.
     """

@@ -5,13 +5,13 @@ often uses, or missing slices) in one of two ways: the slices stacked with a *sh
 IJK-to-RAS matrix (its k axis along the tilt: current Slicer, whose ITK reader no longer forces
 orthogonal axes), and/or under a *regularisation* grid transform that moves each slice to where
 its header puts it (the DICOM module's default "apply regularization transform": gaps, and tilt
-in older Slicer). The core needs one regular grid. Hardening in Slicer resamples the whole volume
-through an inverted grid transform (tens of seconds, the margin a tilt adds filled with 0, i.e.
-water in HU); instead the slices' corners are carried through the matrix and the transform
-chain, and if every slice is only moved in its own plane and along its normal, the volume is
-resampled onto a regular grid by the core's ``slice_geometry.regularise``: the same code, the
-same linear interpolation and the same note as a tilted series read from files. A transform
-that bends or turns slices (a registration warp) is refused by name.
+in older Slicer). The core needs one regular grid. Rather than resampling every voxel through
+the inverted transform (what hardening it does), a 3 x 3 lattice of each slice is carried
+through the matrix and the transform chain, and if every slice is only moved in its own plane
+and along its normal, the volume is resampled onto a regular grid by the core's
+``slice_geometry.regularise``: the same code, the same linear interpolation and the same note
+as a tilted series read from files, so Slicer and ``predict`` analyse the same voxels. A
+transform that bends or turns slices (a registration warp) is refused by name.
 
 World is RAS in mm (Slicer); the stack handed to the core is LPS (DICOM, ITK). Arrays ``[k, j, i]``.
 """
