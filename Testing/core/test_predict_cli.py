@@ -184,12 +184,19 @@ def test_a_tilted_dicom_series_is_analysed_where_its_slices_lie(trained_run, sic
     dice = 2 * np.sum((on_plain > 0) & (expected > 0)) / (np.sum(on_plain > 0)
                                                          + np.sum(expected > 0))
     assert dice > 0.8
-    # a folder of such series: predictions.csv carries the note per case
+    # a folder of such series (and a NIfTI scan): predictions.csv carries the note per case;
+    # with --dicom-seg the series gets its SEG, the NIfTI scan is predicted without one
+    shutil.copy(image, tmp_path / "scans" / "plain.nii.gz")
     assert main(["predict", "--model", str(run.dir), "--cases", str(tmp_path / "scans"),
                  "--out", str(tmp_path / "many"), "--device", "cpu", "--progress", "none",
-                 "--sides", "left"]) == 0
+                 "--sides", "left", "--dicom-seg", "--threshold", "0.2"]) == 0
     table = _rows(tmp_path / "many" / "predictions.csv")
     assert "gantry tilt" in table[("dicom", "left")]["scan_notes"]
+    assert not table[("plain", "left")]["error"] and not table[("dicom", "left")]["error"]
+    plain_summary = json.loads((tmp_path / "many" / "plain" / "summary.json").read_text())
+    assert plain_summary["dicom_seg"] is None and "not a DICOM" in plain_summary[
+        "dicom_seg_note"]
+    assert (tmp_path / "many" / "dicom" / "region.seg.dcm").is_file()
     seg = hd.seg.segread(tmp_path / "out" / "region.seg.dcm")
     files = sorted(folder.glob("*.dcm"))
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]

@@ -172,12 +172,13 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
     mm), None for a box to suggest on the scan (``roi_suggest``); summary.json names each box's
     source and, when one was suggested, the suggestion's method, confidence and notes."""
     from paranasal_ssl.atomic import write_json
-    from paranasal_ssl.dicom_seg import check_dicom_input, write_region_seg
+    from paranasal_ssl.dicom_seg import write_region_seg
     from paranasal_ssl.inference import predict_scan
-    from paranasal_ssl.scan_io import read_scan, scan_notes, write_image
+    from paranasal_ssl.scan_io import is_dicom_input, read_scan, scan_notes, write_image
 
-    if args.dicom_seg:
-        check_dicom_input(image_path)
+    # a single scan that is no DICOM series was refused before the model loaded; in a list
+    # such a case is predicted all the same, without its SEG
+    make_seg = args.dicom_seg and is_dicom_input(image_path)
     image = read_scan(image_path, series_uid=args.series_uid)
     sources = dict(roi_sources or {})
     suggestion = None
@@ -206,11 +207,14 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
     write_image(pred.heatmap_image(), out / f"heatmap.{args.format}")
     region = pred.region_image()
     write_image(region, out / f"region.{args.format}")
-    if args.dicom_seg:
+    if make_seg:
         labels = {side: f"{side} maxillary sinus, p = {s['probability']:.2f} ({s['call']})"
                   for side, s in summary["sides"].items()}
         seg = write_region_seg(region, image_path, out / "region.seg.dcm", args.series_uid,
                                labels)
         summary["dicom_seg"] = seg.name if seg else None  # None: no highlighted voxel
+    elif args.dicom_seg:
+        summary["dicom_seg"] = None
+        summary["dicom_seg_note"] = "not a DICOM series: no DICOM SEG refers to it"
     write_json(out / "summary.json", summary)  # last: its presence means the case is complete
     return summary
