@@ -28,7 +28,9 @@ def register(sub) -> None:
     p.add_argument("--model", type=Path, required=True,
                    help="run folder (its default model) or RUN/finetune/<name>")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image", type=Path, help="scan: NIfTI/NRRD/MHA file or DICOM folder")
+    src.add_argument("--image", type=Path,
+                     help="scan: NIfTI/NRRD/MHA file, or DICOM: a series folder, a CD (folder "
+                     "or DICOMDIR), any file of the series")
     src.add_argument("--manifest", type=Path,
                      help="manifest CSV: predict every scan, using its ROIs")
     src.add_argument("--cases", type=Path,
