@@ -34,7 +34,7 @@ from paranasal_ssl.hashing import (
 )
 from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.progress import Progress
-from paranasal_ssl.scan_io import read_scan
+from paranasal_ssl.scan_io import read_scan, reader_version
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1  # bump when the crop code changes what it writes
@@ -56,10 +56,16 @@ def config_key(data: DataConfig, n_crops: int) -> str:
 
 def record_key(record: SinusRecord) -> str:
     """Cache key of a sinus: what its scan and mask files hold (not where they are, so a cohort
-    copied or moved with its caches is not cropped again), its side, ROI and case id."""
-    return stable_hash({"image": content_key(record.image), "side": record.side,
-                        "roi": record.roi.to_dict(), "case": record.case_id,
-                        "mask": content_key(record.mask) if record.mask else None}, 16)
+    copied or moved with its caches is not cropped again), its side, ROI and case id, and for
+    inputs whose reading has changed (DICOM, sheared NIfTI: ``scan_io.reader_version``) which
+    reading code made the crops."""
+    key = {"image": content_key(record.image), "side": record.side,
+           "roi": record.roi.to_dict(), "case": record.case_id,
+           "mask": content_key(record.mask) if record.mask else None}
+    reader = reader_version(record.image)
+    if reader is not None:  # other scans keep the keys their caches were made with
+        key["reader"] = reader
+    return stable_hash(key, 16)
 
 
 @dataclass

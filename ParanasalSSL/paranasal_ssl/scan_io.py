@@ -35,6 +35,11 @@ from paranasal_ssl.slice_geometry import (
 PathLike = Union[str, Path]
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+# Bumped when reading an input of this kind gives other voxels or geometry than before, so
+# caches keyed by a scan's content (crops, residual maps) are cut again: DICOM 1 = series off a
+# regular grid resampled; 2 = multi-frame frames placed by their own positions, series in
+# sub-folders, files without a suffix. NIfTI with a sheared sform 1 = placed by that sform.
+READER_VERSIONS = {"dicom": 2, "sheared-nifti": 1}
 
 
 def read_scan(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
@@ -150,6 +155,22 @@ def is_dicom_input(path: PathLike) -> bool:
     if path.is_dir() or is_dicomdir(path):
         return True
     return not path.name.lower().endswith(IMAGE_SUFFIXES) and is_dicom_file(path)
+
+
+def reader_version(path: PathLike) -> Optional[str]:
+    """Which reading code an input goes through when that code has changed (``READER_VERSIONS``:
+    DICOM, sheared NIfTI), for cache keys; None for every other file, whose keys stay as they
+    were."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if is_dicom_input(path):
+        return f"dicom-{READER_VERSIONS['dicom']}"
+    try:
+        sheared = sheared_sform(path) is not None
+    except (InputError, OSError, ValueError):
+        return None
+    return f"sheared-nifti-{READER_VERSIONS['sheared-nifti']}" if sheared else None
 
 
 def dicom_series_files(path: PathLike, series_uid: Optional[str] = None) -> List[str]:

@@ -160,3 +160,21 @@ def test_scans_new_to_a_cache_are_read_with_progress_once(tiny_cohort, tmp_path,
     again = build_crop_set(records, data, tmp_path / "cache", n_crops=1, stage="crops (test)")
     assert stages() == []
     assert [r.key for r in again.records] == [r.key for r in first.records] != []
+
+
+def test_crops_of_a_dicom_scan_are_cut_again_when_its_reading_changes(tiny_cohort, tmp_path,
+                                                                       monkeypatch):
+    """DICOM reading changed (tilted series resampled, multi-frame positions): crops keyed by a
+    series' bytes alone would keep the old voxels. A NIfTI scan's key does not move with it."""
+    from helpers.images import write_dicom_series
+    from paranasal_ssl import scan_io
+
+    record = read_manifest(tiny_cohort)[0]
+    as_dicom = replace(record, image=write_dicom_series(sitk.ReadImage(str(record.image)),
+                                                        tmp_path / "dicom"))
+    keys = {}
+    for version in (2, 3):
+        monkeypatch.setitem(scan_io.READER_VERSIONS, "dicom", version)
+        keys[version] = (record_key(record), record_key(as_dicom))
+    assert keys[2][0] == keys[3][0]
+    assert keys[2][1] != keys[3][1]
