@@ -16,6 +16,7 @@ from helpers.images import tilted_copy, write_dicom_series
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.inference import predict_scan
 from paranasal_ssl.model_bundle import load_model
+from paranasal_ssl.roi_suggest import suggest_rois
 from paranasal_ssl.scan_io import read_scan, scan_notes
 from ParanasalSSLLib import analysis, analysis_job, warped_volume
 from ParanasalSSLLib import mrml_bridge as bridge
@@ -106,6 +107,12 @@ def test_a_tilted_scan_in_slicer_is_analysed_where_its_slices_lie(sickCase, trai
                                       expected.region == analysis.REGION_CODES[side])
         assert "gantry tilt" in analysis.finishedText(res)
     assert "gantry tilt" in job.message
+    # Suggest on the same node: the boxes suggest_rois gives on the files
+    suggestion, _ = analysis.suggestRoiNodes(node)
+    onFiles = suggest_rois(read)
+    for side in ("left", "right"):
+        np.testing.assert_allclose(suggestion.rois[side].center, onFiles.rois[side].center,
+                                   atol=1e-6)
 
 
 def _withArray(grid: sitk.Image, array: np.ndarray) -> sitk.Image:
