@@ -200,3 +200,59 @@ def test_a_folder_without_boxes_is_predicted_and_the_suggested_boxes_become_the_
     assert source[(first, "left")] == "case list" and len(source) == 4
     box = json.loads((tmp_path / "preds" / first / "summary.json").read_text())["sides"]["left"]
     np.testing.assert_allclose(box["roi"]["center_ras"], truth.center, atol=1e-3)
+
+
+def test_a_dicom_case_is_exported_as_a_dicom_seg_with_the_readers_verdict(trained_run,
+                                                                          tiny_cohort, tmp_path):
+    """A reviewed case whose scan is a DICOM CD: the export adds its regions as a DICOM SEG on
+    the series' own slices, each segment naming the model's call and the reader's verdict."""
+    import highdicom as hd
+    import pydicom
+
+    from helpers.images import write_dicom_cd, write_dicom_series
+    from paranasal_ssl.review.rois import predict_case_list
+
+    run, _ = trained_run
+    records = read_manifest(tiny_cohort)
+    sick = next(r for r in records if "opacification" in " ".join(r.anomaly_types))
+    image = sick.image
+    boxes = {r.side: r.roi for r in records if r.case_id == sick.case_id}
+    folder = tmp_path / "scans"
+    write_dicom_cd([write_dicom_series(sitk.ReadImage(str(image)), tmp_path / "staging")],
+                   folder / "patient_cd")
+    shutil.copy(image, folder / "plain.nii.gz")  # a NIfTI case beside it: no SEG, no failure
+    session = open_session(folder, "rad", tmp_path / "preds")
+    for case in ("patient_cd", "plain"):
+        for side in ("left", "right"):
+            session.record(case, side, roi=boxes[side])
+    listed, _ = predict_case_list(session, tmp_path / "preds" / "review-cases.csv")
+    assert main(["predict", "--model", str(run.dir), "--cases", str(listed), "--out",
+                 str(tmp_path / "preds"), "--device", "cpu", "--progress", "none",
+                 "--threshold", "0.2"]) == 0
+    for case in ("patient_cd", "plain"):
+        session.record(case, "left", verdict="anomalous", anomaly_type="polyp")
+        session.record(case, "right", verdict="normal")
+    result = export_session(session, tmp_path / "out" / "labels.csv",
+                            images_dir=tmp_path / "out" / "images")
+    names = {p.name for p in result.images}
+    assert "patient_cd_regions.seg.dcm" in names and "plain_regions.nrrd" in names
+    assert not any(n.startswith("plain") and n.endswith(".dcm") for n in names)
+    seg = hd.seg.segread(tmp_path / "out" / "images" / "patient_cd_regions.seg.dcm")
+    labels = {d.SegmentLabel.split()[0]: d.SegmentLabel for d in seg.SegmentSequence}
+    assert labels and all(len(label) <= 64 for label in labels.values())
+    for side, verdict in (("left", "anomalous"), ("right", "normal")):
+        if side in labels:
+            p = session.prediction("patient_cd").sides[side].probability
+            assert f"p = {p:.2f}" in labels[side] and labels[side].endswith(f"reader: {verdict}")
+    # the SEG's frames are the exported regions, slice by slice of the series
+    files = sorted((folder / "patient_cd").rglob("IM*"), key=lambda f: int(pydicom.dcmread(
+        f, stop_before_pixels=True).InstanceNumber))
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
+                                               combine_segments=True)
+    region = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "images" /
+                                                       "patient_cd_regions.nrrd")))
+    back = np.zeros_like(region)
+    for number, d in enumerate(seg.SegmentSequence, start=1):
+        back[frames == number] = {"left": 1, "right": 2}[d.SegmentLabel.split()[0]]
+    np.testing.assert_array_equal(back, region)

@@ -131,7 +131,7 @@ def write_dicom_cd(series_folders, cd: Path) -> Path:
         for path in sorted(Path(folder).glob("*.dcm")):
             ds = pydicom.dcmread(path)
             # what a scanner's CD has and SimpleITK's writer leaves empty
-            ds.PatientName, ds.StudyID, ds.SeriesNumber = "phantom", "1", number
+            ds.PatientName, ds.StudyID, ds.SeriesNumber = "Phantom^Test", "1", number
             ds.StudyDate, ds.StudyTime = "20260101", "120000"
             ds.InstanceNumber = ds.get("InstanceNumber") or 1
             fileset.add(ds)

@@ -1,6 +1,6 @@
 """Export a review session: a labels manifest that ``paranasal-ssl finetune --labels`` reads
 as it is, a disagreement table (model vs reader), and optionally each case's heatmap and
-thresholded region as NRRD images.
+thresholded region as NRRD images (and as a DICOM SEG for a DICOM case).
 
 The labels manifest is written by ``manifest.write_manifest`` (scan path, side, ROI in RAS mm,
 label, anomaly type) with these extra columns: ``reader``, ``timestamp``, ``model_version``
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Union
@@ -23,6 +24,7 @@ from paranasal_ssl.manifest import SinusRecord, write_manifest
 from paranasal_ssl.progress import Progress
 from paranasal_ssl.review.session import ReviewSession
 
+log = logging.getLogger(__name__)
 EXTRA_COLUMNS = ("reader", "timestamp", "model_version", "model_probability", "agree",
                  "heatmap_on_target", "comment")
 DISAGREEMENT_COLUMNS = ("case_id", "side", "kind", "model_probability", "model_call",
@@ -154,13 +156,17 @@ def export_session(session: ReviewSession, labels_csv: Union[str, Path],
 
 def export_images(session: ReviewSession, case_ids: List[str], folder: Path) -> List[Path]:
     """Per case with a prediction: ``<case>_heatmap.nrrd`` (float residuals in [0, 1]) and
-    ``<case>_regions.nrrd`` (labelmap: 1 left, 2 right region), both in the scan's geometry.
+    ``<case>_regions.nrrd`` (labelmap: 1 left, 2 right region), both in the scan's geometry;
+    for a case whose scan is a DICOM series (and highdicom installed) also
+    ``<case>_regions.seg.dcm``, the regions as a DICOM SEG on the series' own slices for PACS,
+    each segment labelled with the model's probability and call and the reader's verdict.
     (The Slicer module writes the regions as a segmentation ``.seg.nrrd`` too.)"""
     import SimpleITK as sitk
 
-    from paranasal_ssl.scan_io import write_image
+    from paranasal_ssl.scan_io import is_dicom_input, write_image
 
     written = []
+    segs = _highdicom_installed()
     with Progress("export images", total=len(case_ids), unit="case") as progress:
         for case_id in case_ids:
             pred = session.prediction(case_id)
@@ -173,8 +179,45 @@ def export_images(session: ReviewSession, case_ids: List[str], folder: Path) -> 
                 except RuntimeError as exc:
                     raise InputError(source, f"cannot read prediction image ({exc})") from None
                 written.append(write_image(image, folder / f"{_safe(case_id)}_{suffix}.nrrd"))
+                scan = session.case_list.case(case_id).image
+                if suffix == "regions" and segs and is_dicom_input(scan):
+                    seg = _region_seg(session, case_id, image, scan, folder)
+                    written += [seg] if seg is not None else []
             progress.update(1)
     return written
+
+
+def _highdicom_installed() -> bool:
+    try:
+        import highdicom  # noqa: F401
+    except ImportError:
+        log.warning("highdicom is not installed: no DICOM SEG is exported (pip install "
+                    "highdicom)")
+        return False
+    return True
+
+
+def _region_seg(session: ReviewSession, case_id: str, region, scan: Path,
+                folder: Path) -> Optional[Path]:
+    """``<case>_regions.seg.dcm`` (None when no side has a region or the series cannot carry
+    a SEG: the reason is logged, the rest of the export goes on)."""
+    from paranasal_ssl.dicom_seg import write_region_seg
+    from paranasal_ssl.errors import ParanasalError
+
+    pred = session.prediction(case_id)
+    labels = {}
+    for side, result in pred.sides.items():
+        verdict = session.verdict(case_id, side)
+        reader = {1: "anomalous", 0: "normal"}.get(verdict.label if verdict else None,
+                                                   "not reviewed")
+        labels[side] = (f"{side} maxillary sinus, p = {result.probability:.2f} "
+                        f"({result.call}), reader: {reader}")
+    try:
+        return write_region_seg(region, scan, folder / f"{_safe(case_id)}_regions.seg.dcm",
+                                descriptions=labels)
+    except ParanasalError as exc:
+        log.warning("case %s: no DICOM SEG (%s)", case_id, exc)
+        return None
 
 
 def _safe(name: str) -> str:
