@@ -215,7 +215,8 @@ class CaseReviewer:
 
     def export(self, folder, images: bool = True, includeFlagged: bool = False) -> dict:
         """``labels.csv`` (for ``finetune --labels``), ``disagreements.csv`` and, with
-        ``images``, per case the heatmap (.nrrd) and the regions as ``.seg.nrrd``."""
+        ``images``, per case the heatmap (.nrrd) and the regions as ``.seg.nrrd`` (a DICOM
+        case's also as a DICOM SEG; ``notes`` says what could not be written)."""
         from paranasal_ssl.review.export import export_session
 
         self.syncRois()
@@ -231,7 +232,8 @@ class CaseReviewer:
                     segs.append(path)
         return {"labels": result.labels, "disagreements": result.disagreements,
                 "records": len(result.records), "nDisagreements": result.n_disagreements,
-                "images": list(result.images) + segs, "skipped": result.skipped}
+                "images": list(result.images) + segs, "skipped": result.skipped,
+                "notes": list(result.notes)}
 
 
 def exportSegmentation(session, caseId: str, folder, scene=None) -> Optional[Path]:

@@ -278,7 +278,8 @@ class ReviewPanel:
             self.ui.reviewStatusLabel.text = (
                 f"{out['records']} labelled sides, {out['nDisagreements']} disagreements, "
                 f"{len(out['images'])} images -> {folder}"
-                + (f"; left out: {len(out['skipped'])}" if out["skipped"] else ""))
+                + (f"; left out: {len(out['skipped'])}" if out["skipped"] else "")
+                + "".join(f"; {note}" for note in out["notes"]))
         self.updateButtons()
 
     def _predictCommand(self, modelFolder):

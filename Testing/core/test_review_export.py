@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -202,8 +203,8 @@ def test_a_folder_without_boxes_is_predicted_and_the_suggested_boxes_become_the_
     np.testing.assert_allclose(box["roi"]["center_ras"], truth.center, atol=1e-3)
 
 
-def test_a_dicom_case_is_exported_as_a_dicom_seg_with_the_readers_verdict(trained_run,
-                                                                          tiny_cohort, tmp_path):
+def test_a_dicom_case_is_exported_as_a_dicom_seg_with_the_readers_verdict(
+        trained_run, tiny_cohort, tmp_path, monkeypatch):
     """A reviewed case whose scan is a DICOM CD: the export adds its regions as a DICOM SEG on
     the series' own slices, each segment naming the model's call and the reader's verdict."""
     import highdicom as hd
@@ -256,3 +257,11 @@ def test_a_dicom_case_is_exported_as_a_dicom_seg_with_the_readers_verdict(traine
     for number, d in enumerate(seg.SegmentSequence, start=1):
         back[frames == number] = {"left": 1, "right": 2}[d.SegmentLabel.split()[0]]
     np.testing.assert_array_equal(back, region)
+    assert result.notes == []
+    # without highdicom (Slicer does not ship it) the export says so and writes the rest
+    monkeypatch.setitem(sys.modules, "highdicom", None)
+    again = export_session(session, tmp_path / "again" / "labels.csv",
+                           images_dir=tmp_path / "again" / "images")
+    assert not list((tmp_path / "again" / "images").glob("*.dcm"))
+    assert "patient_cd_regions.nrrd" in {p.name for p in again.images}
+    assert again.notes == ["no DICOM SEG: highdicom is not installed (pip install highdicom)"]

@@ -165,6 +165,8 @@ def run_export(args) -> int:
     print(f"{result.n_disagreements} disagreement(s) -> {result.disagreements}")
     if result.images:
         print(f"{len(result.images)} image(s) -> {args.images}")
+    for note in result.notes:  # e.g. a DICOM SEG that could not be written
+        print(f"note: {note}")
     for note in result.skipped:
         print(f"left out: {note}")
     print(f"score the model against them: paranasal-ssl evaluate --run MODEL --manifest "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Union
@@ -24,7 +23,6 @@ from paranasal_ssl.manifest import SinusRecord, write_manifest
 from paranasal_ssl.progress import Progress
 from paranasal_ssl.review.session import ReviewSession
 
-log = logging.getLogger(__name__)
 EXTRA_COLUMNS = ("reader", "timestamp", "model_version", "model_probability", "agree",
                  "heatmap_on_target", "comment")
 DISAGREEMENT_COLUMNS = ("case_id", "side", "kind", "model_probability", "model_call",
@@ -42,6 +40,7 @@ class ExportResult:
     n_disagreements: int = 0
     images: List[Path] = field(default_factory=list)
     skipped: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # what the images left out, and why
 
 
 def _yes_no(value: Optional[bool]) -> str:
@@ -150,22 +149,25 @@ def export_session(session: ReviewSession, labels_csv: Union[str, Path],
         result.disagreements, result.n_disagreements = Path(disagreements_csv), len(rows)
     if images_dir:
         result.images = export_images(session, sorted({r.case_id for r in records}),
-                                      Path(images_dir))
+                                      Path(images_dir), result.notes)
     return result
 
 
-def export_images(session: ReviewSession, case_ids: List[str], folder: Path) -> List[Path]:
+def export_images(session: ReviewSession, case_ids: List[str], folder: Path,
+                  notes: Optional[List[str]] = None) -> List[Path]:
     """Per case with a prediction: ``<case>_heatmap.nrrd`` (float residuals in [0, 1]) and
     ``<case>_regions.nrrd`` (labelmap: 1 left, 2 right region), both in the scan's geometry;
     for a case whose scan is a DICOM series (and highdicom installed) also
     ``<case>_regions.seg.dcm``, the regions as a DICOM SEG on the series' own slices for PACS,
     each segment labelled with the model's probability and call and the reader's verdict.
-    (The Slicer module writes the regions as a segmentation ``.seg.nrrd`` too.)"""
+    (The Slicer module writes the regions as a segmentation ``.seg.nrrd`` too.) What could not
+    be written is said in ``notes``."""
     import SimpleITK as sitk
 
     from paranasal_ssl.scan_io import is_dicom_input, write_image
 
     written = []
+    notes = notes if notes is not None else []
     segs = _highdicom_installed()
     with Progress("export images", total=len(case_ids), unit="case") as progress:
         for case_id in case_ids:
@@ -180,8 +182,12 @@ def export_images(session: ReviewSession, case_ids: List[str], folder: Path) -> 
                     raise InputError(source, f"cannot read prediction image ({exc})") from None
                 written.append(write_image(image, folder / f"{_safe(case_id)}_{suffix}.nrrd"))
                 scan = session.case_list.case(case_id).image
-                if suffix == "regions" and segs and is_dicom_input(scan):
-                    seg = _region_seg(session, case_id, image, scan, folder)
+                if suffix == "regions" and is_dicom_input(scan):
+                    if not segs:
+                        note = "no DICOM SEG: highdicom is not installed (pip install highdicom)"
+                        notes += [note] if note not in notes else []
+                        continue
+                    seg = _region_seg(session, case_id, image, scan, folder, notes)
                     written += [seg] if seg is not None else []
             progress.update(1)
     return written
@@ -191,16 +197,14 @@ def _highdicom_installed() -> bool:
     try:
         import highdicom  # noqa: F401
     except ImportError:
-        log.warning("highdicom is not installed: no DICOM SEG is exported (pip install "
-                    "highdicom)")
         return False
     return True
 
 
-def _region_seg(session: ReviewSession, case_id: str, region, scan: Path,
-                folder: Path) -> Optional[Path]:
-    """``<case>_regions.seg.dcm`` (None when no side has a region or the series cannot carry
-    a SEG: the reason is logged, the rest of the export goes on)."""
+def _region_seg(session: ReviewSession, case_id: str, region, scan: Path, folder: Path,
+                notes: List[str]) -> Optional[Path]:
+    """``<case>_regions.seg.dcm`` (None when no side has a region, or when the series cannot
+    carry a SEG: then ``notes`` says why, and the rest of the export goes on)."""
     from paranasal_ssl.dicom_seg import write_region_seg
     from paranasal_ssl.errors import ParanasalError
 
@@ -216,7 +220,7 @@ def _region_seg(session: ReviewSession, case_id: str, region, scan: Path,
         return write_region_seg(region, scan, folder / f"{_safe(case_id)}_regions.seg.dcm",
                                 descriptions=labels)
     except ParanasalError as exc:
-        log.warning("case %s: no DICOM SEG (%s)", case_id, exc)
+        notes.append(f"case {case_id}: no DICOM SEG ({exc})")
         return None
 
 
