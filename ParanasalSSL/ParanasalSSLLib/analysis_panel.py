@@ -154,5 +154,7 @@ class AnalysisPanel:
         folder = qt.QFileDialog.getExistingDirectory(self.widget.parent, "Export results to")
         if folder and self.widget.logic.results is not None:
             with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-                written = results.exportResults(self.widget.logic.results, folder)
-                self.ui.analysisStatusLabel.text = f"Wrote {len(written)} files to {folder}"
+                notes: list = []
+                written = results.exportResults(self.widget.logic.results, folder, notes)
+                self.ui.analysisStatusLabel.text = (f"Wrote {len(written)} files to {folder}"
+                                                    + "".join(f"; {n}" for n in notes))

@@ -176,8 +176,13 @@ def _addHeatmapNode(scanNode, heatmap: np.ndarray, grid=None):
     return mrml_bridge.addVolumeFromImage(image, name)
 
 
-def exportResults(results: AnalysisResults, directory) -> List[Path]:
-    """Write the heatmap (.nrrd and .nii.gz) and the regions (.seg.nrrd) into ``directory``."""
+def exportResults(results: AnalysisResults, directory,
+                  notes: Optional[List[str]] = None) -> List[Path]:
+    """Write the heatmap (.nrrd and .nii.gz) and the regions (.seg.nrrd) into ``directory``,
+    and for a scan loaded from DICOM the regions as a DICOM SEG on its series
+    (``dicom_export``; ``notes`` says why when that cannot be written)."""
+    from ParanasalSSLLib import dicom_export
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stem = safeFileName(results.scanNode.GetName())
@@ -187,6 +192,8 @@ def exportResults(results: AnalysisResults, directory) -> List[Path]:
             written.append(writeNode(results.heatmapNode, directory / f"{stem}_heatmap{suffix}"))
     if results.regionsNode is not None:
         written.append(writeNode(results.regionsNode, directory / f"{stem}_regions.seg.nrrd"))
+        written += dicom_export.exportIfDicom(results, directory, stem,
+                                              notes if notes is not None else [])
     return written
 
 

@@ -114,3 +114,17 @@ def write_region_seg(region_image: sitk.Image, dicom_input: Path, out: Path,
     with atomic_path(out) as tmp:
         seg.save_as(str(tmp))
     return out
+
+
+def write_region_seg_on_series(region: sitk.Image, dicom_input: Path, out: Path,
+                               series_uid: Optional[str] = None,
+                               descriptions: Optional[Dict[str, str]] = None) -> Optional[Path]:
+    """``write_region_seg`` for a region on any grid (e.g. the one Slicer analysed the series
+    on): sampled first (nearest neighbour, LPS world) onto the grid ``read_scan`` gives the
+    series, which the SEG's frames are cut from. Identical grids leave every voxel as it is."""
+    from paranasal_ssl.scan_io import read_scan
+
+    reference = read_scan(dicom_input, series_uid)
+    on_series = sitk.Resample(sitk.Cast(region, sitk.sitkUInt8), reference, sitk.Transform(),
+                              sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return write_region_seg(on_series, dicom_input, out, series_uid, descriptions)

@@ -36,6 +36,24 @@ def _header(path: Path):
     return numbers("0020|0032"), numbers("0020|0037"), numbers("0028|0030")[::-1]
 
 
+def _instanceUid(path: Path) -> str:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader.GetMetaData("0008|0018").strip()
+
+
+class DicomDatabase:
+    """Slicer's DICOM database (``slicer.dicomDatabase``) as far as the module asks it: the file
+    of an instance UID. slicer-core has no database; this one indexes the given files."""
+
+    def __init__(self, files):
+        self.files = {_instanceUid(path): str(path) for path in files}
+
+    def fileForInstance(self, uid: str) -> str:
+        return self.files.get(uid, "")  # as ctkDICOMDatabase: "" for an unknown instance
+
+
 def loadSeriesAsSlicerDoes(folder: Path, name: str = "CT", orthogonal: bool = False):
     """The volume node of the series in ``folder`` (under a regularisation grid transform
     node when its slices need one)."""
@@ -48,6 +66,8 @@ def loadSeriesAsSlicerDoes(folder: Path, name: str = "CT", orthogonal: bool = Fa
         fileList.InsertNextValue(str(path))
     volume = slicer.modules.volumes.logic().AddArchetypeScalarVolume(str(files[0]), name, 0,
                                                                      fileList)
+    # as the plugin does: the source instances, which its DICOM database maps to files
+    volume.SetAttribute("DICOM.instanceUIDs", " ".join(_instanceUid(path) for path in files))
     ni, nj, nk = volume.GetImageData().GetDimensions()
     matrix = vtk.vtkMatrix4x4()
     volume.GetIJKToRASMatrix(matrix)

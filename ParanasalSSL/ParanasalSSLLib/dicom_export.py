@@ -1,0 +1,82 @@
+"""An analysis' regions as a DICOM SEG on the scan's own series (for PACS), when the scan was
+loaded from Slicer's DICOM database.
+
+Slicer's DICOM module names each loaded volume's source instances (attribute
+``DICOM.instanceUIDs``) and its database knows their files. The regions (on the grid the scan
+was analysed on: the node's own, or a regular world grid for a tilted series) are sampled onto
+the grid the core reads that series with and written by ``paranasal_ssl.dicom_seg``: the SEG
+``predict --dicom-seg`` writes for the same files and boxes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import slicer
+
+from paranasal_ssl.geometry import REGION_CODES
+from ParanasalSSLLib import mrml_bridge
+
+INSTANCE_UIDS = "DICOM.instanceUIDs"  # set on volumes by Slicer's DICOM scalar volume plugin
+
+
+def sourceFiles(scanNode) -> List[Path]:
+    """The scan's DICOM files as Slicer's DICOM database has them ([] if it was not loaded
+    from DICOM, or the database does not know every one of them)."""
+    uids = (scanNode.GetAttribute(INSTANCE_UIDS) or "").split() if scanNode else []
+    database = getattr(slicer, "dicomDatabase", None)
+    if not uids or database is None:
+        return []
+    files = [database.fileForInstance(uid) for uid in uids]
+    return [Path(f) for f in files] if all(files) else []
+
+
+def segUnavailable(scanNode) -> Optional[str]:
+    """Why no DICOM SEG can be written for results on ``scanNode`` (None: it can)."""
+    if not sourceFiles(scanNode):
+        return "the scan was not loaded from Slicer's DICOM database"
+    try:
+        import highdicom  # noqa: F401
+    except ImportError:
+        return "highdicom is not installed (pip install highdicom in Slicer's Python console)"
+    return None
+
+
+def exportRegionSeg(results, path) -> Optional[Path]:
+    """Write ``results``' regions (``AnalysisResults``) as a DICOM SEG at ``path``, one segment
+    per side labelled with its probability and call. None when no side has a region."""
+    import SimpleITK as sitk
+
+    from paranasal_ssl.dicom_seg import write_region_seg_on_series
+
+    heat = results.heatmapNode
+    labels = np.zeros(tuple(reversed(heat.GetImageData().GetDimensions())), np.uint8)
+    segmentation = results.regionsNode.GetSegmentation()
+    for side, code in REGION_CODES.items():
+        segmentId = segmentation.GetSegmentIdBySegmentName(f"{side} sinus anomaly region")
+        if segmentId:
+            labels[mrml_bridge.arrayFromSegment(results.regionsNode, segmentId, heat) > 0] = code
+    region = sitk.GetImageFromArray(labels)
+    origin, spacing, direction = mrml_bridge.imageGeometryFromIjkToRas(
+        mrml_bridge.volumeIjkToWorld(heat), heat.GetName())
+    region.SetOrigin(origin)
+    region.SetSpacing(spacing)
+    region.SetDirection(direction)
+    descriptions = {side: f"{side} maxillary sinus, p = {s.probability:.2f} ({s.badge})"
+                    for side, s in results.sides.items()}
+    return write_region_seg_on_series(region, sourceFiles(results.scanNode)[0], Path(path),
+                                      descriptions=descriptions)
+
+
+def exportIfDicom(results, directory: Path, stem: str, notes: List[str]) -> List[Path]:
+    """``<stem>_regions.seg.dcm`` in ``directory`` when the scan came from DICOM; ``notes`` says
+    why not when it did but the SEG cannot be written."""
+    reason = segUnavailable(results.scanNode)
+    if reason is not None:
+        if sourceFiles(results.scanNode):
+            notes.append(f"no DICOM SEG: {reason}")
+        return []
+    seg = exportRegionSeg(results, directory / f"{stem}_regions.seg.dcm")
+    return [seg] if seg is not None else []
