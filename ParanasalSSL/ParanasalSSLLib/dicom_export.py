@@ -35,11 +35,11 @@ def sourceFiles(scanNode) -> List[Path]:
 
 def segUnavailable(scanNode) -> Optional[str]:
     """Why no DICOM SEG can be written for results on ``scanNode`` (None: it can)."""
+    from paranasal_ssl.dicom_seg import highdicom_installed
+
     if not sourceFiles(scanNode):
         return "the scan was not loaded from Slicer's DICOM database"
-    try:
-        import highdicom  # noqa: F401
-    except ImportError:
+    if not highdicom_installed():
         return "highdicom is not installed (pip install highdicom in Slicer's Python console)"
     return None
 

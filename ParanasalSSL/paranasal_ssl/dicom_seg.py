@@ -31,13 +31,19 @@ from paranasal_ssl.version import code_version
 SERIES_NUMBER = 9301  # a number of its own, so viewers list the SEG apart from the scan
 
 
-def require_highdicom() -> None:
-    """Raise a clear error, before any work, when highdicom is not installed."""
+def highdicom_installed() -> bool:
     try:
         import highdicom  # noqa: F401
     except ImportError:
+        return False
+    return True
+
+
+def require_highdicom() -> None:
+    """Raise a clear error, before any work, when highdicom is not installed."""
+    if not highdicom_installed():
         raise InputError(None, "writing DICOM SEG needs the highdicom package",
-                         field="--dicom-seg", expected="pip install highdicom") from None
+                         field="--dicom-seg", expected="pip install highdicom")
 
 
 def check_dicom_input(path: Path) -> None:

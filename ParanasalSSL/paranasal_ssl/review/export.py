@@ -164,11 +164,12 @@ def export_images(session: ReviewSession, case_ids: List[str], folder: Path,
     be written is said in ``notes``."""
     import SimpleITK as sitk
 
+    from paranasal_ssl.dicom_seg import highdicom_installed
     from paranasal_ssl.scan_io import is_dicom_input, write_image
 
     written = []
     notes = notes if notes is not None else []
-    segs = _highdicom_installed()
+    segs = highdicom_installed()
     with Progress("export images", total=len(case_ids), unit="case") as progress:
         for case_id in case_ids:
             pred = session.prediction(case_id)
@@ -191,14 +192,6 @@ def export_images(session: ReviewSession, case_ids: List[str], folder: Path,
                     written += [seg] if seg is not None else []
             progress.update(1)
     return written
-
-
-def _highdicom_installed() -> bool:
-    try:
-        import highdicom  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _region_seg(session: ReviewSession, case_id: str, region, scan: Path, folder: Path,
