@@ -10,6 +10,7 @@ when ``read_scan`` resampled a tilted or gapped series.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -109,13 +110,17 @@ def write_region_seg(region_image: sitk.Image, dicom_input: Path, out: Path,
             segmented_property_type=codes.SCT.Lesion,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm))
-    seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=labels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=segments,
-        series_instance_uid=hd.UID(), series_number=SERIES_NUMBER, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="ParanasalSSL",
-        manufacturer_model_name="maxillary sinus anomaly heatmap", software_versions=version,
-        device_serial_number="none", series_description="ParanasalSSL highlighted region")
+    with warnings.catch_warnings():
+        # the patient's name is copied from the scan as it is: its form is not ours to warn of
+        warnings.filterwarnings("ignore", message=".*person name.*", category=UserWarning)
+        seg = hd.seg.Segmentation(
+            source_images=sources, pixel_array=labels,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=segments, series_instance_uid=hd.UID(),
+            series_number=SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
+            manufacturer="ParanasalSSL", manufacturer_model_name="maxillary sinus anomaly heatmap",
+            software_versions=version, device_serial_number="none",
+            series_description="ParanasalSSL highlighted region")
     out = Path(out)
     with atomic_path(out) as tmp:
         seg.save_as(str(tmp))
