@@ -69,10 +69,23 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
                              "(for the Slicer job runner), or none")
 
 
+class _AboveTheBar(logging.StreamHandler):
+    """Log lines (e.g. "slices stacked 15 deg ...: resampled") printed above a running tqdm bar
+    rather than into it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never raise
+            self.handleError(record)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_AboveTheBar()])
     if getattr(args, "progress", None):
         progress.set_mode(args.progress)
     progress.reset_cancel()
