@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Union
+from typing import List, Optional, Union
 
 from paranasal_ssl.atomic import check_writable_dir
 from paranasal_ssl.errors import InputError
@@ -36,13 +36,15 @@ class ManifestReport:
 
 
 def build_manifest(cases: Union[str, Path], out_csv: Union[str, Path],
-                   suggest_missing: bool = True) -> ManifestReport:
-    """Write the manifest (atomically) and say what went into it."""
+                   suggest_missing: bool = True,
+                   series_description: Optional[str] = None) -> ManifestReport:
+    """Write the manifest (atomically) and say what went into it. ``series_description``
+    chooses each DICOM study's series (``review.case_list.open_case_list``)."""
     from paranasal_ssl.review.case_list import open_case_list
     from paranasal_ssl.roi_suggest import suggest_rois
     from paranasal_ssl.scan_io import read_scan
 
-    case_list = open_case_list(cases)
+    case_list = open_case_list(cases, series_description)
     out_csv = Path(out_csv)
     check_writable_dir(out_csv.parent)
     report = ManifestReport(out_csv)

@@ -268,7 +268,8 @@ def _series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
             raise InputError(folder, f"the folder holds {len(series)} DICOM series: {listing}",
                              expected="one series: pass --series-uid UID, or give one file "
                              "of the series (or its own folder) as the image (a case list or "
-                             "manifest can too)")
+                             "manifest can too), or for a list of studies --series-description "
+                             "TEXT")
         series_uid = next(iter(series))
     elif series_uid not in series:
         raise InputError(folder, f"series {series_uid} not found", field="series_uid",
@@ -276,17 +277,44 @@ def _series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
     return series_files(folder, series_uid, series[series_uid])
 
 
+def series_matching(path: PathLike, description: str) -> Path:
+    """One file of the DICOM series at ``path`` (a folder, a CD, a DICOMDIR) whose
+    SeriesDescription contains ``description`` (case-insensitive): it stands for that series
+    wherever a scan path goes. A file given already chooses its series and is returned as it
+    is. Raises ``InputError`` listing the series unless exactly one matches."""
+    path = Path(path)
+    if path.is_file() and not is_dicomdir(path):
+        return path
+    folder = path.parent if is_dicomdir(path) else path
+    series = series_ids(folder)
+    found = {uid: series_files(folder, uid, nested) for uid, nested in series.items()}
+    matches = [uid for uid, files in found.items()
+               if description.lower() in _series_description(files[0]).lower()]
+    if len(matches) != 1:
+        listing = "; ".join(_describe_series(folder, uid, nested)
+                            for uid, nested in series.items()) or "none"
+        raise InputError(folder, f"{len(matches)} of its DICOM series have '{description}' in "
+                         f"their description (series: {listing})", field="series description",
+                         expected="exactly one matching series: a longer or other text, or a "
+                         "file of the series as the scan")
+    return Path(found[matches[0]][0])
+
+
+def _series_description(file: str) -> str:
+    header = sitk.ImageFileReader()
+    header.SetFileName(file)
+    try:
+        header.ReadImageInformation()
+        return header.GetMetaData("0008|103e").strip() \
+            if header.HasMetaDataKey("0008|103e") else ""
+    except RuntimeError:
+        return ""
+
+
 def _describe_series(folder: Path, uid: str, nested: bool) -> str:
     """``uid (N slices, "description", e.g. file)``: enough to choose a series by."""
     files = series_files(folder, uid, nested)
-    header = sitk.ImageFileReader()
-    header.SetFileName(files[0])
-    try:
-        header.ReadImageInformation()
-        description = header.GetMetaData("0008|103e").strip() \
-            if header.HasMetaDataKey("0008|103e") else ""
-    except RuntimeError:
-        description = ""
+    description = _series_description(files[0])
     name = Path(files[0]).relative_to(folder).as_posix() if nested else Path(files[0]).name
     return f'{uid} ({len(files)} slices, "{description}", e.g. {name})'
 

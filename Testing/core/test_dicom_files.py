@@ -96,3 +96,33 @@ def test_a_flat_series_folder_keeps_the_content_key_caches_were_made_with(tmp_pa
     for path in sorted(folder.iterdir()):  # the key before sub-folders counted
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     assert content_key(folder) == digest.hexdigest()[:16]
+
+
+def test_a_series_description_chooses_the_series_of_each_study(tmp_path):
+    """Whole studies as exported (scout and CT in one CD each): ``--series-description``
+    makes each case the matching series; a study without exactly one match says why."""
+    from paranasal_ssl.cli.predict_many import jobs_from_case_list
+    from paranasal_ssl.scan_io import series_matching
+
+    studies = tmp_path / "studies"
+    bones = {}
+    for name, seed in (("p1", 0), ("p2", 1), ("p3", 2)):
+        _without_suffix(write_dicom_series(oblique_image(shape=(4, 10, 12), seed=seed),
+                                           studies / name / "SE1", description="Scout",
+                                           series_uid=f"1.2.3.{seed}.1"))
+        if name != "p3":  # p3: the CT is missing from its CD
+            bones[name] = oblique_image(shape=(6, 10, 12), seed=10 + seed)
+            _without_suffix(write_dicom_series(bones[name], studies / name / "SE2",
+                                               description="Sinus 1.0 BONE",
+                                               series_uid=f"1.2.3.{seed}.2"))
+    cases = {c.case_id: c for c in open_case_list(studies, "bone").cases}
+    for name, bone in bones.items():
+        assert cases[name].problem is None and cases[name].image.parent.name == "SE2"
+        _same(read_scan(cases[name].image), bone)
+    assert "0 of its DICOM series have 'bone' in their description" in cases["p3"].problem
+    assert '"Scout"' in cases["p3"].problem  # the series there, to choose from
+    jobs = {j.case_id: j for j in jobs_from_case_list(studies, "both", "bone")}
+    assert jobs["p1"].image == cases["p1"].image and jobs["p3"].problem
+    with pytest.raises(InputError, match="2 of its DICOM series have 's' in"):
+        series_matching(studies / "p1", "s")
+    assert open_case_list(studies).cases[0].image == studies / "p1"  # no text: as it was

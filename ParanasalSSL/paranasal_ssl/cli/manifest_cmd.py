@@ -20,8 +20,14 @@ def register(sub) -> None:
         "Check the low-confidence ones (e.g. in Slicer's review) before training.",
         formatter_class=DefaultsHelpFormatter)
     p.add_argument("--cases", type=Path, required=True,
-                   help="a folder of scans (NIfTI/NRRD/MHA files, DICOM folders) or a CSV")
+                   help="a folder of scans (NIfTI/NRRD/MHA files, DICOM folders or CDs) or a "
+                   "CSV")
     p.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
+    p.add_argument("--series-description", metavar="TEXT",
+                   help="in each DICOM study (a folder, a CD with several series), take the "
+                   "series whose description contains TEXT (case-insensitive, e.g. BONE); the "
+                   "manifest names one of its files; a study where not exactly one matches is "
+                   "left out with its series listed")
     p.add_argument("--no-suggest", action="store_true",
                    help="leave out cases with a side without a box instead of suggesting "
                    "one")
@@ -32,7 +38,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from paranasal_ssl.manifest_from_list import build_manifest
 
-    report = build_manifest(args.cases, args.out, suggest_missing=not args.no_suggest)
+    report = build_manifest(args.cases, args.out, suggest_missing=not args.no_suggest,
+                            series_description=args.series_description)
     print(f"manifest: {report.sides} sides -> {report.path} ({report.from_list} boxes from "
           f"the list, {report.suggested} suggested, {len(report.low_confidence)} of them with "
           "low confidence)")

@@ -60,6 +60,11 @@ def register(sub) -> None:
     p.add_argument("--format", choices=("nii.gz", "nrrd", "mha"), default="nii.gz",
                    help="image format of heatmap and region")
     p.add_argument("--series-uid", help="DICOM series to read when the folder holds several")
+    p.add_argument("--series-description", metavar="TEXT",
+                   help="with --cases: in each DICOM study (a folder, a CD with several "
+                   "series), predict the series whose description contains TEXT "
+                   "(case-insensitive, e.g. BONE); a study where not exactly one matches is "
+                   "skipped with its series listed")
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write the highlighted region as region.seg.dcm, a DICOM SEG "
                    "that refers to the scan's own DICOM series, one segment per side, for PACS "
@@ -102,6 +107,11 @@ def run(args) -> int:
     if shard is not None and args.image:
         raise InputError(None, "--shard splits a list of scans", field="--shard",
                          expected="--manifest or --cases with --shard")
+    if args.series_description and not args.cases:
+        raise InputError(None, "--series-description chooses the series of each study of a "
+                         "case list", field="--series-description",
+                         expected="--cases with it (for one scan: --series-uid, or a file of "
+                         "the series as --image)")
     if args.suggest_rois and args.manifest:
         raise InputError(args.manifest, "a manifest gives every box", field="--suggest-rois",
                          expected="--cases for scans without boxes (a folder, or a CSV with an "
@@ -118,7 +128,8 @@ def run(args) -> int:
         return 0  # one scan: rank 0's job
     if not args.image:
         jobs = (predict_many.jobs_from_manifest(args.manifest, args.sides) if args.manifest
-                else predict_many.jobs_from_case_list(args.cases, args.sides))
+                else predict_many.jobs_from_case_list(args.cases, args.sides,
+                                                      args.series_description))
         return predict_many.predict_many(args, load_model(args.model, device), jobs,
                                          predict_one, shard)
     rois = {side: parse_roi(getattr(args, f"roi_{side}"), side, getattr(args, f"roi_{side}_axes"))

@@ -43,13 +43,15 @@ def jobs_from_manifest(path: Path, sides: str) -> List[ScanJob]:
     return list(jobs.values())
 
 
-def jobs_from_case_list(path: Path, sides: str) -> List[ScanJob]:
+def jobs_from_case_list(path: Path, sides: str,
+                        series_description: Optional[str] = None) -> List[ScanJob]:
     """A folder of scans or a relaxed case-list CSV (``review.case_list``): the list's boxes
-    where it has them, None (to be suggested) elsewhere."""
+    where it has them, None (to be suggested) elsewhere; ``series_description`` chooses each
+    DICOM study's series."""
     from paranasal_ssl.review.case_list import open_case_list
 
     jobs = []
-    for case in open_case_list(path).cases:
+    for case in open_case_list(path, series_description).cases:
         wanted = [s for s in case.sides if sides in ("both", s)]
         if wanted:
             jobs.append(ScanJob(case.case_id, case.image, {s: case.rois.get(s) for s in wanted},

@@ -16,7 +16,7 @@ navigation; it never stops the list from opening.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -120,15 +120,37 @@ def reader_slug(reader: str) -> str:
     return slug
 
 
-def open_case_list(path: Union[str, Path]) -> CaseList:
-    """A folder of scans (NIfTI / NRRD / MHA files, DICOM sub-folders) or a case-list CSV."""
+def open_case_list(path: Union[str, Path],
+                   series_description: Optional[str] = None) -> CaseList:
+    """A folder of scans (NIfTI / NRRD / MHA files, DICOM sub-folders) or a case-list CSV.
+
+    ``series_description``: for each DICOM case (a study folder, a CD), the series whose
+    SeriesDescription contains this text (``scan_io.series_matching``) becomes the case's
+    scan (one of its files); a case where not exactly one series matches is kept with that
+    as its problem."""
     path = Path(path).expanduser()
     if path.is_dir():
-        return _from_folder(path.resolve())
-    if not path.is_file():
+        cases = _from_folder(path.resolve())
+    elif not path.is_file():
         raise InputError(path, "case list not found",
                          expected="a folder of scans or a manifest CSV")
-    return _from_csv(path.resolve())
+    else:
+        cases = _from_csv(path.resolve())
+    if series_description:
+        cases = CaseList(cases.source, cases.kind,
+                         [_with_series(c, series_description) for c in cases.cases])
+    return cases
+
+
+def _with_series(case: ReviewCase, description: str) -> ReviewCase:
+    from paranasal_ssl.scan_io import is_dicom_input, series_matching
+
+    if case.problem or not is_dicom_input(case.image):
+        return case
+    try:
+        return replace(case, image=series_matching(case.image, description))
+    except InputError as exc:
+        return replace(case, problem=str(exc))
 
 
 def _scan_stem(path: Path) -> str:
