@@ -77,6 +77,7 @@ class ParanasalSSLParameterNode:
     reviewCaseList: pathlib.Path
     reviewPredictions: pathlib.Path
     reviewReader: str = ""
+    reviewSeries: str = ""  # a folder of whole studies: the series to review in each
     reviewSort: Annotated[str, Choice(list(SORT_KEYS))] = "list"
     reviewFilter: Annotated[str, Choice(list(FILTERS))] = "all"
     reviewExportImages: bool = True

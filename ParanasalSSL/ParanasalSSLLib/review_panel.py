@@ -101,12 +101,17 @@ class ReviewPanel:
     # -- opening and moving ------------------------------------------------------------------
 
     def onOpen(self) -> None:
+        from paranasal_ssl.review.case_list import series_case_list
         from paranasal_ssl.review.session import open_session
 
         p = self.params
         with slicer.util.tryWithErrorDisplay("Could not open the case list.", waitCursor=True):
             predictions = p.reviewPredictions if _isSet(p.reviewPredictions) else None
-            session = open_session(p.reviewCaseList, p.reviewReader, predictions)
+            cases = pathlib.Path(p.reviewCaseList)
+            series = p.reviewSeries.strip()
+            if series and cases.is_dir():  # whole studies: one series of each
+                cases = series_case_list(cases, series)
+            session = open_session(cases, p.reviewReader, predictions)
             if self.reviewer is not None:
                 self.reviewer.unload()
             session.set_view(p.reviewSort, p.reviewFilter)

@@ -230,7 +230,8 @@ def panel(standIns, reviewSession, tmp_path):
 
     session, _ = reviewSession
     params = types.SimpleNamespace(
-        reviewCaseList=session.case_list.source, reviewReader="rad", reviewSort="list",
+        reviewCaseList=session.case_list.source, reviewReader="rad", reviewSeries="",
+        reviewSort="list",
         reviewPredictions=session.predictions.folder, reviewFilter="all",
         reviewExportImages=True, heatmapThreshold=0.5, heatmapOpacity=0.6, inputVolume=None,
         leftRoi=None, rightRoi=None, modelFolder=tmp_path / "model", device="cpu",
@@ -336,3 +337,28 @@ def test_a_tilted_dicom_case_is_shown_resampled_and_says_so(slicerApp, tmp_path)
     np.testing.assert_allclose(bridge.volumeIjkToWorld(loaded.scanNode),
                                bridge.ijkToRasFromImage(expected), atol=1e-5)
     assert slicer.util.arrayFromVolume(loaded.scanNode).shape[1] > SHAPE[1]  # widened
+
+
+def test_a_folder_of_whole_studies_is_reviewed_by_one_series_of_each(panel, tmp_path):
+    """Studies as exported (a scout and a CT series per CD): with *Series* set, the section
+    opens a case list of each study's matching series beside the folder, and shows that."""
+    from helpers.images import write_dicom_cd, write_dicom_series
+
+    ui, params = panel.ui, panel.params
+    bones = {}
+    for number, name in enumerate(("p1", "p2")):
+        scout = write_dicom_series(oblique_image(shape=(3, 24, 20), seed=number),
+                                   tmp_path / "staging" / name / "scout",
+                                   description="Topogram", series_uid=f"1.2.9.{number}.1")
+        bones[name] = oblique_image(shape=SHAPE, spacing=SPACING, seed=10 + number)
+        ct = write_dicom_series(bones[name], tmp_path / "staging" / name / "ct",
+                                description="Sinus BONE", series_uid=f"1.2.9.{number}.2")
+        write_dicom_cd([scout, ct], tmp_path / "studies" / name)
+    params.reviewCaseList, params.reviewPredictions = tmp_path / "studies", None
+    params.reviewSeries = "bone"
+    ui.reviewOpenButton.emit("clicked(bool)", False)
+    session = panel.reviewer.session
+    assert session.case_list.source == tmp_path / "studies-series-bone.csv"
+    assert session.case_list.ids == ["p1", "p2"] and panel.reviewer.loaded.caseId == "p1"
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(panel.reviewer.loaded.scanNode),
+                                  sitk.GetArrayFromImage(bones["p1"]))

@@ -142,6 +142,29 @@ def open_case_list(path: Union[str, Path],
     return cases
 
 
+def series_case_list(folder: Union[str, Path], description: str) -> Path:
+    """Write ``<folder>-series-<description>.csv`` beside ``folder``: a case list naming, for
+    each case of the folder, its study's series whose description contains ``description`` (a
+    file of it; a study without exactly one match keeps its folder and says why when opened).
+    The list to review a folder of whole studies by (Slicer's Review section)."""
+    import csv
+    import io
+
+    from paranasal_ssl.atomic import write_text
+
+    folder = Path(folder).expanduser().resolve()
+    cases = open_case_list(folder, description)
+    path = folder.parent / f"{folder.name}-series-{reader_slug(description)}.csv"
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["case_id", "subject_id", "image"])
+    for case in cases.cases:  # paths relative to the list, so the two move together
+        writer.writerow([case.case_id, case.subject_id,
+                         Path(case.image).resolve().relative_to(folder.parent).as_posix()])
+    write_text(path, buf.getvalue())
+    return path
+
+
 def _with_series(case: ReviewCase, description: str) -> ReviewCase:
     from paranasal_ssl.scan_io import is_dicom_input, series_matching
 
