@@ -33,20 +33,10 @@ def sourceFiles(scanNode) -> List[Path]:
     return [Path(f) for f in files] if all(files) else []
 
 
-def segUnavailable(scanNode) -> Optional[str]:
-    """Why no DICOM SEG can be written for results on ``scanNode`` (None: it can)."""
-    from paranasal_ssl.dicom_seg import highdicom_installed
-
-    if not sourceFiles(scanNode):
-        return "the scan was not loaded from Slicer's DICOM database"
-    if not highdicom_installed():
-        return "highdicom is not installed (pip install highdicom in Slicer's Python console)"
-    return None
-
-
-def exportRegionSeg(results, path) -> Optional[Path]:
-    """Write ``results``' regions (``AnalysisResults``) as a DICOM SEG at ``path``, one segment
-    per side labelled with its probability and call. None when no side has a region."""
+def exportRegionSeg(results, sourceFile: Path, path) -> Optional[Path]:
+    """Write ``results``' regions (``AnalysisResults``) as a DICOM SEG at ``path`` on the
+    series of ``sourceFile`` (one of the scan's DICOM files), one segment per side labelled
+    with its probability and call. None when no side has a region."""
     import SimpleITK as sitk
 
     from paranasal_ssl.dicom_seg import write_region_seg_on_series
@@ -66,17 +56,20 @@ def exportRegionSeg(results, path) -> Optional[Path]:
     region.SetDirection(direction)
     descriptions = {side: f"{side} maxillary sinus, p = {s.probability:.2f} ({s.badge})"
                     for side, s in results.sides.items()}
-    return write_region_seg_on_series(region, sourceFiles(results.scanNode)[0], Path(path),
-                                      descriptions=descriptions)
+    return write_region_seg_on_series(region, sourceFile, Path(path), descriptions=descriptions)
 
 
 def exportIfDicom(results, directory: Path, stem: str, notes: List[str]) -> List[Path]:
-    """``<stem>_regions.seg.dcm`` in ``directory`` when the scan came from DICOM; ``notes`` says
-    why not when it did but the SEG cannot be written."""
-    reason = segUnavailable(results.scanNode)
-    if reason is not None:
-        if sourceFiles(results.scanNode):
-            notes.append(f"no DICOM SEG: {reason}")
+    """``<stem>_regions.seg.dcm`` in ``directory`` when the scan came from Slicer's DICOM
+    database; ``notes`` says why not when it did but the SEG cannot be written."""
+    from paranasal_ssl.dicom_seg import highdicom_installed
+
+    files = sourceFiles(results.scanNode)
+    if not files:
         return []
-    seg = exportRegionSeg(results, directory / f"{stem}_regions.seg.dcm")
+    if not highdicom_installed():
+        notes.append("no DICOM SEG: highdicom is not installed (pip install highdicom in "
+                      "Slicer's Python console)")
+        return []
+    seg = exportRegionSeg(results, files[0], directory / f"{stem}_regions.seg.dcm")
     return [seg] if seg is not None else []
