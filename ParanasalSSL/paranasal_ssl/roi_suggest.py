@@ -14,6 +14,11 @@ plane. The heuristic looks for exactly that:
    cells the brainstem;
 5. box = the cavity's bounding box plus a margin.
 
+On MRI, when nothing fits on that grid, the search is repeated on a 1 mm grid: the air left in
+a small or thickened sinus may be only a few mm across, and at 1.5 mm the smoothing and the
+opening (counted in voxels) erase it. Not first: at 1 mm thin dark cortical bone survives the
+opening too and can join a sinus to its neighbours.
+
 When only one side has a plausible cavity (the other may be opacified: exactly the cases the
 module looks for) the found side is mirrored across the midline. When no candidate has air
 medial to it (on MRI a narrow airway between bright turbinates can vanish at the grid's
@@ -38,6 +43,7 @@ from paranasal_ssl.modality import detect_modality
 CT_AIR_HU = -400.0
 MRI_DARK_FRACTION = 0.3  # of the head's median intensity
 MRI_MIN_CORE_ML = 0.05
+MRI_RETRY_GRID_MM = 1.0  # the finer grid an MRI is searched again on when nothing fits
 MAX_POSTERIOR_MM = 10.0  # a sinus centre is never clearly behind the head's centre of mass
 MIN_CAVITY_ML = 0.5
 LATERAL_RANGE_MM = (12.0, 55.0)  # centre of a maxillary sinus from the midline
@@ -83,22 +89,13 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
     superior axis) estimated from the shape of the head.
     """
     modality = modality or detect_modality(image)
-    frame = _head_frame(image, modality, grid_mm)
-    array = frame.resample(image)
-    head = _head_mask(array, modality)
-    if not head.any():
-        raise InputError(source, "no head found in the image (no tissue above the background)",
-                         field="sinus boxes", expected="a head CT or MRI to suggest them on")
-    head_com = np.array(ndi.center_of_mass(head))[::-1] * grid_mm  # frame mm (x, y, z)
-    mid_x = float(head_com[0])
-    air = _air_mask(array, modality, head)
-    cavities = _cavities(air, grid_mm, mid_x, midline_band_mm)
-    if modality != "ct":
-        # on MRI thin dense bone is as dark as air: keep cavities with a thick core
-        cavities = [c for c in cavities if c.core_ml >= MRI_MIN_CORE_ML]
-    # maxillary sinuses lie in the front half of the head (frame y runs posterior, as LPS)
-    cavities = [c for c in cavities if c.center[1] <= head_com[1] + MAX_POSTERIOR_MM]
-    choice = _choose(cavities, air, grid_mm, mid_x)
+    grids = [grid_mm]
+    if modality != "ct" and grid_mm > MRI_RETRY_GRID_MM:
+        grids.append(MRI_RETRY_GRID_MM)
+    for grid in grids:
+        frame, head, head_com, choice = _search(image, modality, grid, midline_band_mm, source)
+        if choice is not None:
+            break
     notes: List[str] = []
     if choice is None:
         notes.append("no sinus-like cavities found; boxes placed at a typical offset from the "
@@ -122,6 +119,28 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
         notes.append("MRI: dark cavities taken as air; check the boxes")
     sure = modality == "ct" and mirrored_side is None and airway
     return RoiSuggestion(boxes, "high" if sure else "low", method, notes, ml)
+
+
+def _search(image: sitk.Image, modality: str, grid_mm: float, midline_band_mm: float,
+            source: Optional[str]):
+    """Steps 1-4 on a ``grid_mm`` grid: (frame, head mask [k, j, i], head centre of mass in
+    frame mm (x, y, z), ``_choose``'s answer or None)."""
+    frame = _head_frame(image, modality, grid_mm)
+    array = frame.resample(image)
+    head = _head_mask(array, modality)
+    if not head.any():
+        raise InputError(source, "no head found in the image (no tissue above the background)",
+                         field="sinus boxes", expected="a head CT or MRI to suggest them on")
+    head_com = np.array(ndi.center_of_mass(head))[::-1] * grid_mm  # frame mm (x, y, z)
+    mid_x = float(head_com[0])
+    air = _air_mask(array, modality, head)
+    cavities = _cavities(air, grid_mm, mid_x, midline_band_mm)
+    if modality != "ct":
+        # on MRI thin dense bone is as dark as air: keep cavities with a thick core
+        cavities = [c for c in cavities if c.core_ml >= MRI_MIN_CORE_ML]
+    # maxillary sinuses lie in the front half of the head (frame y runs posterior, as LPS)
+    cavities = [c for c in cavities if c.center[1] <= head_com[1] + MAX_POSTERIOR_MM]
+    return frame, head, head_com, _choose(cavities, air, grid_mm, mid_x)
 
 
 # -- the head's frame ---------------------------------------------------------------------------
@@ -203,12 +222,27 @@ def _head_mask(array: np.ndarray, modality: str) -> np.ndarray:
     labels, count = ndi.label(tissue)
     if count == 0:
         return tissue
-    sizes = ndi.sum(tissue, labels, range(1, count + 1))
+    sizes = np.bincount(labels.ravel())[1:]  # voxels per component (ndi.sum is 10x slower)
     head = labels == int(np.argmax(sizes)) + 1
     # bridge dark gaps in the outline (on MRI the skull and the air cavities are dark)
     head = ndi.binary_closing(head, iterations=3 if modality == "ct" else 5)
-    head = np.stack([ndi.binary_fill_holes(s) for s in head])  # axial holes
-    return ndi.binary_fill_holes(head)
+    head = _fill_holes(head, in_plane=True)  # axial holes
+    return _fill_holes(head, in_plane=False)
+
+
+def _fill_holes(mask: np.ndarray, in_plane: bool) -> np.ndarray:
+    """``mask`` [k, j, i] with its holes filled: what does not reach the edge of the array
+    through the background (within each axial slice if ``in_plane``). One labelling instead of
+    scipy's slice-by-slice iterative fill (0.7 s of 2 s for a 240 x 240 x 180 MRI at 1 mm)."""
+    structure = ndi.generate_binary_structure(3, 1)
+    if in_plane:
+        structure[0] = structure[2] = False
+    background, _ = ndi.label(~mask, structure=structure)
+    faces = [background[:, [0, -1], :], background[:, :, [0, -1]]]
+    if not in_plane:
+        faces.append(background[[0, -1]])
+    outside = np.unique(np.concatenate([f.ravel() for f in faces]))
+    return ~np.isin(background, outside[outside > 0])
 
 
 def _air_mask(array: np.ndarray, modality: str, head: np.ndarray) -> np.ndarray:

@@ -176,6 +176,39 @@ def test_a_symmetric_pair_without_a_visible_airway_is_taken_with_low_confidence(
         assert np.linalg.norm(FLIP @ s.rois[side].center - center) < 5.0, side
 
 
+def _mri_head_with_thin_sinuses(thickness_mm: float):
+    """MRI-like head on a 1 mm grid (LPS-like frame = image) with a nasal airway and two
+    maxillary-like air cavities ``thickness_mm`` thick from side to side (mucosa-lined or
+    hypoplastic sinuses keep only a sliver of air): (image, true centres in mm)."""
+    z, y, x = np.indices((100, 130, 120)).astype(float)
+    head = ((x - 60) / 56.0) ** 2 + ((y - 65) / 61.0) ** 2 + ((z - 50) / 46.0) ** 2 < 1
+    array = np.where(head, 400.0, 5.0)
+    array[(np.abs(x - 60) < 5) & (np.abs(y - 40) < 15) & (np.abs(z - 40) < 14)] = 5.0  # airway
+    truth = {"right": (33.0, 40.0, 40.0), "left": (87.0, 40.0, 40.0)}
+    for cx, cy, cz in truth.values():
+        array[(np.abs(x - cx) < thickness_mm / 2) & (np.abs(y - cy) < 14)
+              & (np.abs(z - cz) < 13)] = 5.0
+    noisy = array + np.random.default_rng(1).normal(0.0, 10.0, array.shape)
+    return sitk.GetImageFromArray(noisy.astype(np.float32)), truth
+
+
+def test_thin_mri_sinuses_are_found_on_the_finer_grid_when_the_coarse_one_finds_nothing():
+    from paranasal_ssl.roi_suggest import _search
+
+    thin, truth = _mri_head_with_thin_sinuses(8.0)
+    assert detect_modality(thin) == "mri"
+    assert _search(thin, "mri", 1.5, 12.0, None)[3] is None  # no thick core at 1.5 mm ...
+    assert _search(thin, "mri", 1.0, 12.0, None)[3] is not None  # ... but at 1 mm
+    s = suggest_rois(thin)  # the default: 1.5 mm, then 1 mm
+    assert s.method == "mri-dark-cavities" and s.low_confidence
+    for side, center in truth.items():
+        assert np.linalg.norm(FLIP @ s.rois[side].center - center) < 5.0, side
+    # a thick-walled pair found at 1.5 mm is not searched again (the retry changes nothing)
+    wide, _ = _mri_head_with_thin_sinuses(16.0)
+    for side, roi in suggest_rois(wide).rois.items():
+        np.testing.assert_allclose(roi.center, suggest_rois(wide, grid_mm=1.5).rois[side].center)
+
+
 def test_suggestion_through_the_slicer_nodes(slicerApp, cranium, craniumSuggestion):
     scan = bridge.addVolumeFromImage(cranium, "Cranium")
     s = suggest_rois(bridge.imageFromVolumeNode(scan))
