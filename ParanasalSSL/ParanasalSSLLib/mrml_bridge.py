@@ -124,15 +124,22 @@ def addVolumeFromImage(image: sitk.Image, name: str,
                                           nodeClassName=nodeClassName)
 
 
+def _onGridOf(referenceVolumeNode, array, what: str) -> np.ndarray:
+    """``array`` as a numpy array, or a ValueError naming the volume if its shape is not the
+    volume's grid ``[k, j, i]``."""
+    array = np.asarray(array)
+    dims = tuple(reversed(referenceVolumeNode.GetImageData().GetDimensions()))
+    if tuple(array.shape) != dims:
+        raise ValueError(f"{what} shape {array.shape} does not match the grid of "
+                         f"'{referenceVolumeNode.GetName()}' {dims} ([k, j, i])")
+    return array
+
+
 def addVolumeLike(referenceVolumeNode, array: np.ndarray, name: str,
                   nodeClassName: str = "vtkMRMLScalarVolumeNode"):
     """A new volume node holding ``array`` (``[k, j, i]``, the reference's grid) in the
     reference's geometry: same IJK->RAS matrix and same parent transform."""
-    array = np.asarray(array)
-    dims = referenceVolumeNode.GetImageData().GetDimensions()
-    if tuple(array.shape) != tuple(reversed(dims)):
-        raise ValueError(f"array shape {array.shape} does not match the grid of "
-                         f"'{referenceVolumeNode.GetName()}' {tuple(reversed(dims))} ([k, j, i])")
+    array = _onGridOf(referenceVolumeNode, array, "array")
     scene = referenceVolumeNode.GetScene()
     node = scene.AddNewNodeByClass(nodeClassName, name)
     matrix = vtk.vtkMatrix4x4()
@@ -207,11 +214,7 @@ def addSegmentationFromLabelArray(labelArray: np.ndarray, referenceVolumeNode, n
     ``segments``: (label value, segment name, RGB colour 0-1) for each segment.
     The binary labelmaps are written directly in the reference geometry (no temporary nodes).
     """
-    labelArray = np.asarray(labelArray)
-    dims = referenceVolumeNode.GetImageData().GetDimensions()
-    if tuple(labelArray.shape) != tuple(reversed(dims)):
-        raise ValueError(f"label array shape {labelArray.shape} does not match the grid of "
-                         f"'{referenceVolumeNode.GetName()}' {tuple(reversed(dims))}")
+    labelArray = _onGridOf(referenceVolumeNode, labelArray, "label array")
     scene = referenceVolumeNode.GetScene()
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     try:
