@@ -244,6 +244,8 @@ class ExperimentConfig:
         _require(0 < self.residual.pretext_score_quantile <= 1,
                  "residual.pretext_score_quantile", self.residual.pretext_score_quantile,
                  "a quantile in (0, 1]")
+        _require(0 < self.residual.heatmap_quantile < 1, "residual.heatmap_quantile",
+                 self.residual.heatmap_quantile, "a quantile above 0 and below 1 (e.g. 0.999)")
         _require(0 < self.finetune.encoder_lr_scale <= 1, "finetune.encoder_lr_scale",
                  self.finetune.encoder_lr_scale, "above 0 and at most 1")
         _require(0 < self.finetune.label_fraction <= 1, "finetune.label_fraction",

@@ -29,7 +29,7 @@ from paranasal_ssl.residual_maps import (
 )
 from paranasal_ssl.training.device import to_input
 
-DEFAULT_REGION_THRESHOLD = 0.5  # heatmap 0.5 = twice the 99.9th percentile of normal residuals
+DEFAULT_REGION_THRESHOLD = 0.5  # heatmap 0.5 = the 99.9th percentile of normal residuals
 
 
 @dataclass

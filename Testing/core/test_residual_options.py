@@ -119,6 +119,8 @@ def test_focal_residual_settings_are_options_and_saved_runs_load_without_them(tm
     assert (r.smoothing, r.bone_gate_hu, r.pretext_score_quantile) == ("median", None, 0.99)
     with pytest.raises(ConfigError, match="residual.smoothing"):
         override(profile_config("cpu-small"), ["residual.smoothing=box"])
+    with pytest.raises(ConfigError, match=r"residual.heatmap_quantile.*1.5.*below 1"):
+        override(profile_config("cpu-small"), ["residual.heatmap_quantile=1.5"])
 
 
 def test_max_pooling_reaches_the_classifier_score_head_and_baselines_and_keeps_old_keys(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from paranasal_ssl.cli import arg_types
 from paranasal_ssl.cli.main import add_progress_option
 from paranasal_ssl.training.device import DEVICE_CHOICES
 
@@ -24,26 +25,29 @@ def register(sub) -> None:
                    help="one CT cohort, fractions 5/10/100%%, 3 draws, all methods (~30 min CPU)")
     p.add_argument("--cohorts", nargs="+",
                    help="phantom cohorts among ct, mri, ct-screening (default: all three)")
-    p.add_argument("--fractions", nargs="+", type=float, help="label fractions, e.g. 0.05 0.1 1")
-    p.add_argument("--seeds", nargs="+", type=int, help="label draws (default 0 1 2)")
+    p.add_argument("--fractions", nargs="+", type=arg_types.label_fraction,
+                   help="label fractions, e.g. 0.05 0.1 1")
+    p.add_argument("--seeds", nargs="+", type=arg_types.non_negative_int,
+                   help="label draws (default 0 1 2)")
     p.add_argument("--methods", nargs="+",
                    choices=("residual-pretext", "simclr", "byol", "simsiam", "mim",
                             "random-init"))
-    p.add_argument("--cases", type=int, help="phantom cases per cohort")
+    p.add_argument("--cases", type=arg_types.positive_int, help="phantom cases per cohort")
     p.add_argument("--cohort-manifest", action="append", default=[], metavar="NAME=MANIFEST",
                    help="benchmark on your own labelled cohort instead of phantoms (repeatable)")
-    p.add_argument("--external-cases", type=int, default=None, metavar="N",
+    p.add_argument("--external-cases", type=arg_types.non_negative_int, default=None, metavar="N",
                    help="phantom cases of each phantom cohort's independent test cohort, "
                         "scored at the headline fraction (default 400 for cpu-small, 1000 for "
                         "paper, 0 with --quick; 0 = none)")
     p.add_argument("--external-manifest", action="append", default=[], metavar="NAME=MANIFEST",
                    help="your own labelled manifest as cohort NAME's independent test cohort "
                         "(repeatable)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--bootstrap", type=arg_types.positive_int, default=1000,
+                   help="bootstrap resamples")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.KEY=VALUE", help="configuration overrides for new runs")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=arg_types.non_negative_int, default=0)
     add_progress_option(p)
     p.set_defaults(func=run)
 
@@ -63,9 +67,6 @@ def run(args) -> int:
             out[name] = path
         return out
 
-    if args.external_cases is not None and args.external_cases < 0:
-        raise ConfigError(None, f"{args.external_cases} cases", field="--external-cases",
-                          expected="0 (none) or a positive number of phantom cases")
     plan = make_plan(args.profile, args.quick, args.cohorts, args.fractions, args.seeds,
                      args.methods, args.cases, args.overrides,
                      named(args.cohort_manifest, "--cohort-manifest"), args.external_cases,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Tuple
 
+from paranasal_ssl.cli import arg_types
 from paranasal_ssl.cli.main import add_progress_option
 from paranasal_ssl.experiment import PROFILES
 from paranasal_ssl.stages.run import Run, open_run
@@ -33,9 +34,10 @@ def add_run_options(p: argparse.ArgumentParser, creates: bool = False) -> None:
 def add_compute_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="compute device (auto: CUDA, then Apple MPS, then CPU)")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--workers", type=arg_types.non_negative_int, default=0,
                    help="processes for cropping scans (default: up to 2)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=arg_types.non_negative_int, default=0,
+                   help="torch CPU threads (default: torch's)")
     p.add_argument("--cache", type=Path, help="crop cache folder shared between runs")
     add_progress_option(p)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from paranasal_ssl.cli import arg_types
 from paranasal_ssl.cli.main import add_progress_option
 from paranasal_ssl.training.device import DEVICE_CHOICES
 
@@ -16,15 +17,17 @@ def register(sub) -> None:
                        "score on the test split, and leave a model for `predict`. About 15 "
                        "minutes on 2 CPU cores; re-running continues where it stopped.")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
-    p.add_argument("--cases", type=int, default=160, help="phantom cases (subjects)")
+    p.add_argument("--cases", type=arg_types.positive_int, default=160,
+                   help="phantom cases (subjects)")
     p.add_argument("--modality", choices=("ct", "mri"), default="ct")
-    p.add_argument("--seed", type=int, default=0, help="phantom cohort seed")
-    p.add_argument("--label-fraction", type=float, default=0.1)
-    p.add_argument("--label-draws", type=int, default=3, help="label subsets (seeds) per method")
+    p.add_argument("--seed", type=arg_types.non_negative_int, default=0, help="phantom cohort seed")
+    p.add_argument("--label-fraction", type=arg_types.label_fraction, default=0.1)
+    p.add_argument("--label-draws", type=arg_types.positive_int, default=3,
+                   help="label subsets (seeds) per method")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.KEY=VALUE", help="extra configuration overrides")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=arg_types.non_negative_int, default=0)
     add_progress_option(p)
     p.set_defaults(func=run)
 

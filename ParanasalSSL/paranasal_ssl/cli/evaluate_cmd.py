@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from paranasal_ssl.cli import arg_types
 from paranasal_ssl.cli.common import add_compute_options
 
 
@@ -30,7 +31,8 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path,
                    help="with --manifest: folder for results.json, report.md and "
                    "predictions.csv (default: <manifest>-eval beside the manifest)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--bootstrap", type=arg_types.positive_int, default=1000,
+                   help="bootstrap resamples")
     add_compute_options(p)
     p.set_defaults(func=run)
 

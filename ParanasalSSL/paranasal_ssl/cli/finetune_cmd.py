@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from paranasal_ssl.cli import arg_types
 from paranasal_ssl.cli.common import add_run_options, print_fit, run_from_args
 
 
@@ -15,9 +16,10 @@ def register(sub) -> None:
                        "split. The decoder is not run. With --labels, fine-tune on an exported "
                        "label manifest (e.g. from case review) instead of the run's train split.")
     add_run_options(p)
-    p.add_argument("--label-fraction", type=float, default=None,
+    p.add_argument("--label-fraction", type=arg_types.label_fraction, default=None,
                    help="fraction of training subjects whose labels are used (default: config)")
-    p.add_argument("--label-seed", type=int, default=None, help="which nested subset to draw")
+    p.add_argument("--label-seed", type=arg_types.non_negative_int, default=None,
+                   help="which nested subset to draw")
     p.add_argument("--init", default="pretext",
                    help="encoder initialisation: pretext (stage 3), random, or a checkpoint path")
     p.add_argument("--labels", type=Path,

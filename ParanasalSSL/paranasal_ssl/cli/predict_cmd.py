@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from paranasal_ssl.cli import arg_types
 from paranasal_ssl.cli.common import add_shard_option, parse_shard
 from paranasal_ssl.cli.main import DefaultsHelpFormatter, add_progress_option
 from paranasal_ssl.training.device import DEVICE_CHOICES
@@ -53,9 +54,9 @@ def register(sub) -> None:
     p.add_argument("--sides", choices=("both", "left", "right"), default="both",
                    help="which sides to analyse")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--tta", type=int, default=None,
+    p.add_argument("--tta", type=arg_types.positive_int, default=None,
                    help="jittered crops averaged per side (default: the model's setting)")
-    p.add_argument("--threshold", type=float, default=0.5,
+    p.add_argument("--threshold", type=arg_types.heatmap_threshold, default=0.5,
                    help="heatmap value above which voxels form the region")
     p.add_argument("--format", choices=("nii.gz", "nrrd", "mha"), default="nii.gz",
                    help="image format of heatmap and region")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from paranasal_ssl.cli import arg_types
 from paranasal_ssl.cli.main import DefaultsHelpFormatter, add_progress_option
 
 
@@ -24,9 +25,9 @@ def register(sub) -> None:
     p.add_argument("--session", type=Path, help="review session file with the verdicts")
     p.add_argument("--reader", help="reader whose session to show (instead of --session)")
     p.add_argument("--out", type=Path, required=True, help="HTML file to write")
-    p.add_argument("--threshold", type=float,
+    p.add_argument("--threshold", type=arg_types.heatmap_threshold,
                    help="heatmap values shown (default: each prediction's region threshold)")
-    p.add_argument("--opacity", type=float, default=0.6, help="heatmap opacity (0-1)")
+    p.add_argument("--opacity", type=arg_types.fraction, default=0.6, help="heatmap opacity (0-1)")
     p.add_argument("--images-dir", type=Path,
                    help="write the PNGs into this folder instead of embedding them")
     add_progress_option(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from paranasal_ssl.cli import arg_types
 from paranasal_ssl.training.device import DEVICE_CHOICES
 
 
@@ -17,7 +18,8 @@ def register(sub) -> None:
                    help="profiles to measure (repeatable; default cpu-small)")
     p.add_argument("--model", type=Path, help="a trained run folder, for predict timing")
     p.add_argument("--manifest", type=Path, help="a manifest; its first case is predicted")
-    p.add_argument("--steps", type=int, default=6, help="timed iterations per network")
+    p.add_argument("--steps", type=arg_types.positive_int, default=6,
+                   help="timed iterations per network")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--out", type=Path, default=Path("bench_out"), help="report folder")
     g = p.add_argument_group("paper comparison", "--compare-paper: the paper's network (ResNet-18 "
@@ -25,15 +27,17 @@ def register(sub) -> None:
                              "against this project's at equal crop size; writes "
                              "OUT/paper_compare.{json,md}")
     g.add_argument("--compare-paper", action="store_true", help="run the comparison instead")
-    g.add_argument("--crop", type=int, default=0,
+    g.add_argument("--crop", type=arg_types.non_negative_int, default=0,
                    help="crop edge in voxels for both (default: 64 on CUDA, 32 on CPU)")
-    g.add_argument("--batch", type=int, default=8, help="training batch for throughput")
-    g.add_argument("--epochs", type=int, default=3,
+    g.add_argument("--batch", type=arg_types.positive_int, default=8,
+                   help="training batch for throughput")
+    g.add_argument("--epochs", type=arg_types.positive_int, default=3,
                    help="pretext epochs of the short training behind the AUPRC check")
     g.add_argument("--compare-manifest", type=Path,
                    help="cohort for the AUPRC check (default: 40 synthetic phantom cases)")
     g.add_argument("--no-auprc", action="store_true", help="throughput only")
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all)")
+    g.add_argument("--threads", type=arg_types.non_negative_int, default=0,
+                   help="torch CPU threads (default: all)")
     p.set_defaults(func=run)
 
 

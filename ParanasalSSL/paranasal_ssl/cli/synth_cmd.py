@@ -7,9 +7,9 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import List
 
 from paranasal_ssl.atomic import check_writable_dir
+from paranasal_ssl.cli import arg_types
 from paranasal_ssl.config import from_dict, load_json, save_config
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.progress import Progress
@@ -33,49 +33,6 @@ and cohort_config.json (every setting, the code version and this command line).
 """
 
 
-def _spacing(text: str) -> List[float]:
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or x,y,z numbers") from None
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3 or not all(0.1 <= v <= 5.0 for v in values):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give one voxel size or three (x,y,z), each 0.1-5 mm, e.g. 1 or 0.5,0.5,3")
-    return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be between 0 and 1")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0")
-    return value
-
-
 def register(subparsers) -> None:
     from paranasal_ssl.cli.main import add_progress_option
 
@@ -87,19 +44,19 @@ def register(subparsers) -> None:
                     "whatever the number of workers.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", metavar="OUT", type=Path, help="output folder (created if needed)")
-    p.add_argument("--cases", type=_positive_int, default=None,
+    p.add_argument("--cases", type=arg_types.positive_int, default=None,
                    help="number of cases (subjects); default 100")
     p.add_argument("--modality", choices=("ct", "mri"), default=None, help="default ct")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    p.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
+    p.add_argument("--spacing", type=arg_types.spacing, default=None, metavar="MM",
                    help="voxel size in mm: one value (isotropic) or x,y,z, e.g. 0.5,0.5,3 for "
                         "thick slices (default 1)")
-    p.add_argument("--anomaly-fraction", type=_fraction, default=None, metavar="P",
+    p.add_argument("--anomaly-fraction", type=arg_types.fraction, default=None, metavar="P",
                    help="per-side prevalence of reportable findings (default 0.5; a screening "
                         "population is nearer 0.25)")
-    p.add_argument("--noise", type=_non_negative, default=None, metavar="SCALE",
+    p.add_argument("--noise", type=arg_types.non_negative, default=None, metavar="SCALE",
                    help="multiplies every noise level (0 = noise-free; default 1)")
-    p.add_argument("--label-noise", type=_non_negative, default=None, metavar="SCALE",
+    p.add_argument("--label-noise", type=arg_types.non_negative, default=None, metavar="SCALE",
                    help="multiplies the near-threshold label-noise rates (0 = labels equal the "
                         "truth; default 1)")
     p.add_argument("--realism", choices=("realistic", "easy"), default=None,
@@ -119,7 +76,7 @@ def register(subparsers) -> None:
                         "cohort whose ids must not clash with the first's)")
     p.add_argument("--config", type=Path, default=None, metavar="JSON",
                    help="start from a saved cohort_config.json (other options override it)")
-    p.add_argument("--workers", type=_positive_int, default=None,
+    p.add_argument("--workers", type=arg_types.positive_int, default=None,
                    help="worker processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a cohort already in OUT")
