@@ -1,4 +1,4 @@
-"""A NIfTI-1 file's sform, read from its header without ITK, to catch a sheared one.
+"""A NIfTI-1 file's header read without ITK: to catch a sheared sform and a truncated file.
 
 ITK represents only orthonormal orientations. A NIfTI whose sform is sheared - typically a
 gantry-tilted CT converted without tilt correction: each slice shifted in its own plane - is
@@ -7,6 +7,10 @@ shear silently dropped, the head misplaced by up to centimetres, with only a con
 ``scan_io.read_scan`` checks the header first and, for a sheared sform, places each slice where
 the sform says and resamples onto a regular grid (``slice_geometry``), as for a tilted DICOM
 series. The sform maps voxel (i, j, k) to RAS mm (NIfTI convention).
+
+ITK also reads a NIfTI whose voxel data stop early (an interrupted copy or download, plain or
+gzipped) without a word, the missing voxels zero: ``check_complete`` compares the data with
+what the header promises.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import gzip
 import shutil
 import struct
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Optional, Union
 
@@ -98,3 +103,58 @@ def read_sheared_nifti(path: PathLike, sform: np.ndarray) -> tuple[sitk.Image, S
     stack = checked_stack(positions, np.tile(orientation, (depth, 1)), (spacing_i, spacing_j),
                           (image.GetHeight(), image.GetWidth()), path)
     return image, stack
+
+
+def check_complete(path: PathLike) -> None:
+    """Raise ``InputError`` if the NIfTI-1 file ``path`` holds fewer bytes than its header's
+    vox_offset + voxel count x bytes per voxel (other files: nothing checked).
+
+    A gzipped file's trailer gives its uncompressed size (mod 2^32) in 4 bytes; when that is
+    the expected size the file is whole (a truncated file ends in arbitrary compressed bytes),
+    otherwise - a cut file, trailing extra bytes, several gzip members - it is decompressed to
+    count. Only then does this cost a full decompression.
+    """
+    path = Path(path)
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return
+    header = _header(path)
+    mark = _endian(header) if header else None
+    if mark is None:
+        return  # no NIfTI-1 header: ITK's own error, or NIfTI-2
+    dims = struct.unpack_from(mark + "8h", header, 40)
+    bitpix = struct.unpack_from(mark + "h", header, 72)[0]
+    vox_offset = int(struct.unpack_from(mark + "f", header, 108)[0])
+    if not 1 <= dims[0] <= 7 or bitpix <= 0 or min(dims[1:dims[0] + 1]) < 1:
+        return  # a header ITK refuses anyway
+    expected = max(vox_offset, HEADER_BYTES) + int(np.prod(dims[1:dims[0] + 1])) * bitpix // 8
+    if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as f:
+            f.seek(-4, 2)
+            if struct.unpack("<I", f.read(4))[0] == expected % (1 << 32):
+                return
+        held = _gzip_content_bytes(path)
+    else:
+        held = path.stat().st_size
+    if held < expected:
+        raise InputError(path, f"the file is cut short: {held} of the {expected} bytes its "
+                         "header promises (header and voxel data)",
+                         expected="a complete file (copy or download it again)")
+
+
+def _gzip_content_bytes(path: Path) -> int:
+    """Bytes that decompress from ``path`` before its data end or break off."""
+    total, inflater = 0, zlib.decompressobj(zlib.MAX_WBITS | 16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                total += len(inflater.decompress(chunk))
+            except zlib.error:
+                return total
+            while inflater.eof and inflater.unused_data:  # the next gzip member
+                rest = inflater.unused_data
+                inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                try:
+                    total += len(inflater.decompress(rest))
+                except zlib.error:
+                    return total
+    return total

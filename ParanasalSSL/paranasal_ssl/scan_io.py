@@ -22,7 +22,7 @@ from paranasal_ssl.dicom_files import (
     series_ids,
 )
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.nifti_header import read_sheared_nifti, sheared_sform
+from paranasal_ssl.nifti_header import check_complete, read_sheared_nifti, sheared_sform
 from paranasal_ssl.slice_geometry import (
     NOTE_KEY,
     enhanced_frames,
@@ -50,9 +50,9 @@ def read_scan(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
     A DICOM series whose slices are off a regular grid (gantry tilt, missing slices), or a
     NIfTI whose sform tilts its slices, is resampled onto one (``slice_geometry``), with a
     warning and a note (``scan_notes``).
-    Raises ``InputError`` naming the file for a missing or unreadable file, a 2D or 4D image,
-    a vector image, NaN/inf values, a DICOM folder with several series (pass ``series_uid``)
-    or a series no grid can hold (mixed orientations, two slices at one place).
+    Raises ``InputError`` naming the file for a missing, unreadable or cut-short file, a 2D or
+    4D image, a vector image, NaN/inf values, a DICOM folder with several series (pass
+    ``series_uid``) or a series no grid can hold (mixed orientations, two slices at one place).
     """
     path = Path(path)
     if not path.exists():
@@ -64,6 +64,7 @@ def read_scan(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
     elif is_dicom_input(path):
         image = _read_dicom_folder(path.parent, series_uid or _series_of_file(path))
     else:
+        check_complete(path)  # ITK fills a cut-short NIfTI with zeros, silently
         sform = sheared_sform(path)  # None unless a NIfTI whose sform tilts its slices
         if sform is not None:  # ITK would drop the tilt (or refuse the file)
             image = _read_sheared_nifti(path, sform)

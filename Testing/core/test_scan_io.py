@@ -73,6 +73,38 @@ def test_unreadable_file(tmp_path):
     assert "broken.nii.gz" in str(err.value)
 
 
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_a_file_cut_short_is_refused_not_read_as_zeros(tmp_path, suffix):
+    """An interrupted copy: ITK reads a cut NIfTI (plain or gzipped) without a word, the rest
+    of the voxels zero; NRRD and MHA it refuses itself."""
+    whole = write_image(oblique_image(shape=(12, 20, 16)), tmp_path / f"whole{suffix}")
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(InputError) as err:
+        read_scan(cut)
+    assert str(cut) in str(err.value)
+    if suffix.startswith(".nii"):
+        voxels = 12 * 20 * 16 * 2  # int16
+        assert f"cut short: {'' if suffix == '.nii.gz' else len(data) * 2 // 3}" in str(err.value)
+        assert f"of the {voxels + 352} bytes its header promises" in str(err.value)
+    read_scan(whole)  # the whole file still reads
+
+
+def test_whole_nifti_with_extra_bytes_or_several_gzip_members_still_reads(tmp_path):
+    import gzip
+
+    image = oblique_image(shape=(6, 10, 8))
+    plain = write_image(image, tmp_path / "scan.nii", compress=False).read_bytes()
+    padded = tmp_path / "padded.nii.gz"  # trailing bytes after the voxels (allowed)
+    padded.write_bytes(gzip.compress(plain + b"\0" * 100))
+    members = tmp_path / "members.nii.gz"  # as bgzip writes: several gzip members in a row
+    members.write_bytes(gzip.compress(plain[:500]) + gzip.compress(plain[500:]))
+    for path in (padded, members):
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(read_scan(path)),
+                                      sitk.GetArrayFromImage(image))
+
+
 def test_2d_image_refused(tmp_path):
     flat = sitk.Image(32, 32, sitk.sitkInt16)
     path = tmp_path / "slice.nrrd"
