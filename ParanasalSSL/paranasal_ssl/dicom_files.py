@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterator, List, Union
+from typing import Dict, Iterator, List, Sequence, Union
 
 import SimpleITK as sitk
 
@@ -97,3 +97,26 @@ def _ids(reader: sitk.ImageSeriesReader, folder: Path) -> List[str]:
         return []
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
+
+
+def unread_members(files: Sequence[str], uid: str) -> List[Path]:
+    """DICOM files beside the series ``files`` whose header names series ``uid`` but which GDCM
+    left out of it: pixel data cut short or damaged. GDCM drops such a file without a word and
+    its slice becomes a gap, resampled over; this names it. Only read when there is a gap."""
+    import pydicom
+
+    listed = {Path(f).resolve() for f in files}
+    unread = []
+    for folder in sorted({Path(f).parent for f in files}):
+        for path in sorted(folder.iterdir()):
+            if path.resolve() in listed or path.name.lower().endswith(".seg.dcm") \
+                    or not is_dicom_file(path):
+                continue
+            try:
+                header = pydicom.dcmread(path, stop_before_pixels=True,
+                                         specific_tags=["SeriesInstanceUID"])
+            except Exception:  # noqa: BLE001 - a header pydicom cannot parse names no series
+                continue
+            if str(header.get("SeriesInstanceUID", "")) == uid:
+                unread.append(path)
+    return unread

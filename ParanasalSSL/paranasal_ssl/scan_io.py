@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,6 +20,7 @@ from paranasal_ssl.dicom_files import (
     is_dicomdir,
     series_files,
     series_ids,
+    unread_members,
 )
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.nifti_header import check_complete, read_sheared_nifti, sheared_sform
@@ -191,7 +192,7 @@ def scan_notes(image: sitk.Image) -> List[str]:
 
 
 def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
-    files = _series_files(folder, series_uid)
+    series_uid, files = _chosen_series(folder, series_uid)
     if len(files) == 1:  # one multi-frame file (enhanced CT/MR): its frames carry the geometry
         return _read_multiframe(Path(files[0]), series_uid)
     reader = sitk.ImageSeriesReader()
@@ -207,7 +208,13 @@ def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
     stack = stack_from_series_reader(reader, image, folder)
-    return image if stack.is_regular() else _regularised(image, stack, folder)
+    if stack.is_regular():
+        return image
+    unread = unread_members(files, series_uid)
+    suffix = (f"; GDCM could not read {len(unread)} file(s) of the series, cut short or damaged "
+              f"(copy them again): {', '.join(p.name for p in unread[:5])}"
+              f"{' ...' if len(unread) > 5 else ''}") if unread else ""
+    return _regularised(image, stack, folder, suffix)
 
 
 def _regularised(image: sitk.Image, stack, source: PathLike, note_suffix: str = ""):
@@ -258,6 +265,12 @@ def _frame_geometry(path: Path):
 
 
 def _series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
+    return _chosen_series(folder, series_uid)[1]
+
+
+def _chosen_series(folder: Path, series_uid: Optional[str]) -> Tuple[str, List[str]]:
+    """(UID, files in slice order) of the series ``series_uid`` in ``folder``, or of its only
+    series when ``series_uid`` is None."""
     series = series_ids(folder)  # uid -> found in sub-folders
     if not series:
         raise InputError(folder, "no DICOM series found in this folder or its sub-folders",
@@ -275,7 +288,7 @@ def _series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
     elif series_uid not in series:
         raise InputError(folder, f"series {series_uid} not found", field="series_uid",
                          expected=f"one of {list(series)}")
-    return series_files(folder, series_uid, series[series_uid])
+    return series_uid, series_files(folder, series_uid, series[series_uid])
 
 
 def series_matching(path: PathLike, description: str) -> Path:

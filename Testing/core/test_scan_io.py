@@ -91,6 +91,22 @@ def test_a_file_cut_short_is_refused_not_read_as_zeros(tmp_path, suffix):
     read_scan(whole)  # the whole file still reads
 
 
+def test_a_dicom_slice_cut_short_is_named_in_the_note(tmp_path):
+    """GDCM drops a slice file whose pixel data stop early, without a word: the series reads
+    with a gap there (resampled over, as any missing slice), and the note names the file."""
+    from paranasal_ssl.scan_io import scan_notes
+
+    folder = write_dicom_series(oblique_image(shape=(8, 24, 20)), tmp_path / "dicom")
+    assert scan_notes(read_scan(folder)) == []
+    damaged = sorted(folder.glob("*.dcm"))[4]
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:-300])
+    notes = scan_notes(read_scan(folder))
+    assert len(notes) == 1 and "slice gaps" in notes[0]
+    assert f"could not read 1 file(s) of the series, cut short or damaged (copy them again): " \
+        f"{damaged.name}" in notes[0]
+
+
 def test_whole_nifti_with_extra_bytes_or_several_gzip_members_still_reads(tmp_path):
     import gzip
 
