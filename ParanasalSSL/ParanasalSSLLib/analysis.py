@@ -44,7 +44,7 @@ def suggestRoiNodes(volumeNode, roiNodes: Optional[Mapping[str, object]] = None
     place) or into new markups ROI nodes. Returns the suggestion and the ROI node per side."""
     from paranasal_ssl.roi_suggest import suggest_rois
 
-    suggestion = suggest_rois(mrml_bridge.imageFromVolumeNode(volumeNode))
+    suggestion = suggest_rois(scanImage(volumeNode))
     nodes: Dict[str, object] = {}
     for side in SIDES:
         node = (roiNodes or {}).get(side)
@@ -145,11 +145,18 @@ def sinusRois(volumeNode, roiNodes: Mapping[str, object]) -> Dict[str, SinusROI]
 
 def scanImage(volumeNode) -> sitk.Image:
     """The volume as a SimpleITK image in world geometry, refused (``InputError`` naming the
-    node) if the model cannot use it: no voxels, several components, a single slice, NaNs."""
+    node) if the model cannot use it: no voxels, several components, a single slice, NaNs;
+    or naming its file if it was loaded from a NIfTI cut short (Slicer reads one as ITK does,
+    the missing voxels zero)."""
+    from paranasal_ssl.nifti_header import check_complete
     from paranasal_ssl.scan_io import check_scan
 
     if volumeNode is None:
         raise InputError(None, "no scan selected", expected="a head CT or MRI volume")
+    storage = volumeNode.GetStorageNode()
+    fileName = storage.GetFileName() if storage is not None else None
+    if fileName and Path(fileName).is_file():
+        check_complete(fileName)
     image = mrml_bridge.imageFromVolumeNode(volumeNode)
     check_scan(image, volumeNode.GetName())
     return image

@@ -112,6 +112,10 @@ def test_refused_inputs_leave_the_scene_as_it_was(sickCase, trained_run, tmp_pat
     flat = slicer.util.addVolumeFromArray(np.zeros((1, 40, 40), np.int16), name="one slice")
     far = sickCase.records["left"].roi
     outside = bridge.addRoiNode(type(far).from_values(far.center + [0, 0, 400], far.size), "far")
+    cut = _loadedAsSlicerDoes(_cutShort(bridge.imageFromVolumeNode(sickCase.scan), tmp_path))
+    assert (slicer.util.arrayFromVolume(cut) == 0).mean() > 0.2  # read, the rest zero
+    with pytest.raises(InputError, match=r"scan_cut\.nii\.gz: the file is cut short"):
+        analysis.suggestRoiNodes(cut)
     before, shown = counts(slicer.mrmlScene), results.resultNodes(sickCase.scan)
     rois = sickCase.rois
     for scan, roiNodes, model, words in (
@@ -120,11 +124,32 @@ def test_refused_inputs_leave_the_scene_as_it_was(sickCase, trained_run, tmp_pat
             (sickCase.scan, rois, broken, "cannot load checkpoint"),
             (flat, rois, run.dir, "one slice: image is 2D in effect"),
             (sickCase.scan, {"left": None, "right": None}, run.dir, "no sinus ROI"),
-            (sickCase.scan, {"left": outside}, run.dir, "lies 100% outside the scan")):
+            (sickCase.scan, {"left": outside}, run.dir, "lies 100% outside the scan"),
+            (cut, rois, run.dir, "the file is cut short")):
         with pytest.raises(InputError, match=words):
             logic.analyze(scan, roiNodes, model, device="cpu")
         assert counts(slicer.mrmlScene) == before
         assert results.resultNodes(sickCase.scan) == shown and logic.results is previous
+
+
+def _cutShort(image, folder):
+    """``image`` written as a NIfTI, then cut to two thirds of its bytes (an interrupted copy)."""
+    from paranasal_ssl.scan_io import write_image
+
+    path = write_image(image, folder / "scan_cut.nii.gz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    return path
+
+
+def _loadedAsSlicerDoes(path):
+    """A volume node read from ``path`` by the archetype storage node (Slicer's Add Data)."""
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", path.name)
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(node) == 1
+    return node
 
 
 def test_a_fused_models_probability_names_its_two_parts(sickCase, trained_run):
