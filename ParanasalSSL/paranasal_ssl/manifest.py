@@ -128,8 +128,11 @@ def _parse_row(row: Dict[str, str], path: Path, line_no: int) -> SinusRecord:
 
 
 def parse_label(row: Dict[str, str], path: Path, where: str) -> Optional[int]:
-    """The ``label`` column: 0, 1 or None (unlabelled); an unknown word is an InputError."""
-    text = row.get("label", "").lower()
+    """The ``label`` column: 0, 1 or None (unlabelled); an unknown word is an InputError.
+    ``1.0`` and ``0.0`` count as 1 and 0: pandas writes a label column with a gap as floats."""
+    text = (row.get("label") or "").strip().lower()
+    if text in ("0.0", "1.0"):
+        text = text[0]
     if text not in LABEL_WORDS:
         raise InputError(path, f"{where}: unknown label {row.get('label')!r}", field="label",
                          expected="0, 1, normal, anomalous or empty (unlabelled)")

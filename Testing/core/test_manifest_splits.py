@@ -126,6 +126,18 @@ def test_bad_manifest_values_name_file_line_and_field(tmp_path, change, field, m
     assert "line 3" in text
 
 
+def test_label_spellings_a_spreadsheet_or_pandas_writes_are_read(tmp_path):
+    spellings = {"1": 1, "0": 0, "1.0": 1, "0.0": 0, " 1 ": 1, "Abnormal": 1, "normal": 0,
+                 "TRUE": 1, "False": 0, "": None}
+    path = tmp_path / "m.csv"
+    write_csv(path, [{**GOOD, "case_id": f"c{i}", "label": text}
+                     for i, text in enumerate(spellings)], list(GOOD))
+    assert [r.label for r in read_manifest(path)] == list(spellings.values())
+    write_csv(path, [{**GOOD, "label": "2.0"}], list(GOOD))
+    with pytest.raises(InputError, match="unknown label '2.0'"):
+        read_manifest(path)
+
+
 def test_missing_columns_listed(tmp_path):
     path = tmp_path / "m.csv"
     cols = [c for c in GOOD if c not in ("roi_size_r", "subject_id")]
