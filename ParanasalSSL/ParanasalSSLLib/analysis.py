@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.geometry import REGION_CODES
+from paranasal_ssl.geometry import REGION_CODES, check_sides_in_place
 from ParanasalSSLLib import mrml_bridge, results, warped_volume
 
 if TYPE_CHECKING:  # scipy (through roi_suggest) may not be installed when the module loads
@@ -140,6 +140,7 @@ def sinusRois(volumeNode, roiNodes: Mapping[str, object]) -> Dict[str, SinusROI]
     if not rois:
         raise InputError(volumeNode.GetName() if volumeNode else None, "no sinus ROI",
                          field="roi", expected="a left and/or right maxillary sinus box")
+    check_sides_in_place(rois, volumeNode.GetName() if volumeNode else None)
     return rois
 
 

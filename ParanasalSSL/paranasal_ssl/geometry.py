@@ -7,7 +7,7 @@ z Superior); ITK and DICOM use LPS. The two differ by flipping the first two axe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -93,3 +93,21 @@ def check_side(side: str, source: str | None = None) -> str:
     if s not in SIDES:
         raise InputError(source, f"unknown side {side!r}", field="side", expected="left or right")
     return s
+
+
+def check_sides_in_place(rois: Mapping[str, Optional[SinusROI]], source=None,
+                         where: str = "") -> None:
+    """Refuse a left box whose centre lies to the patient's right of the right box's (RAS: +x
+    is the patient's right). Boxes placed by screen side in radiological view - the patient's
+    right on the screen's left - are swapped; each sinus would be read mirrored, its
+    probability silently wrong. ``where`` (e.g. "line 3, case a") prefixes the message."""
+    boxes = {check_side(side, source): roi for side, roi in rois.items() if roi is not None}
+    if "left" not in boxes or "right" not in boxes:
+        return
+    left, right = boxes["left"].center[0], boxes["right"].center[0]
+    if left > right:
+        raise InputError(source, f"{where}{': ' if where else ''}the left box (centre at RAS x "
+                         f"{left:.1f} mm) lies to the patient's right of the right box (x "
+                         f"{right:.1f} mm): left and right swapped?", field="roi",
+                         expected="the left box on the patient's left, at a smaller RAS x (in "
+                         "radiological view the patient's left is on the screen's right)")

@@ -17,7 +17,13 @@ import torch
 from paranasal_ssl.crop_cache import jitter_offsets
 from paranasal_ssl.crops import extract_crop, normalise, paste, roi_box_mask, uncrop
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.geometry import REGION_CODES, SinusROI, check_side, lps_to_ras
+from paranasal_ssl.geometry import (
+    REGION_CODES,
+    SinusROI,
+    check_side,
+    check_sides_in_place,
+    lps_to_ras,
+)
 from paranasal_ssl.modality import detect_modality, modality_evidence
 from paranasal_ssl.model_bundle import ModelBundle, load_model
 from paranasal_ssl.residual_maps import (
@@ -121,6 +127,7 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
     if not rois:
         raise InputError(source, "no sinus ROI given", field="roi",
                          expected="a left and/or right ROI in RAS millimetres")
+    check_sides_in_place(rois, source)
     cfg = bundle.config
     if check_modality:
         seen = detect_modality(image)

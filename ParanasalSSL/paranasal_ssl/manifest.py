@@ -22,7 +22,7 @@ from paranasal_ssl.anomalies import canonical_anomaly
 from paranasal_ssl.atomic import write_text
 from paranasal_ssl.csv_input import read_csv_table
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.geometry import SinusROI, check_side
+from paranasal_ssl.geometry import SinusROI, check_side, check_sides_in_place
 
 REQUIRED_COLUMNS = ("case_id", "subject_id", "image", "side", "roi_center_r", "roi_center_a",
                     "roi_center_s", "roi_size_r", "roi_size_a", "roi_size_s")
@@ -85,6 +85,11 @@ def read_manifest(path: Union[str, Path], require_labels: bool = False) -> List[
         records.append(rec)
     if not records:
         raise InputError(path, "manifest has no rows", expected="one row per sinus side")
+    boxes: Dict[str, Dict[str, SinusROI]] = {}
+    for rec in records:
+        boxes.setdefault(rec.case_id, {})[rec.side] = rec.roi
+    for case_id, sides in boxes.items():
+        check_sides_in_place(sides, path, f"case {case_id}")
     return records
 
 

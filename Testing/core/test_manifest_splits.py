@@ -138,6 +138,17 @@ def test_label_spellings_a_spreadsheet_or_pandas_writes_are_read(tmp_path):
         read_manifest(path)
 
 
+def test_a_case_whose_left_box_lies_right_of_its_right_box_is_refused(tmp_path):
+    path = tmp_path / "m.csv"
+    left, right = {**GOOD, "roi_center_r": "-30"}, {**GOOD, "side": "right", "roi_center_r": "30"}
+    write_csv(path, [left, right], list(GOOD))
+    assert [r.roi.center[0] for r in read_manifest(path)] == [-30.0, 30.0]  # RAS: +x is right
+    write_csv(path, [{**left, "side": "right"}, {**right, "side": "left"}], list(GOOD))
+    with pytest.raises(InputError, match=r"\[roi\]: case a: the left box .*x 30.0 mm\) lies to "
+                       r"the patient's right of the right box \(x -30.0 mm\)"):
+        read_manifest(path)
+
+
 def test_missing_columns_listed(tmp_path):
     path = tmp_path / "m.csv"
     cols = [c for c in GOOD if c not in ("roi_size_r", "subject_id")]

@@ -268,3 +268,21 @@ def test_dicom_seg_of_a_nifti_scan_is_refused_before_any_work(trained_run, sick_
     assert _predict(run, image, tmp_path / "out", "--dicom-seg", "--suggest-rois") == 2
     assert "[--dicom-seg]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_boxes_placed_by_screen_side_are_refused_as_swapped(trained_run, sick_case, tmp_path,
+                                                            capsys):
+    """In radiological view the patient's left is on the screen's right: a "left" box put on
+    the screen's left sinus is on the patient's right. Read mirrored, its probability would be
+    silently wrong; refused instead, before any output."""
+    run, _ = trained_run
+    image, rois = sick_case
+    box = {side: [f"{v:.2f}" for v in (*roi.center, *roi.size)] for side, roi in rois.items()}
+    assert _predict(run, image, tmp_path / "out", "--roi-left", *box["right"],
+                    "--roi-right", *box["left"]) == 2
+    err = capsys.readouterr().err
+    assert "[roi]" in err and "left and right swapped?" in err and str(image.name) in err
+    assert "patient's left is on the screen's right" in err
+    assert not (tmp_path / "out" / "summary.json").exists()
+    assert _predict(run, image, tmp_path / "out", "--roi-left", *box["left"],
+                    "--roi-right", *box["right"]) == 0  # the same boxes the right way round

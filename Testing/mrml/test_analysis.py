@@ -125,7 +125,9 @@ def test_refused_inputs_leave_the_scene_as_it_was(sickCase, trained_run, tmp_pat
             (flat, rois, run.dir, "one slice: image is 2D in effect"),
             (sickCase.scan, {"left": None, "right": None}, run.dir, "no sinus ROI"),
             (sickCase.scan, {"left": outside}, run.dir, "lies 100% outside the scan"),
-            (cut, rois, run.dir, "the file is cut short")):
+            (cut, rois, run.dir, "the file is cut short"),
+            (sickCase.scan, {"left": rois["right"], "right": rois["left"]}, run.dir,
+             "left and right swapped")):
         with pytest.raises(InputError, match=words):
             logic.analyze(scan, roiNodes, model, device="cpu")
         assert counts(slicer.mrmlScene) == before

@@ -40,18 +40,19 @@ def _write_case(root, case_id, seed, probs):
     heat[6, 8, 9] = 0.95
     heat[10:14, 15:25, 25:35] = 0.6
     region = np.zeros(SHAPE, np.uint8)
-    region[(heat >= 0.5) & (np.arange(SHAPE[2]) < 20)] = 1
-    region[(heat >= 0.5) & (np.arange(SHAPE[2]) >= 20)] = 2
+    # the image's i axis runs toward the patient's left (LPS-like): left = high columns
+    region[(heat >= 0.5) & (np.arange(SHAPE[2]) >= 20)] = 1
+    region[(heat >= 0.5) & (np.arange(SHAPE[2]) < 20)] = 2
     out = root / "preds" / case_id
     out.mkdir(parents=True)
     for name, array in (("heatmap", heat), ("region", region)):
         img = sitk.GetImageFromArray(array)
         img.CopyInformation(image)
         sitk.WriteImage(img, str(out / f"{name}.nii.gz"))
-    rois = {"left": _ras_of(image, 10, 8, 6), "right": _ras_of(image, 30, 20, 12)}
+    rois = {"left": _ras_of(image, 30, 20, 12), "right": _ras_of(image, 10, 8, 6)}
     sides = {s: {"side": s, "probability": p, "call": "anomalous" if p > 0.65 else "normal",
-                 "peak_ras": list(_ras_of(image, 9, 8, 6)) if s == "left" else
-                 list(_ras_of(image, 30, 20, 12)), "peak_value": 0.9,
+                 "peak_ras": list(_ras_of(image, 30, 20, 12)) if s == "left" else
+                 list(_ras_of(image, 9, 8, 6)), "peak_value": 0.9,
                  "region_volume_ml": float((region == (1 if s == "left" else 2)).sum())
                  * np.prod(SPACING) / 1000,
                  "roi": SinusROI.from_values(rois[s], [12, 14, 16]).to_dict()}
