@@ -99,8 +99,9 @@ def check_sides_in_place(rois: Mapping[str, Optional[SinusROI]], source=None,
                          where: str = "") -> None:
     """Refuse a left box whose centre lies to the patient's right of the right box's (RAS: +x
     is the patient's right). Boxes placed by screen side in radiological view - the patient's
-    right on the screen's left - are swapped; each sinus would be read mirrored, its
-    probability silently wrong. ``where`` (e.g. "line 3, case a") prefixes the message."""
+    right on the screen's left - are swapped: each sinus's result would be reported, reviewed
+    and exported under the other side's name, and its crop read mirrored (right crops are
+    mirrored to look like left ones). ``where`` (e.g. "case a") prefixes the message."""
     boxes = {check_side(side, source): roi for side, roi in rois.items() if roi is not None}
     if "left" not in boxes or "right" not in boxes:
         return

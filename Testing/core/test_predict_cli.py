@@ -273,8 +273,8 @@ def test_dicom_seg_of_a_nifti_scan_is_refused_before_any_work(trained_run, sick_
 def test_boxes_placed_by_screen_side_are_refused_as_swapped(trained_run, sick_case, tmp_path,
                                                             capsys):
     """In radiological view the patient's left is on the screen's right: a "left" box put on
-    the screen's left sinus is on the patient's right. Read mirrored, its probability would be
-    silently wrong; refused instead, before any output."""
+    the screen's left sinus is on the patient's right. Its result would be reported under the
+    wrong side's name (and its crop read mirrored); refused instead, before any output."""
     run, _ = trained_run
     image, rois = sick_case
     box = {side: [f"{v:.2f}" for v in (*roi.center, *roi.size)] for side, roi in rois.items()}
