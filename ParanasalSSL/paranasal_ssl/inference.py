@@ -14,16 +14,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from paranasal_ssl.box_sides import check_boxes_on_their_sides
 from paranasal_ssl.crop_cache import jitter_offsets
 from paranasal_ssl.crops import extract_crop, normalise, paste, roi_box_mask, uncrop
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.geometry import (
-    REGION_CODES,
-    SinusROI,
-    check_side,
-    check_sides_in_place,
-    lps_to_ras,
-)
+from paranasal_ssl.geometry import REGION_CODES, SinusROI, check_side, lps_to_ras
 from paranasal_ssl.modality import detect_modality, modality_evidence
 from paranasal_ssl.model_bundle import ModelBundle, load_model
 from paranasal_ssl.residual_maps import (
@@ -127,7 +122,6 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
     if not rois:
         raise InputError(source, "no sinus ROI given", field="roi",
                          expected="a left and/or right ROI in RAS millimetres")
-    check_sides_in_place(rois, source)
     cfg = bundle.config
     if check_modality:
         seen = detect_modality(image)
@@ -139,6 +133,7 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
                              + (" in Hounsfield units (air near -1000; a CT stored without its "
                                 "rescale intercept reads as MRI)" if bundle.modality == "ct"
                                 else "") + f", or a {seen.upper()} model")
+    check_boxes_on_their_sides(image, rois, source)
     n = tta_crops or cfg.data.crop.test_crops_per_side
     grid_shape = tuple(reversed(image.GetSize()))
     heatmap = np.zeros(grid_shape, np.float32)

@@ -284,5 +284,8 @@ def test_boxes_placed_by_screen_side_are_refused_as_swapped(trained_run, sick_ca
     assert "[roi]" in err and "left and right swapped?" in err and str(image.name) in err
     assert "patient's left is on the screen's right" in err
     assert not (tmp_path / "out" / "summary.json").exists()
+    assert _predict(run, image, tmp_path / "out", "--roi-left", *box["right"], "--sides",
+                    "left") == 2  # one box, on the other sinus
+    assert "the left box" in capsys.readouterr().err
     assert _predict(run, image, tmp_path / "out", "--roi-left", *box["left"],
                     "--roi-right", *box["right"]) == 0  # the same boxes the right way round

@@ -1,0 +1,62 @@
+"""Sinus boxes on the wrong side of the head are refused by name; boxes on their own side pass,
+also loosely placed ones. Phantoms of both modalities, in mixed storage orientations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from paranasal_ssl.box_sides import MIDLINE_MARGIN_MM, check_boxes_on_their_sides, head_midline_x
+from paranasal_ssl.errors import InputError
+from paranasal_ssl.geometry import SinusROI
+
+
+@pytest.fixture(scope="module", params=[("ct", "lps"), ("mri", "ras"), ("ct", "oblique")])
+def case(request):
+    """(scan, {side: true sinus box}) of a small phantom."""
+    from paranasal_ssl.phantom import preset
+    from paranasal_ssl.phantom.cohort import build_case, side_roi
+    from paranasal_ssl.scan_io import image_from_array
+
+    cfg = preset("realistic")
+    cfg.modality, cfg.grid.orientation = request.param
+    built = build_case(cfg, 3)
+    g = built.geometry
+    image = image_from_array(built.image, g.spacing, g.origin, g.direction_flat())
+    return image, {side: side_roi(built, side) for side in ("left", "right")}
+
+
+def _moved(roi: SinusROI, x: float) -> SinusROI:
+    return SinusROI.from_values([x, roi.center[1], roi.center[2]], roi.size, roi.axes)
+
+
+def test_the_midline_lies_between_the_sinuses(case):
+    image, rois = case
+    middle = (rois["left"].center[0] + rois["right"].center[0]) / 2
+    assert abs(head_midline_x(image) - middle) < 6.0
+    assert rois["left"].center[0] < middle < rois["right"].center[0]  # RAS: +x is the right
+
+
+def test_boxes_on_their_own_side_pass_and_others_are_named(case):
+    image, rois = case
+    check_boxes_on_their_sides(image, rois, "scan.nii.gz")
+    check_boxes_on_their_sides(image, {"left": rois["left"]}, "scan.nii.gz")
+    midline = head_midline_x(image)
+    loose = _moved(rois["right"], midline - MIDLINE_MARGIN_MM / 2)  # a box over the nose
+    check_boxes_on_their_sides(image, {"right": loose}, "scan.nii.gz")
+    wrong = [({"left": rois["right"]}, "the left box .* into the patient's right half"),
+             ({"right": rois["left"]}, "the right box .* into the patient's left half"),
+             ({"left": rois["right"], "right": rois["right"]}, "the left box .* right half"),
+             ({"left": rois["right"], "right": rois["left"]}, "the left box .* swapped")]
+    for boxes, words in wrong:
+        with pytest.raises(InputError, match=f"scan.nii.gz \\[roi\\]: {words}"):
+            check_boxes_on_their_sides(image, boxes, "scan.nii.gz")
+
+
+def test_an_image_without_tissue_is_left_to_the_other_checks():
+    import SimpleITK as sitk
+
+    empty = sitk.GetImageFromArray(np.full((8, 8, 8), -1000, np.int16))
+    assert head_midline_x(empty) is None
+    box = SinusROI.from_values([30.0, 0.0, 0.0], [30.0, 30.0, 30.0])
+    check_boxes_on_their_sides(empty, {"left": box})  # nothing to compare with
