@@ -230,6 +230,7 @@ def addPredictionResults(volumeNode, heatmap: np.ndarray, region: np.ndarray, su
         grid=grid)
     res.regionThreshold = regionThreshold
     res.scanNotes = list(summary.get("scan_notes") or [])
+    res.boxNotes = list(summary.get("box_notes") or [])
     res.model = dict(summary.get("model") or {})
     for side, s in sides.items():
         res.sides[side].classifierProbability = s.get("classifier_probability")
@@ -284,7 +285,8 @@ def finishedText(res: results.AnalysisResults, seconds: Optional[float] = None) 
     empty = "" if hasPeak(res) else " The heatmap is empty (no residual above zero)."
     # e.g. a tilted series under Slicer's regularisation transform, analysed resampled
     notes = "".join(f" Reading the scan: {note}." for note in res.scanNotes)
-    return f"Analysed{took}: " + ", ".join(parts) + "." + empty + notes
+    boxes = "".join(f" Check the box: {note}" for note in res.boxNotes)
+    return f"Analysed{took}: " + ", ".join(parts) + "." + empty + notes + boxes
 
 
 def hasPeak(res: Optional[results.AnalysisResults]) -> bool:

@@ -116,14 +116,11 @@ class AnalysisJob:
         try:
             import SimpleITK as sitk
 
-            from paranasal_ssl.box_sides import check_boxes_on_their_sides
-
             rois = analysis.sinusRois(self.volumeNode, self.roiNodes)
             problem = analysis.modelFolderProblem(self.modelDir)
             if problem:
                 raise InputError(self.modelDir, problem, field="model")
             image = analysis.scanImage(self.volumeNode)
-            check_boxes_on_their_sides(image, rois, self.scanName)
             self.folder = workFolder(self.scanName, self.workRoot)
             sitk.WriteImage(image, str(self.folder / SCAN_FILE))  # raw NRRD: fast, exact
             self.state = RUNNING

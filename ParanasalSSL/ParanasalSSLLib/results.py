@@ -68,6 +68,7 @@ class AnalysisResults:
     regionThreshold: Optional[float] = None  # heatmap value the regions were cut at, if known
     model: Dict[str, object] = field(default_factory=dict)  # what made them (predict summary)
     scanNotes: List[str] = field(default_factory=list)  # what reading the scan changed
+    boxNotes: List[str] = field(default_factory=list)  # a box on the other half of the head
 
     @property
     def nodes(self) -> List:

@@ -6,6 +6,7 @@ Arrays in the scan grid are indexed ``[k, j, i]`` like ``sitk.GetArrayFromImage(
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -14,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from paranasal_ssl.box_sides import check_boxes_on_their_sides
+from paranasal_ssl.box_sides import box_side_notes
 from paranasal_ssl.crop_cache import jitter_offsets
 from paranasal_ssl.crops import extract_crop, normalise, paste, roi_box_mask, uncrop
 from paranasal_ssl.errors import InputError
@@ -30,6 +31,7 @@ from paranasal_ssl.residual_maps import (
 )
 from paranasal_ssl.training.device import to_input
 
+log = logging.getLogger(__name__)
 DEFAULT_REGION_THRESHOLD = 0.5  # heatmap 0.5 = the 99.9th percentile of normal residuals
 
 
@@ -77,6 +79,7 @@ class ScanPrediction:
     reference: sitk.Image
     model: dict = field(default_factory=dict)
     threshold: float = DEFAULT_REGION_THRESHOLD
+    box_notes: List[str] = field(default_factory=list)  # a box on the other half of the head
 
     def heatmap_image(self) -> sitk.Image:
         return _like(self.heatmap, self.reference)
@@ -85,8 +88,11 @@ class ScanPrediction:
         return _like(self.region, self.reference)
 
     def summary(self) -> dict:
-        return {"model": self.model, "region_threshold": self.threshold,
-                "sides": {s: p.to_dict() for s, p in self.sides.items()}}
+        out = {"model": self.model, "region_threshold": self.threshold,
+               "sides": {s: p.to_dict() for s, p in self.sides.items()}}
+        if self.box_notes:
+            out["box_notes"] = list(self.box_notes)
+        return out
 
 
 def call_band(band: Tuple[float, float], threshold: Optional[float]) -> Tuple[float, float]:
@@ -133,7 +139,9 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
                              + (" in Hounsfield units (air near -1000; a CT stored without its "
                                 "rescale intercept reads as MRI)" if bundle.modality == "ct"
                                 else "") + f", or a {seen.upper()} model")
-    check_boxes_on_their_sides(image, rois, source)
+    box_notes = box_side_notes(image, rois, source)  # a swapped pair raises
+    for note in box_notes:
+        log.warning("%s: %s", source or "scan", note)
     n = tta_crops or cfg.data.crop.test_crops_per_side
     grid_shape = tuple(reversed(image.GetSize()))
     heatmap = np.zeros(grid_shape, np.float32)
@@ -208,7 +216,7 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
             "label_fraction": bundle.info.get("label_fraction"),
             "decision_threshold": bundle.info.get("threshold"), "uncertain_band": list(band),
             "residual_fusion": bundle.fusion is not None}
-    return ScanPrediction(sides, heatmap, region, image, info, threshold)
+    return ScanPrediction(sides, heatmap, region, image, info, threshold, box_notes)
 
 
 def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:

@@ -134,6 +134,18 @@ def test_refused_inputs_leave_the_scene_as_it_was(sickCase, trained_run, tmp_pat
         assert results.resultNodes(sickCase.scan) == shown and logic.results is previous
 
 
+def test_a_box_on_the_other_sinus_is_analysed_with_a_warning(sickCase, trained_run):
+    """One "left" box on the patient's right sinus (placed by screen side in radiological
+    view): analysed, since the head's midline is an estimate, and the status line says so."""
+    run, _ = trained_run
+    res = AnalysisLogic().analyze(sickCase.scan, {"left": sickCase.rois["right"]}, run.dir,
+                                  device="cpu")
+    assert len(res.boxNotes) == 1 and "into the patient's right half" in res.boxNotes[0]
+    assert "Check the box: the left box" in analysis.finishedText(res)
+    both = AnalysisLogic().analyze(sickCase.scan, sickCase.rois, run.dir, device="cpu")
+    assert both.boxNotes == [] and "Check the box" not in analysis.finishedText(both)
+
+
 def _cutShort(image, folder):
     """``image`` written as a NIfTI, then cut to two thirds of its bytes (an interrupted copy)."""
     from paranasal_ssl.scan_io import write_image

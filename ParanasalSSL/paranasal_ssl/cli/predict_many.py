@@ -17,7 +17,7 @@ from paranasal_ssl.atomic import write_json
 log = logging.getLogger(__name__)
 COLUMNS = ["case_id", "side", "image", "probability", "call", "region_volume_ml",
            "residual_score", "classifier_probability", "focal_residual_score", "peak_ras",
-           "roi_source", "scan_notes", "folder", "error"]
+           "roi_source", "scan_notes", "box_notes", "folder", "error"]
 
 
 @dataclass
@@ -133,6 +133,7 @@ def _predict_jobs(args, bundle, jobs: List[ScanJob], predict_one):
                                  "roi_source": s.get("roi_source", ""),
                                  # e.g. a tilted DICOM series resampled onto a regular grid
                                  "scan_notes": "; ".join(summary.get("scan_notes", [])),
+                                 "box_notes": "; ".join(summary.get("box_notes", [])),
                                  "folder": job.case_id, "error": ""})
             except ParanasalError as exc:
                 failed += 1
