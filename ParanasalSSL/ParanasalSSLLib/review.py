@@ -41,6 +41,7 @@ class LoadedCase:
     results: Optional[results.AnalysisResults] = None
     shownRois: Dict[str, Optional[SinusROI]] = field(default_factory=dict)
     scanNotes: List[str] = field(default_factory=list)  # what reading changed (a tilt resampled)
+    boxNotes: List[str] = field(default_factory=list)  # the prediction's: a box on the other side
 
 
 class CaseReviewer:
@@ -87,6 +88,8 @@ class CaseReviewer:
                 loaded.roiNodes[side] = self._own(
                     mrml_bridge.addRoiNode(roi, roiNodeName(side), ROI_COLORS[side]), caseId)
         loaded.results = self._addPrediction(image, scanNode, caseId)
+        pred = self.session.prediction(caseId)
+        loaded.boxNotes = list(pred.box_notes) if pred is not None else []
         self._showScan(loaded)
         return loaded
 

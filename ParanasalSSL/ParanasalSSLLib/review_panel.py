@@ -146,9 +146,10 @@ class ReviewPanel:
             self.widget.logic.results = loaded.results
             # a case without prediction clears the Outputs section ("-")
             self.widget.showSummary(loaded.results or results.AnalysisResults(loaded.scanNode))
-        self.ui.reviewStatusLabel.text = (
-            "; ".join(f"Scan: {note}" for note in loaded.scanNotes) if loaded is not None
-            else endMessage)  # e.g. a tilted series shown resampled onto a regular grid
+        self.ui.reviewStatusLabel.text = (  # e.g. a tilted series shown resampled
+            "; ".join([f"Scan: {note}" for note in loaded.scanNotes]
+                      + [f"Check the box: {note}" for note in loaded.boxNotes])
+            if loaded is not None else endMessage)
         self.refresh()
 
     def adoptInputRois(self) -> None:

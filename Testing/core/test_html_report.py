@@ -114,6 +114,23 @@ def test_report_command_with_images_beside_the_page_and_a_read_only_folder(predi
                      locked / "r.html")
 
 
+def test_a_box_predict_warned_about_is_named_in_the_report(predicted, tmp_path):
+    import json
+    import shutil
+
+    root, cases, keep = predicted
+    preds = shutil.copytree(root / "preds", tmp_path / "preds")
+    summary_path = preds / keep[0] / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["box_notes"] = ["the left box lies 20 mm into the patient's right half"]
+    summary_path.write_text(json.dumps(summary))
+    out = tmp_path / "report.html"
+    write_report(open_session(cases, "qa", preds), out)
+    text = out.read_text(encoding="utf-8")
+    assert text.count("Check the box:") == 1
+    assert "Check the box: the left box lies 20 mm into the patient&#x27;s right half" in text
+
+
 def test_slices_are_radiological_and_the_overlay_sits_on_the_finding():
     """An oblique scan with a bright blob 12 mm to the patient's right and 8 mm anterior of the
     box centre, and a heatmap blob there: the axial slice shows it left of and above the

@@ -30,7 +30,7 @@ def _ras_of(image, i, j, k):
     return lps_to_ras(image.TransformIndexToPhysicalPoint([int(i), int(j), int(k)]))
 
 
-def _write_case(root, case_id, seed, probs):
+def _write_case(root, case_id, seed, probs, boxNotes=()):
     """A scan and, beside it, what `paranasal-ssl predict` writes for it: heatmap and region
     images in the scan's geometry and summary.json (last)."""
     image = oblique_image(shape=SHAPE, spacing=SPACING, seed=seed)
@@ -61,7 +61,8 @@ def _write_case(root, case_id, seed, probs):
         "model": {"name": "run/m", "code_version": "0.1.0", "decision_threshold": 0.5,
                   "uncertain_band": [0.35, 0.65]},
         "region_threshold": 0.5, "sides": sides, "case_id": case_id,
-        "heatmap": "heatmap.nii.gz", "region": "region.nii.gz"}))
+        "heatmap": "heatmap.nii.gz", "region": "region.nii.gz",
+        **({"box_notes": list(boxNotes)} if boxNotes else {})}))
     return image, rois
 
 
@@ -77,7 +78,9 @@ def reviewSession(tmp_path):
             (tmp_path / "scans" / "broken.nrrd").write_text("NRRD0004\nnot really\n")
             lines.append("broken,scans/broken.nrrd,,,,,,,")
             continue
-        image, rois = _write_case(tmp_path, case_id, seed, {"left": 0.9, "right": 0.2})
+        notes = ["the left box lies 20 mm into the patient's right half"] if case_id == "b" \
+            else []
+        image, rois = _write_case(tmp_path, case_id, seed, {"left": 0.9, "right": 0.2}, notes)
         images[case_id] = image
         for side in ("left", "right"):
             box = ",".join(f"{v:.3f}" for v in rois[side]) + ",12,14,16" if case_id == "a" \
@@ -270,6 +273,8 @@ def test_the_review_section_records_navigates_exports_and_starts_the_loop(panel,
         ui.rightReviewSideLabel.text
     panel.keys["N"].emit("activated()")  # 'broken' is skipped
     assert panel.reviewer.loaded.caseId == "b" and session.verdict("b", "left") is None
+    assert ui.reviewStatusLabel.text == ("Check the box: the left box lies 20 mm into the "
+                                         "patient's right half")  # predict's box_notes
     assert ui.leftTypeComboBox.currentIndex == 0 and ui.leftCommentLineEdit.text == ""
     panel.keys["X"].emit("activated()")
     assert session.status("b") == "flagged"

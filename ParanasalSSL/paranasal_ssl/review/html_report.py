@@ -113,6 +113,8 @@ def _case_section(session: ReviewSession, case, threshold, opacity, images_dir,
     for note in scan_notes(scan):  # e.g. a tilted DICOM series shown resampled
         out.append(f"<p class=\"scan-note\">Scan: {_e(note)}</p>\n")
     pred = session.prediction(case.case_id)
+    for note in pred.box_notes if pred is not None else ():  # a box on the other sinus?
+        out.append(f"<p class=\"scan-note\">Check the box: {_e(note)}</p>\n")
     heat = region = None
     if pred is not None:
         try:

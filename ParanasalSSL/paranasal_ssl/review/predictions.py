@@ -51,6 +51,7 @@ class CasePrediction:
     model: Dict = field(default_factory=dict)
     region_threshold: float = 0.5
     error: str = ""
+    box_notes: Tuple[str, ...] = ()  # a box on the other half of the head (``box_sides``)
 
     @property
     def model_version(self) -> str:
@@ -100,7 +101,8 @@ def read_case_prediction(folder: Union[str, Path], case_id: str = "") -> Optiona
     region = folder / summary["region"] if summary.get("region") else None
     return CasePrediction(case_id or summary.get("case_id") or folder.name, folder, sides,
                           heatmap, region, dict(summary.get("model") or {}),
-                          float(summary.get("region_threshold", 0.5)))
+                          float(summary.get("region_threshold", 0.5)),
+                          box_notes=tuple(str(n) for n in summary.get("box_notes") or ()))
 
 
 class PredictionStore:
