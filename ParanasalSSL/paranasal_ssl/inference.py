@@ -129,17 +129,16 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
         raise InputError(source, "no sinus ROI given", field="roi",
                          expected="a left and/or right ROI in RAS millimetres")
     cfg = bundle.config
-    if check_modality:
-        seen = detect_modality(image)
-        if seen != bundle.modality:
-            raise InputError(source, f"the scan looks like {seen.upper()} "
-                             f"({modality_evidence(image)}) but the model was trained on "
-                             f"{bundle.modality.upper()}", field="modality",
-                             expected=f"a {bundle.modality.upper()} scan"
-                             + (" in Hounsfield units (air near -1000; a CT stored without its "
-                                "rescale intercept reads as MRI)" if bundle.modality == "ct"
-                                else "") + f", or a {seen.upper()} model")
-    box_notes = box_side_notes(image, rois, source)  # a swapped pair raises
+    seen = detect_modality(image)
+    if check_modality and seen != bundle.modality:
+        raise InputError(source, f"the scan looks like {seen.upper()} "
+                         f"({modality_evidence(image)}) but the model was trained on "
+                         f"{bundle.modality.upper()}", field="modality",
+                         expected=f"a {bundle.modality.upper()} scan"
+                         + (" in Hounsfield units (air near -1000; a CT stored without its "
+                            "rescale intercept reads as MRI)" if bundle.modality == "ct"
+                            else "") + f", or a {seen.upper()} model")
+    box_notes = box_side_notes(image, rois, source, seen)  # a swapped pair raises
     for note in box_notes:
         log.warning("%s: %s", source or "scan", note)
     n = tta_crops or cfg.data.crop.test_crops_per_side
