@@ -80,6 +80,7 @@ class ScanPrediction:
     model: dict = field(default_factory=dict)
     threshold: float = DEFAULT_REGION_THRESHOLD
     box_notes: List[str] = field(default_factory=list)  # a box on the other half of the head
+    tta_crops: int = 1  # jittered crops averaged per side
 
     def heatmap_image(self) -> sitk.Image:
         return _like(self.heatmap, self.reference)
@@ -89,6 +90,7 @@ class ScanPrediction:
 
     def summary(self) -> dict:
         out = {"model": self.model, "region_threshold": self.threshold,
+               "tta_crops": self.tta_crops,
                "sides": {s: p.to_dict() for s, p in self.sides.items()}}
         if self.box_notes:
             out["box_notes"] = list(self.box_notes)
@@ -215,7 +217,7 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
             "label_fraction": bundle.info.get("label_fraction"),
             "decision_threshold": bundle.info.get("threshold"), "uncertain_band": list(band),
             "residual_fusion": bundle.fusion is not None}
-    return ScanPrediction(sides, heatmap, region, image, info, threshold, box_notes)
+    return ScanPrediction(sides, heatmap, region, image, info, threshold, box_notes, n)
 
 
 def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from helpers.images import tilted_copy, write_dicom_series
 from paranasal_ssl.cli.main import main
 from paranasal_ssl.manifest import read_manifest
+from paranasal_ssl.version import code_version
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,14 @@ def test_a_folder_or_list_of_scans_without_boxes_is_predicted_with_suggested_one
                for row in table.values())
     summary = json.loads((tmp_path / "from_folder" / first / "summary.json").read_text())
     assert summary["roi_suggestion"]["confidence"] in ("high", "low")
+    # what made them, to reproduce them: per case and for the whole table
+    made = summary["predicted_with"]
+    assert made["code_version"] == code_version() and made["model_folder"] == str(run.dir)
+    assert shlex.split(made["command"])[:3] == ["paranasal-ssl", "predict", "--model"]
+    assert summary["tta_crops"] == run.config.data.crop.test_crops_per_side
+    record = json.loads((tmp_path / "from_folder" / "predictions.json").read_text())
+    assert (record["cases"], record["cases_failed"], record["rows"]) == (2, 0, 4)
+    assert record["command"] == made["command"] and record["environment"]["python"]
 
     # a CSV list: one side with its box, one scan missing (an error row; the rest goes on)
     truth = next(r for r in records if r.case_id == first and r.side == "left").roi
@@ -108,6 +117,8 @@ def test_a_folder_or_list_of_scans_without_boxes_is_predicted_with_suggested_one
     assert table[(first, "left")]["roi_source"] == "case list"
     assert table[(first, "right")]["roi_source"].startswith("suggested (")
     assert table[("gone", "left")]["error"] and not table[(first, "left")]["error"]
+    assert json.loads((tmp_path / "from_list" / "predictions.json").read_text())[
+        "cases_failed"] == 1
 
 
 def _rows(path):

@@ -85,6 +85,7 @@ class _AboveTheBar(logging.StreamHandler):
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by what it writes
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_AboveTheBar()])
     if getattr(args, "progress", None):
         progress.set_mode(args.progress)

@@ -152,6 +152,18 @@ def run(args) -> int:
     return 0
 
 
+def predicted_with(args, bundle) -> dict:
+    """What made a prediction, to reproduce it: this code's version, the command line (as
+    ``paranasal-ssl ...``), the model folder and the device."""
+    import shlex
+
+    from paranasal_ssl.version import code_version
+
+    return {"code_version": code_version(),
+            "command": shlex.join(["paranasal-ssl", *getattr(args, "argv", [])]),
+            "model_folder": str(args.model), "device": str(bundle.device)}
+
+
 def _print_suggestion(summary: dict) -> None:
     """The suggested boxes as the options that give them again, and what to check."""
     from paranasal_ssl.geometry import SinusROI
@@ -217,7 +229,8 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
     if scan_notes(image):  # e.g. a tilted series resampled: what the heatmap's grid is
         summary["scan_notes"] = scan_notes(image)
     summary.update({"image": str(image_path), "case_id": case_id,
-                    "heatmap": f"heatmap.{args.format}", "region": f"region.{args.format}"})
+                    "heatmap": f"heatmap.{args.format}", "region": f"region.{args.format}",
+                    "predicted_with": predicted_with(args, bundle)})
     write_image(pred.heatmap_image(), out / f"heatmap.{args.format}")
     region = pred.region_image()
     write_image(region, out / f"region.{args.format}")

@@ -70,7 +70,7 @@ def predict_many(args, bundle, jobs: List[ScanJob], predict_one,
     index, count = shard if shard is not None else (ddp.rank(), ddp.world_size())
     if count == 1:
         rows, failed = _predict_jobs(args, bundle, jobs, predict_one)
-        _write_predictions(args.out, rows)
+        _write_predictions(args, bundle, rows)
         print(f"predicted {len(jobs) - failed}/{len(jobs)} cases -> {args.out}/predictions.csv")
         return 0 if failed == 0 else 1
     mine = jobs[index::count]
@@ -94,7 +94,7 @@ def predict_many(args, bundle, jobs: List[ScanJob], predict_one,
     except FileNotFoundError:  # another worker finishing at the same time merged them
         return 0 if failed == 0 else 1
     rows = [row for job in jobs for row in merged.get(job.case_id, [])]
-    _write_predictions(args.out, rows)
+    _write_predictions(args, bundle, rows)
     for i in range(count):
         _part(args.out, i, count).unlink(missing_ok=True)
     bad = sum(1 for job in jobs if any(row.get("error") for row in merged.get(job.case_id, [])))
@@ -149,11 +149,23 @@ def _fmt(side: dict, key: str, spec: str) -> str:
     return "" if side.get(key) is None else format(side[key], spec)
 
 
-def _write_predictions(out: Path, rows: List[dict]) -> None:
+def _write_predictions(args, bundle, rows: List[dict]) -> None:
+    """predictions.csv, and predictions.json beside it: what made it (code version, command,
+    model, device, machine) and how many cases it holds."""
     from paranasal_ssl.atomic import write_text
+    from paranasal_ssl.cli.predict_cmd import predicted_with
+    from paranasal_ssl.review.verdicts import now_iso
+    from paranasal_ssl.version import environment_info
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    write_text(out / "predictions.csv", buf.getvalue())
+    write_text(args.out / "predictions.csv", buf.getvalue())
+    cases = {row["case_id"] for row in rows}
+    failed = {row["case_id"] for row in rows if row.get("error")}
+    write_json(args.out / "predictions.json", {
+        **predicted_with(args, bundle), "model": bundle.name,
+        "model_code_version": bundle.info.get("code_version"), "created": now_iso(),
+        "cases": len(cases), "cases_failed": len(failed), "rows": len(rows),
+        "environment": environment_info()})
