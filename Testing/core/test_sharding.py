@@ -3,6 +3,7 @@ workers) write byte for byte what one process writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -61,12 +62,26 @@ def test_sharded_predict_merges_the_single_process_outputs(trained_run, tiny_coh
     for i in (1, 0):
         assert main(["predict", *opts, "--out", str(outs["workers"]), "--shard", f"{i}/2"]) == 0
     _torchrun(python_exe, "predict", *opts, "--out", str(outs["ranks"]))
-    expected = _files(outs["one"])
+    expected = _results(outs["one"])
     assert "predictions.csv" in expected and len(expected) > 14 * 3
     for name in ("workers", "ranks"):
-        got = _files(outs[name])  # no part files are left behind
+        got = _results(outs[name])  # no part files are left behind
         assert got.keys() == expected.keys(), name
         assert [k for k in got if got[k] != expected[k]] == [], name
+        record = json.loads((outs[name] / "predictions.json").read_text())
+        assert (record["cases"], record["rows"]) == (14, 28) and "--out" in record["command"]
+
+
+def _results(folder: Path):
+    """Every file's bytes, but for what differs by design between one process and shards:
+    the command line each JSON record names (``predicted_with``, predictions.json)."""
+    files = _files(folder)
+    files.pop("predictions.json", None)
+    for name in [n for n in files if n.endswith("summary.json")]:
+        summary = json.loads(files[name])
+        assert summary.pop("predicted_with")["code_version"]
+        files[name] = json.dumps(summary, sort_keys=True).encode()
+    return files
 
 
 def test_a_bad_shard_is_refused(trained_run, tmp_path):
