@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -127,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
             for old in (out / sub).glob("*case[0-9]*.nii.gz"):  # any --id-prefix
                 old.unlink()
     workers = args.workers or cohort.default_workers()
-    command = ["paranasal-ssl"] + sys.argv[1:] if "synth" in sys.argv[1:] else []
-    arguments = {k: v for k, v in vars(args).items() if k != "func"}
+    command = ["paranasal-ssl", *getattr(args, "argv", [])]  # as ``cli.main`` parsed it
+    arguments = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
     t0 = time.perf_counter()
     with Progress("synth", total=int(cfg.cases), unit="case") as bar:
         records = cohort.generate_cohort(
