@@ -100,10 +100,11 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
     if choice is None:
         notes.append("no sinus-like cavities found; boxes placed at a typical offset from the "
                      "head's centre: move them onto the sinuses")
-        return RoiSuggestion(_typical_boxes(frame, head_com, head), "low", "typical-offset", notes,
-                             {"left": 0.0, "right": 0.0})
+        boxes = _inside_scan(image, _typical_boxes(frame, head_com, head), notes)
+        return RoiSuggestion(boxes, "low", "typical-offset", notes, {"left": 0.0, "right": 0.0})
     found, mirrored_side, airway = choice
-    boxes = {side: frame.roi(c, margin_mm) for side, c in found.items()}
+    boxes = _inside_scan(image, {side: frame.roi(c, margin_mm) for side, c in found.items()},
+                         notes)
     ml = {side: round(c.volume_ml, 2) for side, c in found.items()}
     method = "ct-air-cavities" if modality == "ct" else "mri-dark-cavities"
     if mirrored_side is not None:
@@ -141,6 +142,36 @@ def _search(image: sitk.Image, modality: str, grid_mm: float, midline_band_mm: f
     # maxillary sinuses lie in the front half of the head (frame y runs posterior, as LPS)
     cavities = [c for c in cavities if c.center[1] <= head_com[1] + MAX_POSTERIOR_MM]
     return frame, head, head_com, _choose(cavities, air, grid_mm, mid_x)
+
+
+def _inside_scan(image: sitk.Image, boxes: Dict[str, SinusROI], notes: List[str]
+                 ) -> Dict[str, SinusROI]:
+    """``boxes`` moved, without turning or resizing, to lie inside the scan's field of view
+    (centred on it along an axis where a box is longer than the scan), with a note per box
+    moved by 1 mm or more. A cavity at the edge of the field, a side mirrored across the
+    midline, or a typical offset on an oblique scan cut close around the face can place a box
+    partly outside the scan, where analysis would refuse it; inside, the user sees and drags it."""
+    matrix = np.asarray(image.GetDirection(), float).reshape(3, 3) @ np.diag(image.GetSpacing())
+    to_index = np.linalg.inv(matrix)
+    origin = np.asarray(image.GetOrigin(), float)
+    lo_bound = np.full(3, -0.5)
+    hi_bound = np.asarray(image.GetSize(), float) - 0.5
+    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    out = {}
+    for side, roi in boxes.items():
+        corners_ras = roi.center + (signs * (roi.size / 2.0)) @ roi.axes.T
+        index = (corners_ras @ RAS_TO_LPS - origin) @ to_index.T
+        lo, hi = index.min(0), index.max(0)
+        shift = np.where(lo < lo_bound, lo_bound - lo, 0.0) + np.where(hi > hi_bound,
+                                                                      hi_bound - hi, 0.0)
+        too_long = (hi - lo) > (hi_bound - lo_bound)
+        shift[too_long] = ((lo_bound + hi_bound) / 2.0 - (lo + hi) / 2.0)[too_long]
+        move_ras = RAS_TO_LPS @ (matrix @ shift)
+        if np.linalg.norm(move_ras) >= 1.0:
+            notes.append(f"the {side} box was moved {np.linalg.norm(move_ras):.0f} mm to lie "
+                         "inside the scan")
+        out[side] = SinusROI.from_values(roi.center + move_ras, roi.size, roi.axes)
+    return out
 
 
 # -- the head's frame ---------------------------------------------------------------------------

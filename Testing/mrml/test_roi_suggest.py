@@ -149,6 +149,33 @@ def test_no_cavities_falls_back_to_a_typical_offset_with_low_confidence():
         assert s.rois["right"].center[0] > s.rois["left"].center[0]
 
 
+def _corner_indices(image, roi):
+    """Continuous indices [8, 3] of a box's corners in ``image``."""
+    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    corners = roi.center + (signs * (roi.size / 2.0)) @ roi.axes.T
+    return np.array([image.TransformPhysicalPointToContinuousIndex((FLIP @ c).tolist())
+                     for c in corners])
+
+
+def test_suggested_boxes_lie_inside_an_oblique_scan_cut_close():
+    # a head filling a block stored with a tilted direction: the head's axis-aligned bounding
+    # box, where the typical offset is kept, reaches past the tilted scan's edges
+    block = np.full((36, 40, 44), 40, np.int16)
+    image = sitk.GetImageFromArray(block)
+    image.SetSpacing((2.5, 2.5, 2.5))
+    tilt = sitk.Euler3DTransform((0, 0, 0), np.deg2rad(20), np.deg2rad(-15), np.deg2rad(25))
+    image.SetDirection(tilt.GetMatrix())
+    image.SetOrigin((-50.0, -40.0, -45.0))
+    s = suggest_rois(image)
+    assert s.method == "typical-offset"
+    upper = np.array(image.GetSize()) - 0.5
+    for side, roi in s.rois.items():
+        index = _corner_indices(image, roi)
+        assert (index >= -0.5 - 1e-6).all() and (index <= upper + 1e-6).all(), (side, index)
+    assert any("moved" in note and "inside the scan" in note for note in s.notes), s.notes
+    assert s.rois["right"].center[0] > s.rois["left"].center[0]
+
+
 def test_a_scan_without_a_head_is_a_clear_error_naming_it():
     from paranasal_ssl.errors import InputError
 

@@ -54,6 +54,21 @@ def cae_architecture(run: Run) -> dict:
     return {"crop_shape": run.config.data.crop.shape, **to_dict(run.config.cae)}
 
 
+def _refuse_split_without_normals(run: Run, split: str) -> None:
+    """Stage 1 learns normal anatomy on the training split and stops early on the validation
+    split: say where the cohort's normal sinuses are, and how to get some into ``split``."""
+    counts = {name: len(run.split(name, label=0)) for name in ("train", "val", "test")}
+    where = ", ".join(f"{n} in {name}" for name, n in counts.items())
+    subjects = len({r.subject_id for r in run.split("val" if split == "validation" else "train")})
+    raise InputError(run.manifest, f"the {split} split ({subjects} subjects) has no normal "
+                     f"(label 0) sinus; the cohort's {sum(counts.values())} normal sinuses: "
+                     f"{where}", field="label",
+                     expected="normal sinuses in both the training and the validation split: "
+                     "add normal scans, or split again (e.g. --set data.split.seed=1, or "
+                     "--set data.split.val=0.3 --set data.split.train=0.5; allowed while the "
+                     "run has no trained stage)")
+
+
 def train_cae(run: Run, resume: bool = False) -> List[FitResult]:
     """Fit the ``cae.ensemble`` CAEs (seeds ``cae_train.seed + k``) one after the other;
     each writes ``best.pt``, ``last.pt``, ``metrics.csv`` and ``config.json`` in its folder
@@ -61,12 +76,8 @@ def train_cae(run: Run, resume: bool = False) -> List[FitResult]:
     cfg = run.config
     train_normals = run.split("train", label=0)
     val_normals = run.split("val", label=0)
-    if not train_normals:
-        raise InputError(run.manifest, "the training split has no normal (label 0) sinus",
-                         field="label", expected="normal sinuses to learn normal anatomy from")
-    if not val_normals:
-        raise InputError(run.manifest, "the validation split has no normal sinus",
-                         field="label", expected="normal sinuses for early stopping")
+    if not train_normals or not val_normals:
+        _refuse_split_without_normals(run, "training" if not train_normals else "validation")
     n = cfg.data.crop.train_crops_per_side
     train = sinus_tensor(crops_for(run, train_normals, "CAE training", "crops (train)"), n)
     val = flat_tensor(crops_for(run, val_normals, "CAE validation", "crops (val)"), 1)

@@ -212,6 +212,12 @@ def report_markdown(results: dict) -> str:
             f"prevalence {results['prevalence']:.3f}; label fraction "
             f"{results.get('label_fraction')}; code {results['code_version']}.\n\n")
     text += format_table(rows, list(rows[0])) + "\n"
+    first = next(iter(results["methods"].values()), {})
+    if first.get("auprc") is None and first.get("notes", {}).get("auprc"):
+        only = "anomalous" if first["n_pos"] else "normal"
+        text += (f"\nAUPRC, AUROC and sensitivity are n/a: every sinus here is {only}, and they "
+                 "rank anomalous sinuses against normal ones. Evaluate on a split or a labelled "
+                 "manifest that holds both.\n")
     model_row = next((m for name, m in results["methods"].items()
                       if name.startswith("model")), {})
     if model_row.get("threshold") is not None:

@@ -79,7 +79,9 @@ def open_run(run_dir: Path, manifest: Optional[Path] = None, profile: Optional[s
 
     An existing run keeps its configuration and splits; ``overrides`` (``section.key=value``) may
     change training settings of later stages but not the data settings that earlier stages
-    depend on.
+    depend on. Until a stage has written its output, though, the folder holds only settings (a
+    first command may have stopped at a check, e.g. a split without normal sinuses): another
+    ``--profile`` or other data settings then make the configuration and splits again.
     """
     run_dir = Path(run_dir)
     configure_threads(threads)
@@ -88,24 +90,37 @@ def open_run(run_dir: Path, manifest: Optional[Path] = None, profile: Optional[s
         refuse_training_in_export(run_dir)
         saved = load_json(config_path)
         config = load_experiment(config_path)
-        if profile and profile != config.profile:
-            raise ConfigError(config_path, f"run was made with profile {config.profile!r}",
-                              field="--profile", expected=f"{config.profile!r} or no --profile")
-        if overrides:
-            changed = override(config, list(overrides))
-            if changed.data != config.data:
-                raise ConfigError(config_path, "data settings of an existing run cannot change "
-                                  "(crops and residuals depend on them)", field="--set",
-                                  expected="a new run folder")
-            config = changed
         manifest_path = Path(manifest) if manifest else Path(saved.get("manifest", ""))
         if not manifest:
             manifest_path = (run_dir / manifest_path) if not manifest_path.is_absolute() \
                 else manifest_path
-        splits = load_json(run_dir / "splits.json")
-        records = read_manifest(manifest_path)
-        split_of_subject = dict(splits["subjects"])
-        _assign_new_subjects(records, split_of_subject, run_dir)
+        made_by = stage_output(run_dir)
+        remake = None
+        if profile and profile != config.profile:
+            if made_by is not None:
+                raise ConfigError(config_path, f"run was made with profile {config.profile!r} "
+                                  f"and has trained {made_by}", field="--profile",
+                                  expected=f"{config.profile!r} or no --profile")
+            remake = override(profile_config(profile), list(overrides))
+        elif overrides:
+            changed = override(config, list(overrides))
+            if changed.data != config.data and made_by is not None:
+                raise ConfigError(config_path, "data settings of an existing run cannot change "
+                                  f"(its {made_by} depends on them)", field="--set",
+                                  expected="a new run folder")
+            if changed.data != config.data:
+                remake = changed
+            config = changed
+        if remake is not None:
+            log.info("%s has no trained stage yet: its settings and splits are made again",
+                     run_dir)
+            config, records, split_of_subject = _create(run_dir, remake, manifest_path.resolve(),
+                                                        overrides)
+        else:
+            splits = load_json(run_dir / "splits.json")
+            records = read_manifest(manifest_path)
+            split_of_subject = dict(splits["subjects"])
+            _assign_new_subjects(records, split_of_subject, run_dir)
     else:
         if manifest is None:
             raise InputError(run_dir, "not a run folder yet (no config.json)",
@@ -113,21 +128,42 @@ def open_run(run_dir: Path, manifest: Optional[Path] = None, profile: Optional[s
         check_writable_dir(run_dir)
         config = override(profile_config(profile or "cpu-small"), list(overrides))
         manifest_path = Path(manifest).resolve()
-        records = read_manifest(manifest_path)
-        declared = {r.modality for r in records if r.modality}
-        if len(declared) == 1 and not any("intensity.modality" in o for o in overrides):
-            config.data.intensity.modality = declared.pop()  # follow the cohort's modality
-        split_of_subject = make_splits(records, config)
-        save_experiment(config, config_path, manifest=str(manifest_path),
-                        environment=environment_info(),
-                        created=datetime.datetime.now().isoformat(timespec="seconds"))
-        write_json(run_dir / "splits.json", {
-            "seed": config.data.split.seed, "manifest": str(manifest_path),
-            "subjects": split_of_subject})
+        config, records, split_of_subject = _create(run_dir, config, manifest_path, overrides)
     _check_modality(records, config, manifest_path)
     cache = Path(cache_dir) if cache_dir else run_dir / "cache"
     return Run(run_dir, config, manifest_path, records, split_of_subject, resolve_device(device),
                cache, workers or min(2, os.cpu_count() or 1))
+
+
+STAGE_FOLDERS = ("cae", "residuals", "pretext", "finetune", "baselines", "external")
+
+
+def stage_output(run_dir: Path) -> Optional[str]:
+    """The first stage folder of ``run_dir`` that holds a file (what a change of data settings
+    would invalidate), or None while the run holds only its settings and crop cache."""
+    for name in STAGE_FOLDERS:
+        folder = run_dir / name
+        if folder.is_dir() and any(p.is_file() for p in folder.rglob("*")):
+            return f"{name}/"
+    return None
+
+
+def _create(run_dir: Path, config: ExperimentConfig, manifest_path: Path,
+            overrides: Sequence[str]):
+    """Write ``config.json`` and ``splits.json`` for ``manifest_path``; returns the config (its
+    modality following the cohort's), the records and subject -> split."""
+    records = read_manifest(manifest_path)
+    declared = {r.modality for r in records if r.modality}
+    if len(declared) == 1 and not any("intensity.modality" in o for o in overrides):
+        config.data.intensity.modality = declared.pop()  # follow the cohort's modality
+    split_of_subject = make_splits(records, config)
+    save_experiment(config, run_dir / "config.json", manifest=str(manifest_path),
+                    environment=environment_info(),
+                    created=datetime.datetime.now().isoformat(timespec="seconds"))
+    write_json(run_dir / "splits.json", {
+        "seed": config.data.split.seed, "manifest": str(manifest_path),
+        "subjects": split_of_subject})
+    return config, records, split_of_subject
 
 
 def make_splits(records: Sequence[SinusRecord], config: ExperimentConfig) -> Dict[str, str]:
