@@ -252,15 +252,6 @@ def test_predict_writes_heatmap_in_the_scan_geometry(trained_run, tiny_cohort, t
         assert np.all(np.abs(np.subtract(p.peak_ras, p.roi.center)) <= p.roi.size / 2 + 4)
 
 
-def test_no_normal_training_sinus_is_a_clear_error(tmp_path, tiny_cohort):
-    records = [r.with_label(1, ("polyp",)) for r in read_manifest(tiny_cohort)]
-    manifest = write_manifest(records, tmp_path / "all_anomalous.csv")
-    run = open_run(tmp_path / "run", manifest=manifest, overrides=TINY_OVERRIDES, device="cpu")
-    with pytest.raises(InputError, match="training split has no normal"):
-        train_cae(run)
-    assert not (tmp_path / "run" / "cae" / "best.pt").exists()
-
-
 def test_label_fraction_leaving_a_class_empty_is_a_clear_error(trained_run):
     run, _ = trained_run
     with pytest.raises(InputError, match="label fraction 0.01"):

@@ -337,3 +337,22 @@ def test_format_table_renders_intervals_numbers_and_missing_values():
     ]
     assert str(Interval(0.8123, 0.7712, 0.8499)) == "0.812 [0.77, 0.85]"
     assert format_value(float("nan")) == "n/a" and format_value(True) == "yes"
+
+
+def test_an_evaluation_of_one_class_says_why_its_ranking_metrics_are_missing():
+    from paranasal_ssl.stages.evaluate_stage import method_metrics, report_markdown
+
+    y = np.ones(6, int)
+    scores = {"model (crop-averaged)": np.linspace(0.2, 0.9, 6), "zero-label": np.arange(6.0)}
+    methods = method_metrics(y, np.repeat(np.arange(3), 2), [("polyp",)] * 6, scores, 0.5,
+                             None, n_boot=10)
+    assert methods["zero-label"]["auprc"] is None
+    results = {"methods": methods, "split": "test", "model": "m", "n_sinuses": 6,
+               "n_subjects": 3, "prevalence": 1.0, "code_version": "x"}
+    report = report_markdown(results)
+    assert "| model (crop-averaged) | n/a | 1.000 | n/a |" in report
+    assert "n/a: every sinus here is anomalous" in report
+    y[:2] = 0  # both classes: no such line
+    assert "n/a: every sinus" not in report_markdown(
+        dict(results, methods=method_metrics(y, np.repeat(np.arange(3), 2), [("polyp",)] * 6,
+                                             scores, 0.5, None, n_boot=10)))

@@ -1,0 +1,72 @@
+"""A run folder's settings and splits: fixed once a stage has trained, free before that (a first
+command can stop at a check, e.g. a split without normal sinuses, and the user splits again)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers.tiny import TINY_OVERRIDES
+from paranasal_ssl.errors import ConfigError, InputError
+from paranasal_ssl.config import SplitConfig
+from paranasal_ssl.manifest import read_manifest, write_manifest
+from paranasal_ssl.splits import split_records
+from paranasal_ssl.stages.cae_stage import train_cae
+from paranasal_ssl.stages.run import open_run
+
+QUICK = TINY_OVERRIDES + ["cae_train.epochs=1"]
+
+
+def test_no_normal_training_sinus_is_a_clear_error(tmp_path, tiny_cohort):
+    records = [r.with_label(1, ("polyp",)) for r in read_manifest(tiny_cohort)]
+    manifest = write_manifest(records, tmp_path / "all_anomalous.csv")
+    run = open_run(tmp_path / "run", manifest=manifest, overrides=QUICK, device="cpu")
+    with pytest.raises(InputError, match=r"training split \(\d+ subjects\) has no normal.*"
+                                         r"0 normal sinuses: 0 in train, 0 in val, 0 in test"):
+        train_cae(run)
+    assert not (tmp_path / "run" / "cae" / "best.pt").exists()
+
+
+def test_a_split_without_normals_can_be_made_again_until_a_stage_has_trained(tmp_path,
+                                                                              tiny_cohort):
+    # three subjects keep their normal sides, the rest anomalous on both; split seeds are
+    # searched for one that leaves validation without a normal sinus and one that does not
+    records = read_manifest(tiny_cohort)
+    keep = sorted({r.subject_id for r in records if r.label == 0})[:3]
+    records = [r if r.subject_id in keep else r.with_label(1, ("polyp",)) for r in records]
+
+    def normals_in(seed):
+        parts = split_records(records, SplitConfig(seed=seed))
+        return {name: sum(r.label == 0 for r in part) for name, part in parts.items()}
+
+    bad = next(s for s in range(50) if normals_in(s)["val"] == 0 and normals_in(s)["train"])
+    good = next(s for s in range(50) if normals_in(s)["val"] and normals_in(s)["train"])
+    manifest = write_manifest(records, tmp_path / "few_normals.csv")
+    run_dir = tmp_path / "run"
+    run = open_run(run_dir, manifest=manifest, overrides=QUICK + [f"data.split.seed={bad}"],
+                   device="cpu")
+    val = {r.subject_id for r in run.split("val")}
+    normals = {name: len(run.split(name, label=0)) for name in ("train", "val", "test")}
+    assert normals["val"] == 0 and normals["train"] > 0, normals
+    with pytest.raises(InputError, match=rf"validation split \({len(val)} subjects\) has no "
+                       rf"normal.*{normals['train']} in train, 0 in val, {normals['test']} in "
+                       r"test.*--set data\.split\.seed=1"):
+        train_cae(run)
+    before = json.loads((run_dir / "splits.json").read_text())["subjects"]
+
+    # what the message suggests: another split, in the same folder (no stage has trained)
+    run = open_run(run_dir, overrides=QUICK + [f"data.split.seed={good}"], device="cpu")
+    saved = json.loads((run_dir / "splits.json").read_text())
+    assert saved["seed"] == good and saved["subjects"] != before
+    assert json.loads((run_dir / "config.json").read_text())["data"]["split"]["seed"] == good
+    train_cae(run)
+    assert (run_dir / "cae" / "best.pt").exists()
+
+    # reopened without --set, it keeps that split; once a stage has trained, data is fixed
+    assert open_run(run_dir, device="cpu").split_of_subject == saved["subjects"]
+    with pytest.raises(ConfigError, match=r"data settings .* cannot change \(its cae/ depends"):
+        open_run(run_dir, overrides=[f"data.split.seed={bad}"], device="cpu")
+    with pytest.raises(ConfigError, match="profile 'cpu-small' and has trained cae/"):
+        open_run(run_dir, profile="paper", device="cpu")
+    assert json.loads((run_dir / "splits.json").read_text()) == saved
