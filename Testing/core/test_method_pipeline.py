@@ -20,11 +20,10 @@ from paranasal_ssl.crop_cache import record_key
 from paranasal_ssl.crops import roi_box_mask
 from paranasal_ssl.errors import CheckpointError, InputError
 from paranasal_ssl.inference import predict_scan
-from paranasal_ssl.manifest import read_manifest, write_manifest
+from paranasal_ssl.manifest import read_manifest
 from paranasal_ssl.model_bundle import load_model
 from paranasal_ssl.networks import build_pretext
 from paranasal_ssl.scan_io import read_scan
-from paranasal_ssl.stages.cae_stage import train_cae
 from paranasal_ssl.stages.data import roi_masks
 from paranasal_ssl.stages.evaluate_stage import (
     CLASSIFIER_ROW,

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from helpers.tiny import TINY_OVERRIDES
-from paranasal_ssl.errors import ConfigError, InputError
 from paranasal_ssl.config import SplitConfig
+from paranasal_ssl.errors import ConfigError, InputError
 from paranasal_ssl.manifest import read_manifest, write_manifest
 from paranasal_ssl.splits import split_records
 from paranasal_ssl.stages.cae_stage import train_cae
