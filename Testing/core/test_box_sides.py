@@ -40,6 +40,30 @@ def test_the_midline_lies_between_the_sinuses(case):
     assert rois["left"].center[0] < middle < rois["right"].center[0]  # RAS: +x is the right
 
 
+@pytest.mark.parametrize("cut", ["low", "high"])
+def test_the_midline_holds_when_the_field_is_cut_off_on_one_side(case, cut):
+    # a third of the columns gone (a field centred off the midline): the tissue's centre of
+    # mass moves about 15 mm with the cut; the plane of mirror symmetry stays
+    image, rois = case
+    n = image.GetSize()[0]
+    part = image[n // 3:, :, :] if cut == "low" else image[:n - n // 3, :, :]
+    middle = (rois["left"].center[0] + rois["right"].center[0]) / 2
+    assert abs(head_midline_x(part) - middle) < 6.0
+    near = [side for side, roi in rois.items() if coverage_of(part, roi) > 0.9]
+    assert near and box_side_notes(part, {side: rois[side] for side in near}) == []
+
+
+def coverage_of(image, roi: SinusROI) -> float:
+    """Share of the box centre's neighbourhood (+/- 5 mm) inside ``image``."""
+    import itertools
+
+    size = np.array(image.GetSize())
+    points = [roi.center + np.array(d) for d in itertools.product((-5, 0, 5), repeat=3)]
+    inside = [np.all((idx := np.array(image.TransformPhysicalPointToContinuousIndex(
+        (p * [-1, -1, 1]).tolist()))) >= -0.5) and np.all(idx <= size - 0.5) for p in points]
+    return float(np.mean(inside))
+
+
 def test_boxes_on_their_own_side_pass_and_others_are_named(case):
     image, rois = case
     assert box_side_notes(image, rois, "scan.nii.gz") == []
