@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ParanasalSSL"))
 
 from paranasal_ssl.atomic import write_json, write_text  # noqa: E402
-from paranasal_ssl.box_sides import _tissue_centre_x, head_midline_x  # noqa: E402
 from paranasal_ssl.cli.main import main as cli  # noqa: E402
 from paranasal_ssl.manifest import read_manifest  # noqa: E402
+from paranasal_ssl.midline import _tissue_centre_x, head_midline_x  # noqa: E402
 from paranasal_ssl.modality import detect_modality  # noqa: E402
 from paranasal_ssl.scan_io import read_scan  # noqa: E402
 from paranasal_ssl.version import code_version, environment_info  # noqa: E402

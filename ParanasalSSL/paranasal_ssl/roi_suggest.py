@@ -38,6 +38,7 @@ from scipy import ndimage as ndi
 
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import RAS_TO_LPS, SinusROI
+from paranasal_ssl.midline import mirror_plane
 from paranasal_ssl.modality import detect_modality
 
 CT_AIR_HU = -400.0
@@ -133,6 +134,10 @@ def _search(image: sitk.Image, modality: str, grid_mm: float, midline_band_mm: f
         raise InputError(source, "no head found in the image (no tissue above the background)",
                          field="sinus boxes", expected="a head CT or MRI to suggest them on")
     head_com = np.array(ndi.center_of_mass(head))[::-1] * grid_mm  # frame mm (x, y, z)
+    # the midline: the plane of mirror symmetry (a field cut off on one side moves the COM)
+    plane = mirror_plane(image, modality, frame.rotation)
+    if plane is not None:
+        head_com[0] = plane - float((frame.rotation.T @ frame.origin)[0])  # frame mm
     mid_x = float(head_com[0])
     air = _air_mask(array, modality, head)
     cavities = _cavities(air, grid_mm, mid_x, midline_band_mm)

@@ -9,9 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from paranasal_ssl.box_sides import MIDLINE_MARGIN_MM, box_side_notes, head_midline_x
+from paranasal_ssl.box_sides import MIDLINE_MARGIN_MM, box_side_notes
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SinusROI
+from paranasal_ssl.midline import head_midline_x
 
 
 @pytest.fixture(scope="module", params=[("ct", "lps"), ("mri", "ras"), ("ct", "oblique")])

@@ -1,0 +1,121 @@
+"""Where is the head's mid-sagittal plane? (RAS x, mm)
+
+Used to tell a sinus box on the wrong half of the head (``box_sides``) and to split the face
+into its two halves when suggesting boxes (``roi_suggest``).
+
+The midline is the RAS x of the plane the scan is most nearly the mirror image of: on a 3 mm
+grid along the RAS axes, the sagittal plane that minimises the mean absolute difference between
+each voxel and its mirror image, over the pairs that both lie in the scan and hold some tissue,
+divided by the spread of the values compared (a strip of uniform soft tissue at the edge of a
+field cut close around the face would otherwise match its mirror image best).
+Only pairs inside the field of view count, so a field cut off on one side (a cone-beam field
+centred on a cheek) still finds the middle from what it shows of both halves, where the head's
+centre of mass (the estimate before) moves with the cut. Planes near the edge of the field,
+compared over a narrow strip, can match by chance: a plane needs ``MIN_HALF_MM`` of scan on
+both sides and ``MIN_OVERLAP`` of the largest number of pairs any plane has. Where no plane
+qualifies the centre of mass stands in. Measured by ``benchmarks/midline_check.py`` (README).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from paranasal_ssl.geometry import lps_to_ras
+from paranasal_ssl.modality import detect_modality
+
+CT_TISSUE_HU = -400.0
+MIRROR_GRID_MM = 3.0  # the mirror search's grid: sinuses, orbits and septum are larger
+MIN_HALF_MM = 15.0  # a plane needs at least this much of the scan on both of its sides
+MIN_PAIRS = 1000  # voxel pairs compared (27 mL at 3 mm) for a plane to count
+MIN_OVERLAP = 0.4  # and at least this share of the most pairs any plane has
+STEP = 4  # voxels: the centre of mass of a head needs no more
+OUTSIDE = -1e30  # resampling value outside the scan
+
+
+def head_midline_x(image: sitk.Image, modality: Optional[str] = None) -> Optional[float]:
+    """RAS x (mm) of the head's mid-sagittal plane in ``image``: the plane of best mirror
+    symmetry, or the tissue's centre of mass where the field is too narrow for that; None if
+    the image holds no tissue."""
+    modality = modality or detect_modality(image)
+    found = mirror_plane(image, modality)
+    return -found if found is not None else _tissue_centre_x(image, modality)  # LPS x -> RAS x
+
+
+def _tissue(array: np.ndarray, modality: str) -> Optional[np.ndarray]:
+    """Tissue voxels (CT: above -400 HU; MRI: above a quarter of the 75th percentile of the
+    voxels brighter than the darkest 1%); None if the image is one value."""
+    if modality == "ct":
+        return array > CT_TISSUE_HU
+    bright = array[array > np.percentile(array, 1)]
+    if bright.size == 0:
+        return None
+    return array > 0.25 * np.percentile(bright, 75)
+
+
+def _tissue_centre_x(image: sitk.Image, modality: str) -> Optional[float]:
+    """RAS x (mm) of the tissue's centre of mass, every ``STEP``-th voxel along each axis."""
+    array = sitk.GetArrayViewFromImage(image)[::STEP, ::STEP, ::STEP].astype(np.float32)
+    tissue = _tissue(array, modality)
+    if tissue is None or not tissue.any():
+        return None
+    k, j, i = (float(np.mean(axis)) * STEP for axis in np.nonzero(tissue))
+    return float(lps_to_ras(image.TransformContinuousIndexToPhysicalPoint((i, j, k)))[0])
+
+
+def mirror_plane(image: sitk.Image, modality: str,
+                 rotation: Optional[np.ndarray] = None) -> Optional[float]:
+    """The plane about which the scan best matches its mirror image, as its coordinate (mm)
+    along the first axis of ``rotation`` (3x3, columns = axes in LPS; default the LPS axes,
+    where RAS x = -coordinate): the search runs on a ``MIRROR_GRID_MM`` grid along those axes
+    over the scan's bounding box, in half-voxel steps. None if no plane qualifies (module
+    docstring). A head turned about its long axis is searched in a frame turned with it."""
+    rotation = np.eye(3) if rotation is None else np.asarray(rotation, float)
+    size = np.array(image.GetSize())
+    corners = np.array([image.TransformContinuousIndexToPhysicalPoint(
+        [float(x), float(y), float(z)]) for x in (0, size[0] - 1) for y in (0, size[1] - 1)
+        for z in (0, size[2] - 1)]) @ rotation  # in the frame's axes
+    lo = corners.min(0)
+    shape = np.ceil((corners.max(0) - lo) / MIRROR_GRID_MM).astype(int) + 1
+    reference = sitk.Image([int(v) for v in shape], sitk.sitkUInt8)
+    reference.SetOrigin((rotation @ lo).tolist())
+    reference.SetSpacing([MIRROR_GRID_MM] * 3)
+    reference.SetDirection(rotation.ravel().tolist())
+    array = sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(),
+                                                 sitk.sitkLinear, OUTSIDE, sitk.sitkFloat32))
+    inside = array > OUTSIDE / 2
+    if not inside.any():
+        return None
+    tissue = _tissue(np.where(inside, array, array[inside].min()), modality)
+    if tissue is None:
+        return None
+    if modality == "ct":  # air to dense bone on one scale
+        values = np.clip(array, -1000.0, 1500.0) / 1000.0
+    else:  # arbitrary units: scale by the bright end
+        top = float(np.percentile(array[inside], 99))
+        values = np.clip(array / top, 0.0, 1.5) if top > 0 else array
+    columns = array.shape[2]
+    least = int(np.ceil(MIN_HALF_MM / MIRROR_GRID_MM))
+    planes = []  # (pairs compared, mean absolute difference, plane in grid columns)
+    for twice_plane in range(2 * least, 2 * (columns - 1 - least) + 1):
+        # column pairs (i, twice_plane - i) on either side of the plane at twice_plane / 2
+        i = np.arange((twice_plane - 1) // 2, -1, -1)
+        j = twice_plane - i
+        keep = j < columns
+        i, j = i[keep], j[keep]
+        if len(i) < least:
+            continue
+        pairs = inside[:, :, i] & inside[:, :, j] & (tissue[:, :, i] | tissue[:, :, j])
+        count = int(pairs.sum())
+        if count >= MIN_PAIRS:
+            a, b = values[:, :, i][pairs], values[:, :, j][pairs]
+            spread = np.abs(a - a.mean()).mean() + np.abs(b - b.mean()).mean()
+            difference = float(np.abs(a - b).mean() / (spread + 1e-6))
+            planes.append((count, difference, twice_plane / 2.0))
+    if not planes:
+        return None
+    most = max(count for count, _, _ in planes)
+    _, _, plane = min((p for p in planes if p[0] >= MIN_OVERLAP * most), key=lambda p: p[1])
+    return float(lo[0] + plane * MIRROR_GRID_MM)
