@@ -18,7 +18,7 @@ qualifies the centre of mass stands in. Measured by ``benchmarks/midline_check.p
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -41,7 +41,7 @@ def head_midline_x(image: sitk.Image, modality: Optional[str] = None) -> Optiona
     the image holds no tissue."""
     modality = modality or detect_modality(image)
     found = mirror_plane(image, modality)
-    return -found if found is not None else _tissue_centre_x(image, modality)  # LPS x -> RAS x
+    return -found[0] if found is not None else _tissue_centre_x(image, modality)  # LPS -> RAS
 
 
 def _tissue(array: np.ndarray, modality: str) -> Optional[np.ndarray]:
@@ -66,12 +66,13 @@ def _tissue_centre_x(image: sitk.Image, modality: str) -> Optional[float]:
 
 
 def mirror_plane(image: sitk.Image, modality: str,
-                 rotation: Optional[np.ndarray] = None) -> Optional[float]:
-    """The plane about which the scan best matches its mirror image, as its coordinate (mm)
-    along the first axis of ``rotation`` (3x3, columns = axes in LPS; default the LPS axes,
-    where RAS x = -coordinate): the search runs on a ``MIRROR_GRID_MM`` grid along those axes
-    over the scan's bounding box, in half-voxel steps. None if no plane qualifies (module
-    docstring). A head turned about its long axis is searched in a frame turned with it."""
+                 rotation: Optional[np.ndarray] = None) -> Optional[Tuple[float, float]]:
+    """The plane about which the scan best matches its mirror image: (its coordinate in mm
+    along the first axis of ``rotation``, its mirror difference). ``rotation``: 3x3, columns =
+    axes in LPS; default the LPS axes, where RAS x = -coordinate. The search runs on a
+    ``MIRROR_GRID_MM`` grid along those axes over the scan's bounding box, in half-voxel steps;
+    None if no plane qualifies (module docstring). Differences are comparable between
+    rotations: a head turned about its long axis matches best in a frame turned with it."""
     rotation = np.eye(3) if rotation is None else np.asarray(rotation, float)
     size = np.array(image.GetSize())
     corners = np.array([image.TransformContinuousIndexToPhysicalPoint(
@@ -117,5 +118,6 @@ def mirror_plane(image: sitk.Image, modality: str,
     if not planes:
         return None
     most = max(count for count, _, _ in planes)
-    _, _, plane = min((p for p in planes if p[0] >= MIN_OVERLAP * most), key=lambda p: p[1])
-    return float(lo[0] + plane * MIRROR_GRID_MM)
+    _, difference, plane = min((p for p in planes if p[0] >= MIN_OVERLAP * most),
+                               key=lambda p: p[1])
+    return float(lo[0] + plane * MIRROR_GRID_MM), difference

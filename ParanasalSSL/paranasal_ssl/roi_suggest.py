@@ -134,10 +134,7 @@ def _search(image: sitk.Image, modality: str, grid_mm: float, midline_band_mm: f
         raise InputError(source, "no head found in the image (no tissue above the background)",
                          field="sinus boxes", expected="a head CT or MRI to suggest them on")
     head_com = np.array(ndi.center_of_mass(head))[::-1] * grid_mm  # frame mm (x, y, z)
-    # the midline: the plane of mirror symmetry (a field cut off on one side moves the COM)
-    plane = mirror_plane(image, modality, frame.rotation)
-    if plane is not None:
-        head_com[0] = plane - float((frame.rotation.T @ frame.origin)[0])  # frame mm
+    head_com[0] = _midline_x(image, modality, frame, head_com)
     mid_x = float(head_com[0])
     air = _air_mask(array, modality, head)
     cavities = _cavities(air, grid_mm, mid_x, midline_band_mm)
@@ -177,6 +174,27 @@ def _inside_scan(image: sitk.Image, boxes: Dict[str, SinusROI], notes: List[str]
                          "inside the scan")
         out[side] = SinusROI.from_values(roi.center + move_ras, roi.size, roi.axes)
     return out
+
+
+def _midline_x(image: sitk.Image, modality: str, frame: _Frame, head_com: np.ndarray
+               ) -> float:
+    """Frame x (mm) of the mid-sagittal plane at the head's centre of mass ``head_com`` (frame
+    mm): the plane of best mirror symmetry, searched along the frame's axes and, where the frame
+    is turned, along the scan's LPS axes too (the yaw comes from the head's outline, which a
+    field cut off on one side distorts); the centre of mass itself when neither qualifies, as a
+    field cut off on one side moves it."""
+    rotations = [frame.rotation] + ([np.eye(3)] if not np.allclose(frame.rotation, np.eye(3))
+                                    else [])
+    found = [(plane, rotation) for rotation in rotations
+             if (plane := mirror_plane(image, modality, rotation)) is not None]
+    if not found:
+        return float(head_com[0])
+    (coordinate, _), rotation = min(found, key=lambda f: f[0][1])
+    normal = rotation[:, 0]  # LPS; the plane holds the points q with normal . q = coordinate
+    centre = frame.to_lps(head_com)
+    # move along the frame's x axis from the head's centre onto the plane
+    step = (coordinate - normal @ centre) / float(normal @ frame.rotation[:, 0])
+    return float(head_com[0] + step)
 
 
 # -- the head's frame ---------------------------------------------------------------------------
