@@ -20,3 +20,51 @@ def check_parser(doc: str, dev: bool = True, draws: bool = True) -> argparse.Arg
         parser.add_argument("--fraction", type=float, default=0.1)
         parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     return parser
+
+
+def run_phantom_checks(doc: str, settings: dict, check_setting, markdown, cases: int, seed: int,
+                       argv=None, extra=None) -> int:
+    """``OUT [--cases N] [--seed S] [--settings ...]`` for the checks that make one phantom
+    cohort per setting: ``check_setting(name, synth_options, cases, seed, folder)`` for each
+    setting (seeds ``S``, ``S + 1``, ...), then ``OUT.json`` (with the code version, machine and
+    command, and ``extra()``'s keys) and ``OUT.md`` (``markdown(report)``)."""
+    import sys
+    import tempfile
+
+    from paranasal_ssl.atomic import write_json, write_text
+    from paranasal_ssl.version import code_version, environment_info
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("out", type=Path, help="writes OUT.json and OUT.md")
+    parser.add_argument("--cases", type=int, default=cases, help="cases per setting")
+    parser.add_argument("--seed", type=int, default=seed, help="first setting's seed (+1 each)")
+    parser.add_argument("--settings", nargs="+", choices=list(settings), default=list(settings))
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, name in enumerate(args.settings):
+            results.append(check_setting(name, settings[name], args.cases, args.seed + i,
+                                         Path(tmp)))
+            print(f"{name}: {results[-1]}", flush=True)
+    report = {"code_version": code_version(), "environment": environment_info(),
+              "command": " ".join(sys.argv), "settings": results, **(extra() if extra else {})}
+    write_json(args.out.with_suffix(".json"), report)
+    write_text(args.out.with_suffix(".md"), markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def phantom_sides(folder: Path, options, cases: int, seed: int) -> list:
+    """Make a phantom cohort in ``folder`` (``synth`` with ``options``); one dict per case,
+    side -> its manifest record, in case order."""
+    import collections
+
+    from paranasal_ssl.cli.main import main as cli
+    from paranasal_ssl.manifest import read_manifest
+
+    assert cli(["synth", str(folder), "--cases", str(cases), "--seed", str(seed),
+                "--progress", "none", *options]) == 0
+    by_case = collections.defaultdict(dict)
+    for record in read_manifest(folder / "manifest.csv"):
+        by_case[record.case_id][record.side] = record
+    return list(by_case.values())

@@ -15,10 +15,8 @@ machine and the code version.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,13 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ParanasalSSL"))
 
-from paranasal_ssl.atomic import write_json, write_text  # noqa: E402
-from paranasal_ssl.cli.main import main as cli  # noqa: E402
-from paranasal_ssl.manifest import read_manifest  # noqa: E402
+from check_args import phantom_sides, run_phantom_checks  # noqa: E402
+
 from paranasal_ssl.midline import _tissue_centre_x, head_midline_x  # noqa: E402
 from paranasal_ssl.modality import detect_modality  # noqa: E402
 from paranasal_ssl.scan_io import read_scan  # noqa: E402
-from paranasal_ssl.version import code_version, environment_info  # noqa: E402
 
 SETTINGS = {
     "ct": ["--modality", "ct"],
@@ -78,20 +74,15 @@ def summary(rows) -> dict:
 
 
 def check_setting(name: str, options, cases: int, seed: int, folder: Path) -> dict:
-    out = folder / name
-    assert cli(["synth", str(out), "--cases", str(cases), "--seed", str(seed),
-                "--progress", "none", *options]) == 0
-    by_case = collections.defaultdict(dict)
-    for record in read_manifest(out / "manifest.csv"):
-        by_case[record.case_id][record.side] = record
+    cases_sides = phantom_sides(folder / name, options, cases, seed)
     rows = collections.defaultdict(list)
-    for sides in by_case.values():
+    for sides in cases_sides:
         middle = (sides["left"].roi.center[0] + sides["right"].roi.center[0]) / 2.0
         scan = read_scan(sides["left"].image)
         for view, image in views(scan):
             rows["whole" if view == "whole" else "cut"].append(errors(image, middle))
-    return {"setting": name, "synth_options": list(options), "cases": len(by_case), "seed": seed,
-            **{view: summary(r) for view, r in rows.items()}}
+    return {"setting": name, "synth_options": list(options), "cases": len(cases_sides),
+            "seed": seed, **{view: summary(r) for view, r in rows.items()}}
 
 
 def check_cranium() -> dict | None:
@@ -136,24 +127,8 @@ def markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="writes OUT.json and OUT.md")
-    parser.add_argument("--cases", type=int, default=20, help="cases per setting")
-    parser.add_argument("--seed", type=int, default=300, help="first setting's seed (+1 each)")
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    args = parser.parse_args(argv)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, name in enumerate(args.settings):
-            results.append(check_setting(name, SETTINGS[name], args.cases, args.seed + i,
-                                         Path(tmp)))
-            print(f"{name}: {results[-1]}", flush=True)
-    report = {"code_version": code_version(), "environment": environment_info(),
-              "command": " ".join(sys.argv), "settings": results, "cranium": check_cranium()}
-    write_json(args.out.with_suffix(".json"), report)
-    write_text(args.out.with_suffix(".md"), markdown(report))
-    print(markdown(report))
-    return 0
+    return run_phantom_checks(__doc__, SETTINGS, check_setting, markdown, cases=20,
+                              seed=300, argv=argv, extra=lambda: {"cranium": check_cranium()})
 
 
 if __name__ == "__main__":

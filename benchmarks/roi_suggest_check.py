@@ -14,10 +14,8 @@ method produced them. Writes OUT.json and OUT.md with the machine and the code v
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,12 +24,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ParanasalSSL"))
 
-from paranasal_ssl.atomic import write_json, write_text  # noqa: E402
-from paranasal_ssl.cli.main import main as cli  # noqa: E402
-from paranasal_ssl.manifest import read_manifest  # noqa: E402
+from check_args import phantom_sides, run_phantom_checks  # noqa: E402
+
 from paranasal_ssl.roi_suggest import suggest_rois  # noqa: E402
 from paranasal_ssl.scan_io import read_scan  # noqa: E402
-from paranasal_ssl.version import code_version, environment_info  # noqa: E402
 
 # name -> synth options (each cohort also gets --cases and its own --seed)
 SETTINGS = {
@@ -60,14 +56,9 @@ def cut_one_side(image, share: float, high_end: bool):
 
 
 def check_setting(name: str, options, cases: int, seed: int, folder: Path) -> dict:
-    out = folder / name
-    assert cli(["synth", str(out), "--cases", str(cases), "--seed", str(seed),
-                "--progress", "none", *options]) == 0
-    by_case = collections.defaultdict(dict)
-    for record in read_manifest(out / "manifest.csv"):
-        by_case[record.case_id][record.side] = record
+    cases_sides = phantom_sides(folder / name, options, cases, seed)
     errors, both, high, high_right, methods, seconds = [], [], 0, 0, collections.Counter(), []
-    for index, sides in enumerate(by_case.values()):
+    for index, sides in enumerate(cases_sides):
         image = read_scan(next(iter(sides.values())).image)
         if name in CUT_SETTINGS:
             image = cut_one_side(image, CUT_SETTINGS[name], high_end=bool(index % 2))
@@ -84,7 +75,7 @@ def check_setting(name: str, options, cases: int, seed: int, folder: Path) -> di
             high += 1
             high_right += right
     e = np.array(errors)
-    return {"setting": name, "synth_options": list(options), "cases": len(by_case),
+    return {"setting": name, "synth_options": list(options), "cases": len(cases_sides),
             "seed": seed, f"sides_within_{NEAR_MM:g}_mm": float(np.mean(e < NEAR_MM)),
             f"sides_within_{FAR_MM:g}_mm": float(np.mean(e < FAR_MM)),
             f"cases_both_within_{FAR_MM:g}_mm": float(np.mean(both)),
@@ -113,24 +104,8 @@ def markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="writes OUT.json and OUT.md")
-    parser.add_argument("--cases", type=int, default=30, help="cases per setting")
-    parser.add_argument("--seed", type=int, default=100, help="first setting's seed (+1 each)")
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    args = parser.parse_args(argv)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, name in enumerate(args.settings):
-            results.append(check_setting(name, SETTINGS[name], args.cases, args.seed + i,
-                                         Path(tmp)))
-            print(f"{name}: {results[-1]}", flush=True)
-    report = {"code_version": code_version(), "environment": environment_info(),
-              "command": " ".join(sys.argv), "settings": results}
-    write_json(args.out.with_suffix(".json"), report)
-    write_text(args.out.with_suffix(".md"), markdown(report))
-    print(markdown(report))
-    return 0
+    return run_phantom_checks(__doc__, SETTINGS, check_setting, markdown, cases=30,
+                              seed=100, argv=argv)
 
 
 if __name__ == "__main__":
