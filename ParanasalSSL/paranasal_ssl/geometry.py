@@ -112,3 +112,23 @@ def check_sides_in_place(rois: Mapping[str, Optional[SinusROI]], source=None,
                          f"{right:.1f} mm): left and right swapped?", field="roi",
                          expected="the left box on the patient's left, at a smaller RAS x (in "
                          "radiological view the patient's left is on the screen's right)")
+
+
+def moved_inside_scan(image, roi: SinusROI) -> Tuple[SinusROI, float]:
+    """``roi`` moved, without turning or resizing, to lie inside the field of view of
+    ``image`` (a SimpleITK image; centred on it along an axis where the box is longer than the
+    scan), and how far it moved (mm). Works on the scan's voxel grid, so oblique scans too."""
+    matrix = np.asarray(image.GetDirection(), float).reshape(3, 3) @ np.diag(image.GetSpacing())
+    lo_bound = np.full(3, -0.5)
+    hi_bound = np.asarray(image.GetSize(), float) - 0.5
+    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    corners_lps = (roi.center + (signs * (roi.size / 2.0)) @ roi.axes.T) @ RAS_TO_LPS
+    index = (corners_lps - np.asarray(image.GetOrigin(), float)) @ np.linalg.inv(matrix).T
+    lo, hi = index.min(0), index.max(0)
+    shift = np.where(lo < lo_bound, lo_bound - lo, 0.0) + np.where(hi > hi_bound,
+                                                                  hi_bound - hi, 0.0)
+    too_long = (hi - lo) > (hi_bound - lo_bound)
+    shift[too_long] = ((lo_bound + hi_bound) / 2.0 - (lo + hi) / 2.0)[too_long]
+    move_ras = RAS_TO_LPS @ (matrix @ shift)
+    moved = SinusROI.from_values(roi.center + move_ras, roi.size, roi.axes)
+    return moved, float(np.linalg.norm(move_ras))

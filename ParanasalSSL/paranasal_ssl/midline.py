@@ -121,3 +121,21 @@ def mirror_plane(image: sitk.Image, modality: str,
     _, difference, plane = min((p for p in planes if p[0] >= MIN_OVERLAP * most),
                                key=lambda p: p[1])
     return float(lo[0] + plane * MIRROR_GRID_MM), difference
+
+
+def midline_offset(image: sitk.Image, modality: str, rotation: np.ndarray,
+                   point_lps: np.ndarray) -> Optional[float]:
+    """How far (mm) to move ``point_lps`` along the first axis of ``rotation`` (3x3, columns =
+    a head frame's axes in LPS, turned by the head's yaw) to reach the plane of best mirror
+    symmetry, searched along the frame's axes and, where the frame is turned, along the scan's
+    LPS axes too (the yaw comes from the head's outline, which a field cut off on one side
+    distorts); the better match wins. None if no plane qualifies."""
+    rotation = np.asarray(rotation, float)
+    rotations = [rotation] + ([np.eye(3)] if not np.allclose(rotation, np.eye(3)) else [])
+    found = [(plane, turn) for turn in rotations
+             if (plane := mirror_plane(image, modality, turn)) is not None]
+    if not found:
+        return None
+    (coordinate, _), turn = min(found, key=lambda f: f[0][1])
+    normal = turn[:, 0]  # the plane holds the LPS points q with normal . q = coordinate
+    return float((coordinate - normal @ point_lps) / (normal @ rotation[:, 0]))

@@ -37,8 +37,8 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.geometry import RAS_TO_LPS, SinusROI
-from paranasal_ssl.midline import mirror_plane
+from paranasal_ssl.geometry import RAS_TO_LPS, SinusROI, moved_inside_scan
+from paranasal_ssl.midline import midline_offset
 from paranasal_ssl.modality import detect_modality
 
 CT_AIR_HU = -400.0
@@ -134,7 +134,8 @@ def _search(image: sitk.Image, modality: str, grid_mm: float, midline_band_mm: f
         raise InputError(source, "no head found in the image (no tissue above the background)",
                          field="sinus boxes", expected="a head CT or MRI to suggest them on")
     head_com = np.array(ndi.center_of_mass(head))[::-1] * grid_mm  # frame mm (x, y, z)
-    head_com[0] = _midline_x(image, modality, frame, head_com)
+    # the midline: the plane of mirror symmetry (a field cut off on one side moves the COM)
+    head_com[0] += midline_offset(image, modality, frame.rotation, frame.to_lps(head_com)) or 0.0
     mid_x = float(head_com[0])
     air = _air_mask(array, modality, head)
     cavities = _cavities(air, grid_mm, mid_x, midline_band_mm)
@@ -148,53 +149,16 @@ def _search(image: sitk.Image, modality: str, grid_mm: float, midline_band_mm: f
 
 def _inside_scan(image: sitk.Image, boxes: Dict[str, SinusROI], notes: List[str]
                  ) -> Dict[str, SinusROI]:
-    """``boxes`` moved, without turning or resizing, to lie inside the scan's field of view
-    (centred on it along an axis where a box is longer than the scan), with a note per box
+    """``boxes`` moved inside the scan (``geometry.moved_inside_scan``), with a note per box
     moved by 1 mm or more. A cavity at the edge of the field, a side mirrored across the
     midline, or a typical offset on an oblique scan cut close around the face can place a box
     partly outside the scan, where analysis would refuse it; inside, the user sees and drags it."""
-    matrix = np.asarray(image.GetDirection(), float).reshape(3, 3) @ np.diag(image.GetSpacing())
-    to_index = np.linalg.inv(matrix)
-    origin = np.asarray(image.GetOrigin(), float)
-    lo_bound = np.full(3, -0.5)
-    hi_bound = np.asarray(image.GetSize(), float) - 0.5
-    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
     out = {}
     for side, roi in boxes.items():
-        corners_ras = roi.center + (signs * (roi.size / 2.0)) @ roi.axes.T
-        index = (corners_ras @ RAS_TO_LPS - origin) @ to_index.T
-        lo, hi = index.min(0), index.max(0)
-        shift = np.where(lo < lo_bound, lo_bound - lo, 0.0) + np.where(hi > hi_bound,
-                                                                      hi_bound - hi, 0.0)
-        too_long = (hi - lo) > (hi_bound - lo_bound)
-        shift[too_long] = ((lo_bound + hi_bound) / 2.0 - (lo + hi) / 2.0)[too_long]
-        move_ras = RAS_TO_LPS @ (matrix @ shift)
-        if np.linalg.norm(move_ras) >= 1.0:
-            notes.append(f"the {side} box was moved {np.linalg.norm(move_ras):.0f} mm to lie "
-                         "inside the scan")
-        out[side] = SinusROI.from_values(roi.center + move_ras, roi.size, roi.axes)
+        out[side], distance = moved_inside_scan(image, roi)
+        if distance >= 1.0:
+            notes.append(f"the {side} box was moved {distance:.0f} mm to lie inside the scan")
     return out
-
-
-def _midline_x(image: sitk.Image, modality: str, frame: _Frame, head_com: np.ndarray
-               ) -> float:
-    """Frame x (mm) of the mid-sagittal plane at the head's centre of mass ``head_com`` (frame
-    mm): the plane of best mirror symmetry, searched along the frame's axes and, where the frame
-    is turned, along the scan's LPS axes too (the yaw comes from the head's outline, which a
-    field cut off on one side distorts); the centre of mass itself when neither qualifies, as a
-    field cut off on one side moves it."""
-    rotations = [frame.rotation] + ([np.eye(3)] if not np.allclose(frame.rotation, np.eye(3))
-                                    else [])
-    found = [(plane, rotation) for rotation in rotations
-             if (plane := mirror_plane(image, modality, rotation)) is not None]
-    if not found:
-        return float(head_com[0])
-    (coordinate, _), rotation = min(found, key=lambda f: f[0][1])
-    normal = rotation[:, 0]  # LPS; the plane holds the points q with normal . q = coordinate
-    centre = frame.to_lps(head_com)
-    # move along the frame's x axis from the head's centre onto the plane
-    step = (coordinate - normal @ centre) / float(normal @ frame.rotation[:, 0])
-    return float(head_com[0] + step)
 
 
 # -- the head's frame ---------------------------------------------------------------------------
