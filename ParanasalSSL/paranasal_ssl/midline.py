@@ -99,7 +99,7 @@ def mirror_plane(image: sitk.Image, modality: str,
         values = np.clip(array / top, 0.0, 1.5) if top > 0 else array
     columns = array.shape[2]
     least = int(np.ceil(MIN_HALF_MM / MIRROR_GRID_MM))
-    planes = []  # (pairs compared, mean absolute difference, plane in grid columns)
+    planes = []  # (pairs compared, spread-normalised difference, plane in grid columns)
     for twice_plane in range(2 * least, 2 * (columns - 1 - least) + 1):
         # column pairs (i, twice_plane - i) on either side of the plane at twice_plane / 2
         i = np.arange((twice_plane - 1) // 2, -1, -1)

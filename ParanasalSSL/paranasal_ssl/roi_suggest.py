@@ -7,7 +7,8 @@ plane. The heuristic looks for exactly that:
 1. resample the scan onto an axis-aligned LPS grid (``grid_mm``) so oblique scans work too;
 2. head mask (largest tissue component, holes filled) and the air inside it (CT: below -400 HU;
    MRI: darker than 30% of the head's median after light smoothing, i.e. "dark cavities");
-3. drop the air within ``midline_band_mm`` of the midline (the nasal cavity), open the rest by one
+3. drop the air within ``midline_band_mm`` of the midline (the plane the scan best mirrors onto
+   itself, ``midline.midline_offset``: the nasal cavity), open the rest by one
    voxel to cut the thin ostia, and label the cavities;
 4. score every left/right pair by its smaller volume, its mirror symmetry, and whether there is
    air (the nasal cavity) between the two: frontal sinuses have a bony septum there, mastoid
