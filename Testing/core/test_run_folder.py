@@ -70,3 +70,22 @@ def test_a_split_without_normals_can_be_made_again_until_a_stage_has_trained(tmp
     with pytest.raises(ConfigError, match="profile 'cpu-small' and has trained cae/"):
         open_run(run_dir, profile="paper", device="cpu")
     assert json.loads((run_dir / "splits.json").read_text()) == saved
+
+
+def test_a_manifest_that_gives_the_splits_is_pointed_at_its_split_column(tmp_path, tiny_cohort):
+    from dataclasses import replace
+
+    records = read_manifest(tiny_cohort)
+    subjects = sorted({r.subject_id for r in records})
+    val = set(subjects[:3])
+    # three subjects in validation, all their sides anomalous; the rest in training
+    given = [replace(r.with_label(1, ("polyp",)) if r.subject_id in val else r,
+                     extra={**r.extra, "split": "val" if r.subject_id in val else "train"})
+             for r in records]
+    manifest = write_manifest(given, tmp_path / "with_splits.csv")
+    run = open_run(tmp_path / "run", manifest=manifest, overrides=QUICK, device="cpu")
+    assert {run.split_of_subject[s] for s in val} == {"val"}
+    with pytest.raises(InputError, match="validation split .* in the manifest's split column") \
+            as refused:
+        train_cae(run)
+    assert "data.split.seed" not in str(refused.value)

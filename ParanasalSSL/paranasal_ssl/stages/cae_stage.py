@@ -15,7 +15,7 @@ from paranasal_ssl.errors import InputError
 from paranasal_ssl.experiment import ExperimentConfig, save_experiment
 from paranasal_ssl.networks import CAEEnsemble, build_cae, cae_signature
 from paranasal_ssl.stages.data import crops_for, flat_tensor, pick_crops, sinus_tensor
-from paranasal_ssl.stages.run import Run
+from paranasal_ssl.stages.run import Run, splits_given
 from paranasal_ssl.training.augment import AugmentConfig, augment, coarse_noise
 from paranasal_ssl.training.device import prepare_model, resident, to_input
 from paranasal_ssl.training.distributed import batch_rows, is_main
@@ -60,13 +60,15 @@ def _refuse_split_without_normals(run: Run, split: str) -> None:
     counts = {name: len(run.split(name, label=0)) for name in ("train", "val", "test")}
     where = ", ".join(f"{n} in {name}" for name, n in counts.items())
     subjects = len({r.subject_id for r in run.split("val" if split == "validation" else "train")})
+    again = ("move subjects with normal sides in the manifest's split column"
+             if splits_given(run.records) else
+             "split again (e.g. --set data.split.seed=1, or --set data.split.val=0.3 --set "
+             "data.split.train=0.5; allowed while the run has no trained stage)")
     raise InputError(run.manifest, f"the {split} split ({subjects} subjects) has no normal "
                      f"(label 0) sinus; the cohort's {sum(counts.values())} normal sinuses: "
                      f"{where}", field="label",
                      expected="normal sinuses in both the training and the validation split: "
-                     "add normal scans, or split again (e.g. --set data.split.seed=1, or "
-                     "--set data.split.val=0.3 --set data.split.train=0.5; allowed while the "
-                     "run has no trained stage)")
+                     f"add normal scans, or {again}")
 
 
 def train_cae(run: Run, resume: bool = False) -> List[FitResult]:

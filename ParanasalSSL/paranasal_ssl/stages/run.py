@@ -166,11 +166,16 @@ def _create(run_dir: Path, config: ExperimentConfig, manifest_path: Path,
     return config, records, split_of_subject
 
 
+def splits_given(records: Sequence[SinusRecord]) -> bool:
+    """Whether the manifest's ``split`` column assigns every row (then no split is drawn)."""
+    return all(r.extra.get("split", "") in SPLITS for r in records)
+
+
 def make_splits(records: Sequence[SinusRecord], config: ExperimentConfig) -> Dict[str, str]:
     """Subject -> split: the manifest's ``split`` column where every row has one, else a
     stratified patient-level split seeded by ``data.split.seed``."""
     given = [r.extra.get("split", "") for r in records]
-    if all(g in SPLITS for g in given):
+    if splits_given(records):
         out: Dict[str, str] = {}
         for r, g in zip(records, given):
             if out.setdefault(r.subject_id, g) != g:
