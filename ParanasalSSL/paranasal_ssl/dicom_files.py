@@ -4,14 +4,22 @@ folder given (a CD with a DICOMDIR, ``PATIENT/STUDY/SERIES/`` trees, a study wit
 per series). A file is DICOM if it says so (``DICM`` at byte 128, DICOM Part 10) or ends in
 ``.dcm``. A folder's series are those of its own files; only when it holds none are its
 sub-folders searched (so a flat series folder costs what it did).
+
+GDCM's folder scan stops at the first file it cannot parse (a one-frame RT dose beside a
+planning CT does that) and finds no series at all; the folder's series are then found from
+their headers instead (pydicom), image files only, as GDCM lists them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
+from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Union
+from typing import Dict, Iterator, List, Sequence, Tuple, Union
 
+import numpy as np
 import SimpleITK as sitk
 
 PathLike = Union[str, Path]
@@ -85,7 +93,10 @@ def series_ids(folder: PathLike) -> Dict[str, bool]:
 def series_files(folder: PathLike, uid: str, nested: bool) -> List[str]:
     """The files of series ``uid`` in GDCM's slice order (sub-folders included if ``nested``)."""
     reader = sitk.ImageSeriesReader()
-    return list(reader.GetGDCMSeriesFileNames(str(folder), uid, False, nested))
+    try:
+        return list(reader.GetGDCMSeriesFileNames(str(folder), uid, False, nested))
+    except RuntimeError:  # a file GDCM cannot parse stops its scan (module docstring)
+        return series_by_header(Path(folder), nested).get(uid, [])
 
 
 def _ids(reader: sitk.ImageSeriesReader, folder: Path) -> List[str]:
@@ -93,10 +104,53 @@ def _ids(reader: sitk.ImageSeriesReader, folder: Path) -> List[str]:
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "No Series were found": we say it
     try:
         return list(reader.GetGDCMSeriesIDs(str(folder)))
-    except RuntimeError:
-        return []
+    except RuntimeError:  # a file GDCM cannot parse stops its scan (module docstring)
+        return list(series_by_header(folder, nested=False))
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
+
+
+def series_by_header(folder: Path, nested: bool) -> Dict[str, List[str]]:
+    """Series UID -> its image files in ``folder`` (and its sub-folders if ``nested``), read
+    from the headers with pydicom, in slice order: by position along the slice normal
+    (ImagePositionPatient . (row x column direction)), then InstanceNumber, then name. Files
+    pydicom cannot parse and files without an image (no Rows: SR, RT plan) are left out."""
+    import pydicom
+
+    tags = ["SeriesInstanceUID", "Rows", "ImagePositionPatient", "ImageOrientationPatient",
+            "InstanceNumber"]
+    paths = _files(folder) if nested else (
+        p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith("."))
+    found: Dict[str, List[Tuple[float, int, str]]] = defaultdict(list)
+    for path in paths:
+        try:
+            header = _quiet_header(pydicom, path, tags)
+            uid = str(header.get("SeriesInstanceUID", ""))
+            if not uid or "Rows" not in header:
+                continue
+            position = np.array([float(v) for v in header.get("ImagePositionPatient") or []])
+            cosines = np.array([float(v) for v in header.get("ImageOrientationPatient") or []])
+            height = float(position @ np.cross(cosines[:3], cosines[3:])) \
+                if position.size == 3 and cosines.size == 6 else 0.0
+            number = int(header.get("InstanceNumber") or 0)
+        except Exception:  # noqa: BLE001 - a header pydicom cannot parse holds no slice
+            continue
+        found[uid].append((height, number, str(path)))
+    return {uid: [name for *_, name in sorted(files)] for uid, files in found.items()}
+
+
+def _quiet_header(pydicom, path: Path, tags: List[str]):
+    """The header of ``path``, without pydicom's warnings about the oddities of files that
+    are not the series being looked for (they go to both ``warnings`` and its logger)."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+    finally:
+        logger.setLevel(level)
 
 
 def unread_members(files: Sequence[str], uid: str) -> List[Path]:

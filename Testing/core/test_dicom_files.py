@@ -6,6 +6,7 @@ sub-folder that holds each."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,24 @@ def test_a_series_description_chooses_the_series_of_each_study(tmp_path):
     with pytest.raises(InputError, match="2 of its DICOM series have 's' in"):
         series_matching(studies / "p1", "s")
     assert open_case_list(studies).cases[0].image == studies / "p1"  # no text: as it was
+
+
+def test_a_planning_export_with_a_file_gdcm_cannot_scan_still_reads_its_ct(tmp_path):
+    """A radiotherapy export: CT slices beside an RT dose file whose header stops GDCM's folder
+    scan (pydicom's real one-frame RT dose; GDCM found no series at all, so a CT slice given as
+    the image was 'not found'). The folder's series then come from the headers."""
+    import shutil
+
+    import pydicom
+
+    dose = Path(pydicom.__file__).parent / "data" / "test_files" / "rtdose_1frame.dcm"
+    image = oblique_image(shape=(8, 24, 20))
+    folder = _without_suffix(write_dicom_series(image, tmp_path / "export", description="CT"))
+    shutil.copy(dose, folder / "RD.dose.dcm")
+    with pytest.raises(RuntimeError):  # the GDCM behaviour this works around
+        sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    _same(read_scan(folder / "IM000005"), image)  # one CT slice chooses the CT series
+    with pytest.raises(InputError, match=r'holds 2 DICOM series: .*\(8 slices, "CT"'):
+        read_scan(folder)
+    ct_uid = pydicom.dcmread(folder / "IM000001", stop_before_pixels=True).SeriesInstanceUID
+    _same(read_scan(folder, series_uid=ct_uid), image)
