@@ -130,4 +130,5 @@ def regularImage(volumeNode, array: np.ndarray) -> sitk.Image:
         return placed(image, stack)
     transform = volumeNode.GetParentTransformNode()
     return regularised(image, stack, f"; from the volume's transform '{transform.GetName()}'"
-                       if isUnderNonLinearTransform(volumeNode) else "")
+                       if isUnderNonLinearTransform(volumeNode) else "",
+                       source=f"volume '{volumeNode.GetName()}'")

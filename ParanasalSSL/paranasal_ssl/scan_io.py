@@ -219,7 +219,7 @@ def _read_dicom_folder(folder: Path, series_uid: Optional[str]) -> sitk.Image:
 
 def _regularised(image: sitk.Image, stack, source: PathLike, note_suffix: str = ""):
     """``image`` resampled where ``stack`` puts its slices, with a warning and a note."""
-    regular = regularised(image, stack, note_suffix)
+    regular = regularised(image, stack, note_suffix, source)
     log.warning("%s: %s", source, regular.GetMetaData(NOTE_KEY))
     return regular
 

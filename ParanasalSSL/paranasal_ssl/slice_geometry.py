@@ -30,6 +30,10 @@ from paranasal_ssl.errors import InputError
 TOLERANCE_MM = 0.1
 # Two slices closer than this along the normal are the same slice twice (mixed acquisitions).
 SAME_POSITION_MM = 0.01
+# Wider than this between neighbouring slices, slices are missing over a third of a maxillary
+# sinus's height (30-40 mm): interpolating across would invent what the crop is judged on.
+# Two missing 5 mm slices (15 mm) still read.
+MAX_GAP_MM = 15.0
 NOTE_KEY = "paranasal_ssl:geometry_note"  # image metadata: what regularising changed
 
 PathLike = Union[str, Path]
@@ -232,8 +236,20 @@ def placed(image: sitk.Image, stack: SliceStack) -> sitk.Image:
     return image
 
 
-def regularised(image: sitk.Image, stack: SliceStack, note_suffix: str = "") -> sitk.Image:
-    """``regularise`` with the note saying what was done (``NOTE_KEY``: ``scan_notes``)."""
+def regularised(image: sitk.Image, stack: SliceStack, note_suffix: str = "",
+                source: Optional[PathLike] = None) -> sitk.Image:
+    """``regularise`` with the note saying what was done (``NOTE_KEY``: ``scan_notes``).
+    Raises ``InputError`` naming ``source`` where neighbouring slices lie more than
+    ``MAX_GAP_MM`` apart (slices missing: nothing to analyse there but interpolation)."""
+    gaps = np.diff(stack.offsets()[2])
+    if len(gaps) and gaps.max() > MAX_GAP_MM:
+        k = int(gaps.argmax())
+        raise InputError(source, f"slices {k + 1} and {k + 2} of {len(gaps) + 1} lie "
+                         f"{gaps[k]:.1f} mm apart along the slice normal, the series' usual gap "
+                         f"being {stack.slice_gap():.2f} mm: slices are missing there"
+                         f"{note_suffix}", field="slice positions",
+                         expected=f"a complete series (at most {MAX_GAP_MM:g} mm between "
+                         "neighbouring slices): export or copy it again")
     regular = regularise(image, stack)
     regular.SetMetaData(NOTE_KEY, stack.describe() + note_suffix)
     return regular

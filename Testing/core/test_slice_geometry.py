@@ -43,6 +43,23 @@ def test_a_missing_slice_is_interpolated_not_stretched_over(tmp_path):
     assert "2.00 to 4.00 mm" in scan_notes(image)[0]
 
 
+def test_a_series_missing_a_block_of_slices_is_refused_by_name(tmp_path):
+    """Six 2 mm slices missing (14 mm between neighbours) are interpolated over; seven (16 mm,
+    beyond ``MAX_GAP_MM``) would invent half a sinus's height, and the series is refused."""
+    positions = [(-5.0, 3.0, 7.0 + k * SPACING[2]) for k in range(SHAPE[0])]
+    for missing, refused in ((6, False), (7, True)):
+        folder = write_scan_of_field(tmp_path / f"gap{missing}", positions)
+        for k in range(3, 3 + missing):
+            (folder / f"slice{k:04d}.dcm").unlink()
+        if not refused:
+            assert "2.00 to 14.00 mm" in scan_notes(read_scan(folder))[0]
+            continue
+        with pytest.raises(InputError, match=rf"gap{missing} \[slice positions\]: slices 3 and 4 "
+                           rf"of {SHAPE[0] - missing} lie 16.0 mm apart .* usual gap being "
+                           r"2.00 mm: slices are missing there; expected a complete series"):
+            read_scan(folder)
+
+
 def test_an_oblique_regular_series_is_read_as_is(tmp_path):
     row = np.array([np.cos(0.3), np.sin(0.3), 0.0])
     column = np.array([0.0, np.cos(0.2), np.sin(0.2)])
