@@ -20,12 +20,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ParanasalSSL"))
 
 from check_args import phantom_sides, run_phantom_checks  # noqa: E402
 
+from paranasal_ssl.geometry import RAS_TO_LPS  # noqa: E402
 from paranasal_ssl.roi_suggest import suggest_rois  # noqa: E402
 from paranasal_ssl.scan_io import read_scan  # noqa: E402
 
@@ -44,8 +46,13 @@ SETTINGS = {
     # end on even cases and the high end on odd ones (both sinus centres stay in the field)
     "ct-field-cut-one-side": ["--modality", "ct"],
     "mri-t1-field-cut-one-side": ["--modality", "mri", "--mri-sequence", "t1"],
+    # a head tilted towards one shoulder (roll about the antero-posterior axis), 12 deg to the
+    # left on even cases and to the right on odd ones, on top of the phantom's own few degrees
+    "ct-head-rolled-12deg": ["--modality", "ct"],
+    "mri-t1-head-rolled-12deg": ["--modality", "mri", "--mri-sequence", "t1"],
 }
 CUT_SETTINGS = {"ct-field-cut-one-side": 0.2, "mri-t1-field-cut-one-side": 0.2}
+ROLLED_SETTINGS = {"ct-head-rolled-12deg": 12.0, "mri-t1-head-rolled-12deg": 12.0}
 NEAR_MM, FAR_MM = 10.0, 15.0
 
 
@@ -55,18 +62,36 @@ def cut_one_side(image, share: float, high_end: bool):
     return image[:n - int(n * share), :, :] if high_end else image[int(n * share):, :, :]
 
 
+def rolled(image, degrees: float, centers_ras: dict):
+    """``image`` with its content turned by ``degrees`` about the antero-posterior axis
+    through the middle of ``centers_ras`` (side -> RAS mm), and those centres turned with it."""
+    middle_lps = RAS_TO_LPS @ np.mean(list(centers_ras.values()), axis=0)
+    turn = sitk.Euler3DTransform()
+    turn.SetCenter(middle_lps.tolist())
+    turn.SetRotation(0.0, np.deg2rad(degrees), 0.0)
+    low = float(np.min(sitk.GetArrayViewFromImage(image)))
+    # the output at p holds the input at turn(p): the content moves by turn's inverse
+    moved = sitk.Resample(image, image, turn, sitk.sitkLinear, low)
+    back = turn.GetInverse()
+    return moved, {side: RAS_TO_LPS @ np.array(back.TransformPoint((RAS_TO_LPS @ c).tolist()))
+                   for side, c in centers_ras.items()}
+
+
 def check_setting(name: str, options, cases: int, seed: int, folder: Path) -> dict:
     cases_sides = phantom_sides(folder / name, options, cases, seed)
     errors, both, high, high_right, methods, seconds = [], [], 0, 0, collections.Counter(), []
     for index, sides in enumerate(cases_sides):
         image = read_scan(next(iter(sides.values())).image)
+        truth = {s: r.roi.center for s, r in sides.items()}
         if name in CUT_SETTINGS:
             image = cut_one_side(image, CUT_SETTINGS[name], high_end=bool(index % 2))
+        if name in ROLLED_SETTINGS:
+            image, truth = rolled(image, ROLLED_SETTINGS[name] * (-1) ** index, truth)
         start = time.perf_counter()
         suggestion = suggest_rois(image)
         seconds.append(time.perf_counter() - start)
-        case_errors = [float(np.linalg.norm(suggestion.rois[s].center - r.roi.center))
-                       for s, r in sides.items()]
+        case_errors = [float(np.linalg.norm(suggestion.rois[s].center - c))
+                       for s, c in truth.items()]
         errors += case_errors
         right = max(case_errors) < FAR_MM
         both.append(right)

@@ -74,6 +74,27 @@ def test_suggested_boxes_follow_a_rotated_head(cranium, craniumSuggestion):
     assert abs(abs(angle - base) - 12.0) < 3.0  # the boxes turn with the head
 
 
+@pytest.mark.parametrize("degrees", [12.0, -12.0])
+def test_suggested_boxes_follow_a_head_tilted_towards_a_shoulder(cranium, degrees):
+    """Rolled about the antero-posterior axis, the face's midline at the sinuses moves 8-10 mm
+    from where a vertical plane through the head puts it; the suggestion, which split the
+    face with a vertical plane, mirrored one sinus onto the nasal cavity (23-35 mm off)."""
+    roll = sitk.Euler3DTransform()
+    roll.SetCenter(cranium.TransformContinuousIndexToPhysicalPoint(
+        [s / 2 for s in cranium.GetSize()]))
+    roll.SetRotation(0.0, np.deg2rad(degrees), 0.0)
+    tilted = sitk.Resample(cranium, cranium, roll, sitk.sitkLinear, -1024)
+    back = roll.GetInverse()  # the content moved by the inverse of the resampling transform
+    s = suggest_rois(tilted)
+    assert s.confidence == "high", s.notes
+    for side in ("left", "right"):
+        expected = FLIP @ np.array(back.TransformPoint((FLIP @ BY_HAND_RAS[side]).tolist()))
+        assert np.linalg.norm(s.rois[side].center - expected) < 8.0, side
+    # the boxes roll with the head: their left-right axis leaves the axial plane by the roll
+    tilt = np.degrees(np.arcsin(abs(s.rois["left"].axes[2, 0])))
+    assert abs(tilt - abs(degrees)) < 4.0
+
+
 def test_an_opacified_sinus_gets_the_mirror_of_the_other_side_with_low_confidence(
         cranium, craniumSuggestion):
     array = sitk.GetArrayFromImage(cranium)
