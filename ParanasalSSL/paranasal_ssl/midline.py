@@ -118,6 +118,9 @@ def mirror_plane(image: sitk.Image, modality: str, rotation: Optional[np.ndarray
     if window is not None:  # grid columns, doubled: half-voxel steps
         first = max(first, int(np.floor(2 * (window[0] - lo[0]) / grid_mm)))
         last = min(last, int(np.ceil(2 * (window[1] - lo[0]) / grid_mm)))
+    # one row per grid column: a plane's column pairs are then whole rows (fast to gather)
+    values, inside, tissue = (np.ascontiguousarray(a.transpose(2, 0, 1).reshape(columns, -1))
+                              for a in (values, inside, tissue))
     planes = []  # (pairs compared, spread-normalised difference, plane in grid columns)
     for twice_plane in range(first, last + 1):
         # column pairs (i, twice_plane - i) on either side of the plane at twice_plane / 2
@@ -127,10 +130,10 @@ def mirror_plane(image: sitk.Image, modality: str, rotation: Optional[np.ndarray
         i, j = i[keep], j[keep]
         if len(i) < least:
             continue
-        pairs = inside[:, :, i] & inside[:, :, j] & (tissue[:, :, i] | tissue[:, :, j])
+        pairs = inside[i] & inside[j] & (tissue[i] | tissue[j])
         count = int(pairs.sum())
         if count >= min_pairs:
-            a, b = values[:, :, i][pairs], values[:, :, j][pairs]
+            a, b = values[i][pairs], values[j][pairs]
             spread = np.abs(a - a.mean()).mean() + np.abs(b - b.mean()).mean()
             difference = float(np.abs(a - b).mean() / (spread + 1e-6))
             planes.append((count, difference, twice_plane / 2.0))
