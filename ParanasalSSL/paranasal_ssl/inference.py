@@ -19,7 +19,7 @@ from paranasal_ssl.box_sides import box_side_notes
 from paranasal_ssl.crop_cache import jitter_offsets
 from paranasal_ssl.crops import extract_crop, normalise, paste, roi_box_mask, uncrop
 from paranasal_ssl.errors import InputError
-from paranasal_ssl.geometry import REGION_CODES, SinusROI, check_side, lps_to_ras
+from paranasal_ssl.geometry import REGION_CODES, SinusROI, check_side, lps_to_ras, ras_to_lps
 from paranasal_ssl.modality import detect_modality, modality_evidence
 from paranasal_ssl.model_bundle import ModelBundle, load_model
 from paranasal_ssl.residual_maps import (
@@ -38,7 +38,8 @@ DEFAULT_REGION_THRESHOLD = 0.5  # heatmap 0.5 = the 99.9th percentile of normal 
 @dataclass
 class SidePrediction:
     """One sinus. ``probability`` in [0, 1]; ``call`` normal / uncertain / anomalous;
-    ``peak_ras`` RAS mm of the strongest residual; ``region_volume_ml`` of the thresholded
+    ``peak_ras`` RAS mm of the strongest residual (the box centre where there is none, with
+    ``peak_value`` 0); ``region_volume_ml`` of the thresholded
     heatmap; ``residual_score`` the zero-label score. A model with a residual fusion
     (``residual_fusion.py``) also gives ``classifier_probability`` (the classifier alone) and
     ``focal_residual_score`` (crop-averaged); ``probability`` is then the fused one."""
@@ -189,14 +190,7 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
         side_region = (values >= threshold) & (values > 0)
         code = REGION_CODES[side]
         region[sl][side_region] = code
-        peak_idx = np.unravel_index(int(np.argmax(values)), values.shape) if values.size else None
-        if peak_idx is not None:
-            kji = [peak_idx[d] + sl[d].start for d in range(3)]
-            peak_lps = image.TransformIndexToPhysicalPoint([int(kji[2]), int(kji[1]),
-                                                            int(kji[0])])
-            peak_value = float(values[peak_idx])
-        else:
-            peak_lps, peak_value = tuple(lps_to_ras(roi.center)), 0.0
+        peak_lps, peak_value = strongest_residual(values, sl, image, roi)
         p = classifier_p = float(probs.mean())
         focal_score = None
         if fusion is not None:
@@ -224,3 +218,16 @@ def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     out = sitk.GetImageFromArray(array)
     out.CopyInformation(reference)
     return out
+
+
+def strongest_residual(values: np.ndarray, box: Tuple[slice, slice, slice], image: sitk.Image,
+                       roi: SinusROI) -> Tuple[Tuple[float, float, float], float]:
+    """(LPS mm, value) of the heatmap's maximum: ``values`` covers the scan voxels ``box``
+    (``uncrop``'s answer). Where the heatmap is zero throughout (no residual in the box) the
+    box centre, value 0: the argmax of zeros would be the corner of the crop's bounding box,
+    tens of mm away, and Slicer and the review jump to this point."""
+    if values.size == 0 or not values.max() > 0:
+        return tuple(ras_to_lps(roi.center)), 0.0
+    index = np.unravel_index(int(np.argmax(values)), values.shape)
+    k, j, i = (int(index[d] + box[d].start) for d in range(3))
+    return image.TransformIndexToPhysicalPoint([i, j, k]), float(values[index])

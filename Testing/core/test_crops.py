@@ -137,3 +137,26 @@ def test_ct_window_and_mri_percentiles():
     assert mri.min() == 0 and mri.max() == 1
     assert 0.45 < np.median(mri) < 0.55
     assert (mri == 1).mean() == pytest.approx(0.01, abs=0.002)
+
+
+def test_the_strongest_residual_is_in_the_box_or_at_its_centre_when_there_is_none():
+    """A heatmap crop mapped back onto an oblique scan: its maximum is found where the crop put
+    it; an all-zero heatmap has no strongest residual, so the box centre stands in (the argmax
+    of zeros was the corner of the crop's bounding box, where Slicer's jump went)."""
+    from paranasal_ssl.inference import strongest_residual
+
+    image = oblique_image(shape=(40, 50, 60), spacing=(1.0, 1.0, 1.0))
+    roi = SinusROI.from_values(
+        ras_to_lps(image.TransformContinuousIndexToPhysicalPoint((30, 25, 20))), (20, 20, 20))
+    cfg = CropConfig(shape=16, spacing_mm=2.0)
+    _, geom = extract_crop(image, roi, cfg, "left", pad_value=0.0)
+    heat = np.zeros((16, 16, 16), np.float32)
+    values, box = uncrop(heat, geom, image)
+    peak_lps, value = strongest_residual(values, box, image, roi)
+    assert value == 0.0
+    np.testing.assert_allclose(ras_to_lps(peak_lps), roi.center)
+    heat[11, 4, 9] = 1.0  # one hot crop voxel: the peak lies within a crop voxel of it
+    values, box = uncrop(heat, geom, image)
+    peak_lps, value = strongest_residual(values, box, image, roi)
+    hot_lps = geom.points_lps(np.array([[9, 4, 11]]))[0]
+    assert value > 0 and np.linalg.norm(np.asarray(peak_lps) - hot_lps) < 2.0 * np.sqrt(3)

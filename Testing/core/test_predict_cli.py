@@ -303,3 +303,4 @@ def test_boxes_placed_by_screen_side_are_refused_as_swapped(trained_run, sick_ca
     assert _predict(run, image, tmp_path / "out", "--roi-left", *box["left"],
                     "--roi-right", *box["right"]) == 0  # the same boxes the right way round
     assert "box_notes" not in json.loads((tmp_path / "out" / "summary.json").read_text())
+

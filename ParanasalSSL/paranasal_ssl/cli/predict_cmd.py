@@ -146,8 +146,9 @@ def run(args) -> int:
                                        if side not in missing})
     _print_suggestion(summary)
     for side, s in summary["sides"].items():
+        peak = f"peak at RAS {s['peak_ras']}" if s["peak_value"] > 0 else "no residual in the box"
         print(f"{side}: p(anomalous) = {s['probability']:.3f} ({s['call']}), region "
-              f"{s['region_volume_ml']:.2f} mL, peak at RAS {s['peak_ras']}")
+              f"{s['region_volume_ml']:.2f} mL, {peak}")
     print(f"written to {args.out}")
     return 0
 
