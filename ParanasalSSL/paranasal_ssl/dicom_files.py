@@ -12,6 +12,7 @@ their headers instead (pydicom), image files only, as GDCM lists them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -114,9 +115,20 @@ def series_by_header(folder: Path, nested: bool) -> Dict[str, List[str]]:
     """Series UID -> its image files in ``folder`` (and its sub-folders if ``nested``), read
     from the headers with pydicom, in slice order: by position along the slice normal
     (ImagePositionPatient . (row x column direction)), then InstanceNumber, then name. Files
-    pydicom cannot parse and files without an image (no Rows: SR, RT plan) are left out."""
+    pydicom cannot parse and files without an image (no Rows: SR, RT plan) are left out.
+    Remembered while the folders are unchanged: listing and reading a series ask again."""
+    folder = Path(folder)
+    folders = [root for root, _, _ in os.walk(folder)] if nested else [folder]
+    changed = max(os.stat(f).st_mtime_ns for f in folders)  # a file added or removed
+    found = _series_by_header(str(folder), nested, changed)  # paths as given, like GDCM's
+    return {uid: list(files) for uid, files in found.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _series_by_header(folder_name: str, nested: bool, _mtime_ns: int) -> Dict[str, List[str]]:
     import pydicom
 
+    folder = Path(folder_name)
     tags = ["SeriesInstanceUID", "Rows", "ImagePositionPatient", "ImageOrientationPatient",
             "InstanceNumber"]
     paths = _files(folder) if nested else (
