@@ -3,11 +3,11 @@ suggestion (``roi_suggest``).
 
 The frame follows the head's yaw (turned about the superior axis: the long axis of its axial
 outline is antero-posterior) and its roll (tilted towards one shoulder: the roll whose frame
-the scan best mirrors onto itself, ``midline.head_roll``). In that frame the mid-sagittal plane
-is vertical, so the face splits into its two halves at one x, and the sinus boxes are turned
-with the head. Pitch (chin up or down) moves nothing across the midline and is left alone.
-Frame coordinates are mm from voxel 0 along the frame's axes: x toward the patient's left,
-y posterior, z superior (LPS-like).
+the scan best mirrors onto itself, ``midline.head_roll``, from ``MIN_ROLL_DEG``). In that frame
+the mid-sagittal plane is vertical, so the face splits into its two halves at one x, and the
+sinus boxes are turned with the head. Pitch (chin up or down) moves nothing across the
+midline and is left alone. Frame coordinates are mm from voxel 0 along the frame's axes:
+x toward the patient's left, y posterior, z superior (LPS-like).
 """
 
 from __future__ import annotations
