@@ -23,8 +23,12 @@ def test_no_normal_training_sinus_is_a_clear_error(tmp_path, tiny_cohort):
     manifest = write_manifest(records, tmp_path / "all_anomalous.csv")
     run = open_run(tmp_path / "run", manifest=manifest, overrides=QUICK, device="cpu")
     with pytest.raises(InputError, match=r"training split \(\d+ subjects\) has no normal.*"
-                                         r"0 normal sinuses: 0 in train, 0 in val, 0 in test"):
+                                         r"0 normal sinuses \(0 subjects\): 0 in train, 0 in "
+                                         r"val, 0 in test") as refused:
         train_cae(run)
+    # no split can help a cohort without normals: the remedy is more scans, not a split seed
+    assert str(refused.value).endswith("expected normal sinuses in both the training and the "
+                                       "validation split: add normal scans")
     assert not (tmp_path / "run" / "cae" / "best.pt").exists()
 
 

@@ -57,18 +57,22 @@ def cae_architecture(run: Run) -> dict:
 def _refuse_split_without_normals(run: Run, split: str) -> None:
     """Stage 1 learns normal anatomy on the training split and stops early on the validation
     split: say where the cohort's normal sinuses are, and how to get some into ``split``."""
-    counts = {name: len(run.split(name, label=0)) for name in ("train", "val", "test")}
-    where = ", ".join(f"{n} in {name}" for name, n in counts.items())
+    normals = {name: run.split(name, label=0) for name in ("train", "val", "test")}
+    where = ", ".join(f"{len(n)} in {name}" for name, n in normals.items())
     subjects = len({r.subject_id for r in run.split("val" if split == "validation" else "train")})
-    again = ("move subjects with normal sides in the manifest's split column"
-             if splits_given(run.records) else
-             "split again (e.g. --set data.split.seed=1, or --set data.split.val=0.3 --set "
-             "data.split.train=0.5; allowed while the run has no trained stage)")
+    normal_subjects = {r.subject_id for records in normals.values() for r in records}
+    if len(normal_subjects) < 2:  # no split puts them in both: only more normal scans help
+        again = ""
+    elif splits_given(run.records):
+        again = ", or move subjects with normal sides in the manifest's split column"
+    else:
+        again = (", or split again (e.g. --set data.split.seed=1, or --set data.split.val=0.3 "
+                 "--set data.split.train=0.5; allowed while the run has no trained stage)")
     raise InputError(run.manifest, f"the {split} split ({subjects} subjects) has no normal "
-                     f"(label 0) sinus; the cohort's {sum(counts.values())} normal sinuses: "
-                     f"{where}", field="label",
+                     f"(label 0) sinus; the cohort's {sum(map(len, normals.values()))} normal "
+                     f"sinuses ({len(normal_subjects)} subjects): {where}", field="label",
                      expected="normal sinuses in both the training and the validation split: "
-                     f"add normal scans, or {again}")
+                     f"add normal scans{again}")
 
 
 def train_cae(run: Run, resume: bool = False) -> List[FitResult]:
