@@ -102,9 +102,13 @@ def label_fraction_subset(records: Sequence[SinusRecord], fraction: float, seed:
     subset = [r for r in records if r.subject_id in chosen and r.label is not None]
     counts = np.bincount([int(r.label) for r in subset], minlength=2)
     if counts.min() < min_per_class:
+        everyone = np.bincount([int(r.label) for r in records if r.label is not None],
+                               minlength=2)
+        remedy = "a larger fraction or a larger cohort" if everyone.min() >= min_per_class \
+            else f"a cohort with {'anomalous' if everyone[1] < min_per_class else 'normal'} " \
+                 "sinuses among its training subjects (no fraction of these has any)"
         raise InputError(None, f"label fraction {fraction:g} of {len(order)} subjects gives "
                          f"{counts[0]} normal and {counts[1]} anomalous sinuses",
-                         field="label_fraction",
-                         expected=f"at least {min_per_class} of each class; use a larger "
-                         "fraction or a larger cohort")
+                         field="label fraction",
+                         expected=f"at least {min_per_class} of each class; use {remedy}")
     return subset

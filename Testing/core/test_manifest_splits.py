@@ -210,3 +210,15 @@ def test_label_fraction_leaving_a_class_empty_is_refused():
     train = make_records(20, seed=0, prevalence=0.05)
     with pytest.raises(InputError, match="at least 3 of each class"):
         label_fraction_subset(train, 0.05, seed=0, min_per_class=3)
+
+
+def test_a_training_split_without_anomalous_sinuses_is_not_told_to_take_more_of_them():
+    """Every fraction of a class-free split fails alike: the remedy is another cohort."""
+    train = [r.with_label(0, ()) for r in make_records(10, seed=0)]
+    with pytest.raises(InputError, match=r"gives 20 normal and 0 anomalous sinuses; expected at "
+                       r"least 1 of each class; use a cohort with anomalous sinuses among its "
+                       r"training subjects"):
+        label_fraction_subset(train, 1.0, seed=0)
+    mixed = make_records(20, seed=0, prevalence=0.3)
+    with pytest.raises(InputError, match="use a larger fraction or a larger cohort"):
+        label_fraction_subset(mixed, 0.05, seed=0, min_per_class=3)
