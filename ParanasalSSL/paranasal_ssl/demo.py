@@ -17,9 +17,10 @@ import numpy as np
 
 from paranasal_ssl.atomic import write_json, write_text
 from paranasal_ssl.evaluation import format_table
+from paranasal_ssl.splits import label_fraction_subset
 from paranasal_ssl.stages.cae_stage import train_cae
 from paranasal_ssl.stages.evaluate_stage import PRIOR_ROW, evaluate_model
-from paranasal_ssl.stages.finetune_stage import finetune, finetune_name
+from paranasal_ssl.stages.finetune_stage import finetune, finetune_name, validation_subset
 from paranasal_ssl.stages.pretext_stage import pretrain
 from paranasal_ssl.stages.residual_stage import compute_residuals
 from paranasal_ssl.stages.run import open_run
@@ -51,6 +52,9 @@ def run_demo(out: Path, cases: int = 160, modality: str = "ct", seed: int = 0,
                    if (out / "run" / "config.json").exists() else "cpu-small",
                    overrides=[] if (out / "run" / "config.json").exists()
                    else DEMO_OVERRIDES + list(extra_overrides), device=device, workers=workers)
+    for s in label_seeds:  # a cohort too small for the label draws: say so before training
+        label_fraction_subset(run.split("train", labelled=True), fraction, s, min_per_class=1)
+        validation_subset(run.split("val", labelled=True), fraction, s)
     for name, fn in (("stage 1 CAE", lambda: train_cae(run, resume=True)),
                      ("stage 2 residuals", lambda: compute_residuals(run)),
                      ("stage 3 pretext", lambda: pretrain(run, resume=True))):

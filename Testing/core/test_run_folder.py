@@ -93,3 +93,17 @@ def test_a_manifest_that_gives_the_splits_is_pointed_at_its_split_column(tmp_pat
             as refused:
         train_cae(run)
     assert "data.split.seed" not in str(refused.value)
+
+
+def test_the_demo_refuses_a_cohort_too_small_for_its_label_draws_before_training(tmp_path,
+                                                                                 capsys):
+    """``demo --cases 6``: 10% of 4 training subjects holds no anomalous sinus. It failed at
+    stage 4, after training stages 1-3; now before the first of them."""
+    from paranasal_ssl.cli.main import main
+
+    code = main(["demo", "--cases", "6", "--out", str(tmp_path / "demo"), "--workers", "1",
+                 "--progress", "none", *(f"--set={o}" for o in QUICK)])
+    assert code == 2
+    assert "label fraction 0.1 of 4 subjects gives" in capsys.readouterr().err
+    assert (tmp_path / "demo" / "run" / "config.json").exists()  # the split was made
+    assert not any((tmp_path / "demo" / "run" / "cae").rglob("*.pt"))  # nothing trained
