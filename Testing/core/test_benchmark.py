@@ -171,3 +171,25 @@ def test_report_shows_the_per_type_table_again_with_the_most_labels(tmp_path):
         "residual-pretext"][1.0]}}, {}, {})
     assert "per_type_most_labels" not in s
     assert cohort_section(s, 1.0).count("Per anomaly type") == 1
+
+
+def test_report_says_how_many_label_draws_a_cell_averages_when_some_were_skipped(tmp_path):
+    """A small cohort: two of three 10% draws hold one class and are skipped. The cell used to
+    show the one draw that ran like any other (only its missing '+/- sd' told)."""
+    from paranasal_ssl.benchmarks.aggregate import summarise_cohort
+    from paranasal_ssl.geometry import SinusROI
+    from paranasal_ssl.manifest import SinusRecord
+
+    roi = SinusROI.from_values([-25, 40, -40], [30, 40, 45])
+    test = [SinusRecord(c, c, tmp_path / f"{c}.nii.gz", "left", roi, label, ())
+            for c, label in (("a", 1), ("b", 1), ("c", 0), ("d", 0))]
+    keys = [r.key for r in test]
+    ran = {"keys": keys, "tta": [0.9, 0.6, 0.5, 0.3], "single": [0.9, 0.6, 0.5, 0.3]}
+    reason = "label fraction 0.1 of 10 subjects gives 2 normal and 0 anomalous sinuses"
+    cells = {"residual-pretext": {0.1: [ran] + [{"skipped": reason}] * 2, 1.0: [ran] * 3}}
+    plan = make_plan("cpu-small", fractions=[0.1, 1.0], seeds=[0, 1, 2])
+    plan.n_boot = 20
+    report = cohort_section(summarise_cohort("x", plan, test, cells, {}, {}), 0.1)
+    assert "1.000 [1.00, 1.00] (1 of 3 draws)" in report
+    assert f"- 10% labels: up to 2 draw(s) per method skipped ({reason})" in report
+    assert "100% labels: up to" not in report and "(3 of 3 draws)" not in report

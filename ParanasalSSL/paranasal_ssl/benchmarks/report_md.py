@@ -20,7 +20,23 @@ def _msd(row: dict) -> str:
             "skipped") else "n/a"
     sd = row.get("auprc_sd")
     text = f"{row['auprc']:.3f}" + (f" +/- {sd:.3f}" if sd is not None else "")
-    return text + f" [{row['auprc_ci'][0]:.2f}, {row['auprc_ci'][1]:.2f}]"
+    skipped, ran = len(row.get("skipped", [])), len(row.get("n_train_sinuses", []))
+    draws = f" ({ran} of {ran + skipped} draws)" if skipped else ""
+    return text + f" [{row['auprc_ci'][0]:.2f}, {row['auprc_ci'][1]:.2f}]" + draws
+
+
+def _skipped_note(methods: dict, fractions: List[float]) -> List[str]:
+    """One line per fraction where label draws were skipped, with the first reason given."""
+    lines = []
+    for f in fractions:
+        rows = [by_f.get(f"{f:g}", {}) for by_f in methods.values()]
+        reasons = [reason for row in rows for reason in row.get("skipped", [])]
+        if reasons:
+            most = max(len(row.get("skipped", [])) for row in rows)
+            lines.append(f"- {f:.0%} labels: up to {most} draw(s) per method skipped ("
+                         f"{reasons[0]})")
+    return (["Skipped label draws (the cells above average the draws that ran):"] + lines
+            + [""]) if lines else []
 
 
 def cohort_section(s: dict, headline: float) -> str:
@@ -47,6 +63,7 @@ def cohort_section(s: dict, headline: float) -> str:
             row[f"{f:.0%} labels"] = _ci(z["auprc"], z["auprc_ci"])
         rows.append(row)
     lines += ["### AUPRC", "", format_table(rows, list(rows[0])), ""]
+    lines += _skipped_note(s["methods"], fractions)
     h = f"{headline:g}"
     tta_rows = []
     for method, by_f in s["methods"].items():
