@@ -106,7 +106,7 @@ def label_fraction_subset(records: Sequence[SinusRecord], fraction: float, seed:
                                minlength=2)
         remedy = "a larger fraction or a larger cohort" if everyone.min() >= min_per_class \
             else f"a cohort with {'anomalous' if everyone[1] < min_per_class else 'normal'} " \
-                 "sinuses among its training subjects (no fraction of these has any)"
+                 "sinuses among its training subjects (no fraction of these has enough)"
         raise InputError(None, f"label fraction {fraction:g} of {len(order)} subjects gives "
                          f"{counts[0]} normal and {counts[1]} anomalous sinuses",
                          field="label fraction",
