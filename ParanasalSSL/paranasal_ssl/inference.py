@@ -137,10 +137,10 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
         raise InputError(source, f"the scan looks like {seen.upper()} "
                          f"({modality_evidence(image)}) but the model was trained on "
                          f"{bundle.modality.upper()}", field="modality",
-                         expected=f"a {bundle.modality.upper()} scan"
+                         expected=f"{_article(bundle.modality)} {bundle.modality.upper()} scan"
                          + (" in Hounsfield units (air near -1000; a CT stored without its "
                             "rescale intercept reads as MRI)" if bundle.modality == "ct"
-                            else "") + f", or a {seen.upper()} model")
+                            else "") + f", or {_article(seen)} {seen.upper()} model")
     box_notes = box_side_notes(image, rois, source, seen)  # a swapped pair raises
     for note in box_notes:
         log.warning("%s: %s", source or "scan", note)
@@ -212,6 +212,10 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
             "decision_threshold": bundle.info.get("threshold"), "uncertain_band": list(band),
             "residual_fusion": bundle.fusion is not None}
     return ScanPrediction(sides, heatmap, region, image, info, threshold, box_notes, n)
+
+
+def _article(modality: str) -> str:
+    return "an" if modality == "mri" else "a"  # "an MRI", "a CT"
 
 
 def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
