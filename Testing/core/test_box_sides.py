@@ -92,3 +92,27 @@ def test_an_image_without_tissue_is_left_to_the_other_checks():
     assert head_midline_x(empty) is None
     box = SinusROI.from_values([30.0, 0.0, 0.0], [30.0, 30.0, 30.0])
     assert box_side_notes(empty, {"left": box}) == []  # nothing to compare with
+
+
+def test_the_roll_of_a_head_tilted_towards_a_shoulder_is_found(case):
+    """Turned 12 deg either way about the antero-posterior axis, the head's roll estimates
+    (the roll whose frame mirrors best) differ by the 24 deg between them, whatever the
+    phantom's own few degrees and its storage orientation."""
+    import SimpleITK as sitk
+
+    from paranasal_ssl.geometry import RAS_TO_LPS
+    from paranasal_ssl.midline import head_roll
+
+    image, rois = case
+    modality = "ct" if np.min(sitk.GetArrayViewFromImage(image)) < -500 else "mri"
+    middle = RAS_TO_LPS @ ((rois["left"].center + rois["right"].center) / 2)
+    rolls = []
+    for degrees in (12.0, -12.0):
+        turn = sitk.Euler3DTransform()
+        turn.SetCenter(middle.tolist())
+        turn.SetRotation(0.0, np.deg2rad(degrees), 0.0)
+        low = float(np.min(sitk.GetArrayViewFromImage(image)))
+        rolls.append(head_roll(sitk.Resample(image, image, turn, sitk.sitkLinear, low),
+                               modality, np.eye(3)))
+    # the content turned by +12 deg is undone by a frame rolled by -12 deg (roll_rotation)
+    assert abs((rolls[1] - rolls[0]) - 24.0) <= 4.0, rolls
