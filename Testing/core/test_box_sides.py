@@ -114,5 +114,5 @@ def test_the_roll_of_a_head_tilted_towards_a_shoulder_is_found(case):
         low = float(np.min(sitk.GetArrayViewFromImage(image)))
         rolls.append(head_roll(sitk.Resample(image, image, turn, sitk.sitkLinear, low),
                                modality, np.eye(3)))
-    # the content turned by +12 deg is undone by a frame rolled by -12 deg (roll_rotation)
-    assert abs((rolls[1] - rolls[0]) - 24.0) <= 4.0, rolls
+    # resampling through a +12 deg turn turns the content by -12 deg: a frame rolled -12 deg
+    assert abs((rolls[1] - rolls[0]) - 24.0) <= 4.0, rolls  # (roll_rotation) follows it
