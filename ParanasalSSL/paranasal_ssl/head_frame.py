@@ -61,10 +61,10 @@ class HeadFrame:
                                     RAS_TO_LPS @ self.rotation @ RAS_TO_LPS)
 
 
-def head_frame(image: sitk.Image, modality: str, grid_mm: float) -> HeadFrame:
-    """A ``grid_mm`` grid covering ``image``, turned by the head's yaw (estimated on a coarse
-    axis-aligned grid from the head's axial outline) and then rolled by its roll, when that is
-    ``MIN_ROLL_DEG`` or more."""
+def head_rotation(image: sitk.Image, modality: str) -> np.ndarray:
+    """3x3, columns = the head frame's axes in LPS: the head's yaw (estimated on a coarse
+    axis-aligned grid from the head's axial outline), then its roll when that is
+    ``MIN_ROLL_DEG`` or more. ``covering_frame`` lays a grid of any spacing along them."""
     coarse = covering_frame(image, np.eye(3), 3.0)
     head = head_mask(coarse.resample(image), modality)
     rotation = np.eye(3)
@@ -82,7 +82,7 @@ def head_frame(image: sitk.Image, modality: str, grid_mm: float) -> HeadFrame:
         roll = head_roll(image, modality, rotation)
         if abs(roll) >= MIN_ROLL_DEG:
             rotation = rotation @ roll_rotation(roll)
-    return covering_frame(image, rotation, grid_mm)
+    return rotation
 
 
 def covering_frame(image: sitk.Image, rotation: np.ndarray, grid_mm: float) -> HeadFrame:

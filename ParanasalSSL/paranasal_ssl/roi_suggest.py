@@ -5,7 +5,8 @@ cavity, below the orbits, above the teeth, mirror images of each other across th
 plane. The heuristic looks for exactly that:
 
 1. resample the scan onto a grid aligned with the head (``grid_mm``; ``head_frame``: turned by
-   the head's yaw and roll) so oblique scans and turned or tilted heads work too;
+   the head's yaw and roll, estimated once for every grid) so oblique scans and turned or
+   tilted heads work too;
 2. head mask (largest tissue component, holes filled) and the air inside it (CT: below -400 HU;
    MRI: darker than 30% of the head's median after light smoothing, i.e. "dark cavities");
 3. drop the air within ``midline_band_mm`` of the midline (the plane the scan best mirrors onto
@@ -40,7 +41,13 @@ from scipy import ndimage as ndi
 
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import SinusROI, moved_inside_scan
-from paranasal_ssl.head_frame import CT_AIR_HU, HeadFrame, head_frame, head_mask
+from paranasal_ssl.head_frame import (
+    CT_AIR_HU,
+    HeadFrame,
+    covering_frame,
+    head_mask,
+    head_rotation,
+)
 from paranasal_ssl.midline import midline_offset
 from paranasal_ssl.modality import detect_modality
 
@@ -90,14 +97,16 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
 
     The boxes are aligned with the head: their axes follow the head's yaw (rotation about the
     superior axis, from the shape of the head) and roll (tilt towards a shoulder, from its
-    mirror symmetry): ``head_frame``.
+    mirror symmetry): ``head_frame.head_rotation``.
     """
     modality = modality or detect_modality(image)
     grids = [grid_mm]
     if modality != "ct" and grid_mm > MRI_RETRY_GRID_MM:
         grids.append(MRI_RETRY_GRID_MM)
+    rotation = head_rotation(image, modality)
     for grid in grids:
-        frame, head, head_com, choice = _search(image, modality, grid, midline_band_mm, source)
+        frame, head, head_com, choice = _search(image, modality, covering_frame(
+            image, rotation, grid), midline_band_mm, source)
         if choice is not None:
             break
     notes: List[str] = []
@@ -126,11 +135,11 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
     return RoiSuggestion(boxes, "high" if sure else "low", method, notes, ml)
 
 
-def _search(image: sitk.Image, modality: str, grid_mm: float, midline_band_mm: float,
+def _search(image: sitk.Image, modality: str, frame: HeadFrame, midline_band_mm: float,
             source: Optional[str]):
-    """Steps 1-4 on a ``grid_mm`` grid: (frame, head mask [k, j, i], head centre of mass in
+    """Steps 1-4 on ``frame``'s grid: (frame, head mask [k, j, i], head centre of mass in
     frame mm (x, y, z), ``_choose``'s answer or None)."""
-    frame = head_frame(image, modality, grid_mm)
+    grid_mm = frame.grid_mm
     array = frame.resample(image)
     head = head_mask(array, modality)
     if not head.any():
