@@ -126,8 +126,6 @@ def series_by_header(folder: Path, nested: bool) -> Dict[str, List[str]]:
 
 @functools.lru_cache(maxsize=8)
 def _series_by_header(folder_name: str, nested: bool, _mtime_ns: int) -> Dict[str, List[str]]:
-    import pydicom
-
     folder = Path(folder_name)
     tags = ["SeriesInstanceUID", "Rows", "ImagePositionPatient", "ImageOrientationPatient",
             "InstanceNumber"]
@@ -136,7 +134,7 @@ def _series_by_header(folder_name: str, nested: bool, _mtime_ns: int) -> Dict[st
     found: Dict[str, List[Tuple[float, int, str]]] = defaultdict(list)
     for path in paths:
         try:
-            header = _quiet_header(pydicom, path, tags)
+            header = _quiet_header(path, tags)
             uid = str(header.get("SeriesInstanceUID", ""))
             if not uid or "Rows" not in header:
                 continue
@@ -151,9 +149,11 @@ def _series_by_header(folder_name: str, nested: bool, _mtime_ns: int) -> Dict[st
     return {uid: [name for *_, name in sorted(files)] for uid, files in found.items()}
 
 
-def _quiet_header(pydicom, path: Path, tags: List[str]):
+def _quiet_header(path: Path, tags: List[str]):
     """The header of ``path``, without pydicom's warnings about the oddities of files that
     are not the series being looked for (they go to both ``warnings`` and its logger)."""
+    import pydicom
+
     logger = logging.getLogger("pydicom")
     level = logger.level
     logger.setLevel(logging.ERROR)
