@@ -68,3 +68,25 @@ def phantom_sides(folder: Path, options, cases: int, seed: int) -> list:
     for record in read_manifest(folder / "manifest.csv"):
         by_case[record.case_id][record.side] = record
     return list(by_case.values())
+
+
+def turned(image, centers_ras: dict, yaw_deg: float = 0.0, roll_deg: float = 0.0):
+    """``image`` with its content turned by ``yaw_deg`` about the superior axis and
+    ``roll_deg`` about the antero-posterior one (a head turned, or tilted towards a shoulder)
+    through the middle of ``centers_ras`` (side -> RAS mm), on the same grid (what leaves the
+    field is lost, as in a scan of a turned head), and those centres turned with it."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from paranasal_ssl.geometry import RAS_TO_LPS
+
+    middle_lps = RAS_TO_LPS @ np.mean(list(centers_ras.values()), axis=0)
+    turn = sitk.Euler3DTransform()
+    turn.SetCenter(middle_lps.tolist())
+    turn.SetRotation(0.0, np.deg2rad(roll_deg), np.deg2rad(yaw_deg))
+    low = float(np.min(sitk.GetArrayViewFromImage(image)))
+    # the output at p holds the input at turn(p): the content moves by turn's inverse
+    moved = sitk.Resample(image, image, turn, sitk.sitkLinear, low)
+    back = turn.GetInverse()
+    return moved, {side: RAS_TO_LPS @ np.array(back.TransformPoint((RAS_TO_LPS @ c).tolist()))
+                   for side, c in centers_ras.items()}

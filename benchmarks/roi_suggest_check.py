@@ -20,14 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ParanasalSSL"))
 
-from check_args import phantom_sides, run_phantom_checks  # noqa: E402
+from check_args import phantom_sides, run_phantom_checks, turned  # noqa: E402
 
-from paranasal_ssl.geometry import RAS_TO_LPS  # noqa: E402
 from paranasal_ssl.roi_suggest import suggest_rois  # noqa: E402
 from paranasal_ssl.scan_io import read_scan  # noqa: E402
 
@@ -50,9 +48,16 @@ SETTINGS = {
     # left on even cases and to the right on odd ones, on top of the phantom's own few degrees
     "ct-head-rolled-12deg": ["--modality", "ct"],
     "mri-t1-head-rolled-12deg": ["--modality", "mri", "--mri-sequence", "t1"],
+    # a head turned about the superior axis (yaw), 25 deg to the left on even cases and to the
+    # right on odd ones: the field, cut close around the face, is wider than deep, so the
+    # outline shows no antero-posterior long axis
+    "ct-head-turned-25deg": ["--modality", "ct"],
+    "mri-t1-head-turned-25deg": ["--modality", "mri", "--mri-sequence", "t1"],
 }
 CUT_SETTINGS = {"ct-field-cut-one-side": 0.2, "mri-t1-field-cut-one-side": 0.2}
-ROLLED_SETTINGS = {"ct-head-rolled-12deg": 12.0, "mri-t1-head-rolled-12deg": 12.0}
+TURNED_SETTINGS = {  # name -> (yaw, roll) in degrees, signs alternating case by case
+    "ct-head-rolled-12deg": (0.0, 12.0), "mri-t1-head-rolled-12deg": (0.0, 12.0),
+    "ct-head-turned-25deg": (25.0, 0.0), "mri-t1-head-turned-25deg": (25.0, 0.0)}
 NEAR_MM, FAR_MM = 10.0, 15.0
 
 
@@ -60,21 +65,6 @@ def cut_one_side(image, share: float, high_end: bool):
     """``image`` without ``share`` of its columns (index x) at its low or high end."""
     n = image.GetSize()[0]
     return image[:n - int(n * share), :, :] if high_end else image[int(n * share):, :, :]
-
-
-def rolled(image, degrees: float, centers_ras: dict):
-    """``image`` with its content turned by ``degrees`` about the antero-posterior axis
-    through the middle of ``centers_ras`` (side -> RAS mm), and those centres turned with it."""
-    middle_lps = RAS_TO_LPS @ np.mean(list(centers_ras.values()), axis=0)
-    turn = sitk.Euler3DTransform()
-    turn.SetCenter(middle_lps.tolist())
-    turn.SetRotation(0.0, np.deg2rad(degrees), 0.0)
-    low = float(np.min(sitk.GetArrayViewFromImage(image)))
-    # the output at p holds the input at turn(p): the content moves by turn's inverse
-    moved = sitk.Resample(image, image, turn, sitk.sitkLinear, low)
-    back = turn.GetInverse()
-    return moved, {side: RAS_TO_LPS @ np.array(back.TransformPoint((RAS_TO_LPS @ c).tolist()))
-                   for side, c in centers_ras.items()}
 
 
 def check_setting(name: str, options, cases: int, seed: int, folder: Path) -> dict:
@@ -85,8 +75,10 @@ def check_setting(name: str, options, cases: int, seed: int, folder: Path) -> di
         truth = {s: r.roi.center for s, r in sides.items()}
         if name in CUT_SETTINGS:
             image = cut_one_side(image, CUT_SETTINGS[name], high_end=bool(index % 2))
-        if name in ROLLED_SETTINGS:
-            image, truth = rolled(image, ROLLED_SETTINGS[name] * (-1) ** index, truth)
+        if name in TURNED_SETTINGS:
+            sign = (-1) ** index
+            yaw, roll = TURNED_SETTINGS[name]
+            image, truth = turned(image, truth, sign * yaw, sign * roll)
         start = time.perf_counter()
         suggestion = suggest_rois(image)
         seconds.append(time.perf_counter() - start)

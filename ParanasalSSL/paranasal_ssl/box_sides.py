@@ -7,9 +7,11 @@ reviewed and exported under the wrong side's name. Two boxes are compared with e
 head's midline, which catches a single box on the wrong side, or both boxes on one sinus, and
 gives a warning: the midline is an estimate.
 
-The midline comes from ``midline.head_midline_x`` (the plane of best mirror symmetry).
-A box is flagged when its centre lies more than ``MIDLINE_MARGIN_MM`` past the midline on the
-other side: a warning, not a refusal, because a head turned far about its long axis, or a field
+The midline is ``head_frame.head_midplane``: the plane of best mirror symmetry, turned with
+the head (yaw and roll), since a head turned 20-30 deg moves an upright plane's midline at the
+sinuses by 10-30 mm, enough to flag a correct box or pass one on the other sinus. A box is
+flagged when its centre lies more than ``MIDLINE_MARGIN_MM`` past that plane on the other side:
+a warning, not a refusal, because a head turned past what the frame follows, or a field
 holding one side only, defeats the estimate.
 """
 
@@ -20,7 +22,7 @@ from typing import List, Mapping, Optional
 import SimpleITK as sitk
 
 from paranasal_ssl.geometry import SinusROI, check_side, check_sides_in_place
-from paranasal_ssl.midline import head_midline_x
+from paranasal_ssl.head_frame import head_midplane
 
 MIDLINE_MARGIN_MM = 10.0
 
@@ -32,17 +34,19 @@ def box_side_notes(image: sitk.Image, rois: Mapping[str, Optional[SinusROI]],
     (RAS: +x is the patient's right). A warning, not a refusal: the midline is an estimate."""
     check_sides_in_place(rois, source)
     boxes = {check_side(side, source): roi for side, roi in rois.items() if roi is not None}
-    midline = head_midline_x(image, modality) if boxes else None
-    if midline is None:
+    midplane = head_midplane(image, modality) if boxes else None
+    if midplane is None:
         return []
     notes = []
     for side, roi in sorted(boxes.items()):
-        toward_own_side = (midline - roi.center[0]) if side == "left" else (roi.center[0] - midline)
+        toward_left = midplane.toward_left_mm(roi.center)
+        toward_own_side = toward_left if side == "left" else -toward_left
         if toward_own_side < -MIDLINE_MARGIN_MM:
             other = "right" if side == "left" else "left"
             notes.append(f"the {side} box (centre at RAS x {roi.center[0]:.1f} mm) lies "
                          f"{-toward_own_side:.0f} mm into the patient's {other} half of the head "
-                         f"(midline near x {midline:.1f} mm): is it on the {other} sinus? (In "
-                         "radiological view the patient's left is on the screen's right.)")
+                         f"(midline near x {midplane.x_at(roi.center):.1f} mm at its level): is "
+                         f"it on the {other} sinus? (In radiological view the patient's left is "
+                         "on the screen's right.)")
     return notes
 

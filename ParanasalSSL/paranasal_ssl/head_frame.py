@@ -1,33 +1,46 @@
-"""The head in a scan: its mask, and a grid aligned with it (``HeadFrame``) for the ROI
-suggestion (``roi_suggest``).
+"""The head in a scan: its mask, a grid aligned with it (``HeadFrame``) for the ROI
+suggestion (``roi_suggest``), and its mid-sagittal plane (``head_midplane``) for the wrong-side
+box warning (``box_sides``).
 
 The frame follows the head's yaw (turned about the superior axis: the long axis of its axial
 outline is antero-posterior) and its roll (tilted towards one shoulder: the roll whose frame
-the scan best mirrors onto itself, ``midline.head_roll``, from ``MIN_ROLL_DEG``). In that frame
-the mid-sagittal plane is vertical, so the face splits into its two halves at one x, and the
-sinus boxes are turned with the head. Pitch (chin up or down) moves nothing across the
-midline and is left alone. Frame coordinates are mm from voxel 0 along the frame's axes:
-x toward the patient's left, y posterior, z superior (LPS-like).
+the scan best mirrors onto itself, ``midline.head_roll``). Where the outline shows no long axis,
+as in a field cut close around the face (wider than deep), yaw and roll are both those whose
+frame mirrors best (``midline.head_yaw_and_roll``). A yaw or roll found by mirror symmetry is
+applied from ``MIN_TURN_DEG``. In that frame the mid-sagittal plane is vertical, so the
+face splits into its two halves at one x, and the sinus boxes are turned with the head. Pitch
+(chin up or down) moves nothing across the midline and is left alone. Frame coordinates are mm
+from voxel 0 along the frame's axes: x toward the patient's left, y posterior, z superior
+(LPS-like).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from paranasal_ssl.geometry import RAS_TO_LPS, SinusROI
-from paranasal_ssl.midline import head_roll, roll_rotation
+from paranasal_ssl.midline import (
+    head_roll,
+    head_yaw_and_roll,
+    midline_plane,
+    roll_rotation,
+    tissue_centre,
+    yaw_rotation,
+)
+from paranasal_ssl.modality import detect_modality
 
 CT_AIR_HU = -400.0
 MAX_YAW_DEG = 40.0  # beyond this the outline's long axis is not the antero-posterior one
-# Smaller rolls are left alone: at the sinuses' height (about 47 mm below the head's centre)
-# they move the midline by under 5 mm, which the search tolerates, and the estimate itself is
-# good to about 2 deg. Applied from 4 deg, one MRI scan was lost in two development settings.
-MIN_ROLL_DEG = 6.0
+# Smaller rolls (and yaws found by mirror symmetry) are left alone: at the sinuses (about 47 mm
+# below and 40-50 mm in front of the head's centre) they move the midline by under 5 mm, which
+# the search tolerates, and the estimate itself is good to about 2 deg. Rolls applied from
+# 4 deg lost one MRI scan in two development settings.
+MIN_TURN_DEG = 6.0
 
 
 @dataclass(frozen=True)
@@ -64,8 +77,9 @@ class HeadFrame:
 
 def head_rotation(image: sitk.Image, modality: str) -> np.ndarray:
     """3x3, columns = the head frame's axes in LPS: the head's yaw (estimated on a coarse
-    axis-aligned grid from the head's axial outline), then its roll when that is
-    ``MIN_ROLL_DEG`` or more. ``covering_frame`` lays a grid of any spacing along them."""
+    axis-aligned grid from the head's axial outline, or by mirror symmetry where the outline
+    shows no antero-posterior long axis), then its roll; yaw by mirror symmetry and roll when
+    ``MIN_TURN_DEG`` or more. ``covering_frame`` lays a grid of any spacing along them."""
     coarse = covering_frame(image, np.eye(3), 3.0)
     head = head_mask(coarse.resample(image), modality)
     rotation = np.eye(3)
@@ -78,10 +92,13 @@ def head_rotation(image: sitk.Image, modality: str) -> np.ndarray:
         yaw = np.arctan2(-long_axis[0], long_axis[1])
         yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the axis has no sign
         if abs(yaw) < np.deg2rad(MAX_YAW_DEG) and values.max() > 1.15 * values.min():
-            c, s = np.cos(yaw), np.sin(yaw)
-            rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-        roll = head_roll(image, modality, rotation)
-        if abs(roll) >= MIN_ROLL_DEG:
+            rotation = yaw_rotation(np.rad2deg(yaw))
+            roll = head_roll(image, modality, rotation)
+        else:  # a field cut close around the face is wider than deep: no long axis to see
+            yaw, roll = head_yaw_and_roll(image, modality, MAX_YAW_DEG)
+            if abs(yaw) >= MIN_TURN_DEG:
+                rotation = yaw_rotation(yaw)
+        if abs(roll) >= MIN_TURN_DEG:
             rotation = rotation @ roll_rotation(roll)
     return rotation
 
@@ -135,3 +152,35 @@ def _fill_holes(mask: np.ndarray, in_plane: bool) -> np.ndarray:
         faces.append(background[[0, -1]])
     outside = np.unique(np.concatenate([f.ravel() for f in faces]))
     return ~np.isin(background, outside[outside > 0])
+
+
+@dataclass(frozen=True)
+class Midplane:
+    """The head's mid-sagittal plane: the LPS points q with ``normal`` . q = ``offset`` (mm);
+    ``normal``: unit, LPS, toward the patient's left. Turned with the head's yaw and roll."""
+
+    normal: np.ndarray
+    offset: float
+
+    def toward_left_mm(self, point_ras) -> float:
+        """Signed distance (mm) of a RAS point from the plane: positive on the patient's
+        left, negative on the right."""
+        return float(self.normal @ (RAS_TO_LPS @ np.asarray(point_ras, float)) - self.offset)
+
+    def x_at(self, point_ras) -> float:
+        """RAS x (mm) where the plane crosses the left-right line through ``point_ras``: the
+        midline at that point's height and depth (a turned head's plane is not sagittal)."""
+        return float(point_ras[0]) + self.toward_left_mm(point_ras) / float(self.normal[0])
+
+
+def head_midplane(image: sitk.Image, modality: Optional[str] = None) -> Optional[Midplane]:
+    """The head's mid-sagittal plane in ``image``: the plane of best mirror symmetry along the
+    head's frame (``head_rotation``: yaw and roll) or the scan's axes, whichever matches
+    better (``midline.midline_plane``); where the field is too narrow for that, the sagittal
+    plane through the tissue's centre of mass; None if the image holds no tissue."""
+    modality = modality or detect_modality(image)
+    found = midline_plane(image, modality, head_rotation(image, modality))
+    if found is not None:
+        return Midplane(*found)
+    centre = tissue_centre(image, modality)
+    return None if centre is None else Midplane(np.array([1.0, 0.0, 0.0]), float(centre[0]))

@@ -1,11 +1,13 @@
-"""Where is the head's mid-sagittal plane? (RAS x, mm)
+"""Where is the head's mid-sagittal plane, and how is the head turned?
 
-Used to tell a sinus box on the wrong half of the head (``box_sides``) and to split the face
-into its two halves when suggesting boxes (``roi_suggest``), whose frame also follows the
-head's roll found the same way (``head_roll``: the roll whose frame mirrors best).
+Used through ``head_frame``: to tell a sinus box on the wrong half of the head (``box_sides``)
+and to split the face into its two halves when suggesting boxes (``roi_suggest``), whose frame
+follows the head's yaw and roll found the same way (``head_roll``, ``head_yaw_and_roll``: the
+turn whose frame the scan mirrors best).
 
-The midline is the RAS x of the plane the scan is most nearly the mirror image of: on a 3 mm
-grid along the RAS axes, the sagittal plane that minimises the mean absolute difference between
+The midline is the plane the scan is most nearly the mirror image of: on a 3 mm grid along a
+frame's axes (the scan's LPS axes, or the head's), the plane across the first axis (sagittal
+in an upright head) that minimises the mean absolute difference between
 each voxel and its mirror image, over the pairs that both lie in the scan and hold some tissue,
 divided by the spread of the values compared (a strip of uniform soft tissue at the edge of a
 field cut close around the face would otherwise match its mirror image best).
@@ -19,13 +21,11 @@ qualifies the centre of mass stands in. Measured by ``benchmarks/midline_check.p
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import itertools
+from typing import List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
-
-from paranasal_ssl.geometry import lps_to_ras
-from paranasal_ssl.modality import detect_modality
 
 CT_TISSUE_HU = -400.0
 MIRROR_GRID_MM = 3.0  # the mirror search's grid: sinuses, orbits and septum are larger
@@ -34,19 +34,12 @@ MIN_PAIRS = 1000  # voxel pairs compared (27 mL at 3 mm) for a plane to count
 MIN_OVERLAP = 0.4  # and at least this share of the most pairs any plane has
 STEP = 4  # voxels: the centre of mass of a head needs no more
 ROLL_GRID_MM = 4.5  # the roll search compares whole halves of the face: a coarser grid will do
-ROLL_STEPS_DEG = (8.0, 4.0, 2.0)  # coarse to fine
+TURN_GRID_STEP_DEG = 10.0  # the yaw-and-roll search's first grid of angles: the match is
+TURN_GRID_COARSE_MM = 6.0  # sharp within about 8 deg of the true turn, so a coarse grid will do
+TURN_STEPS_DEG = (8.0, 4.0, 2.0)  # yaw and roll searches: coarse to fine
 MAX_ROLL_DEG = 24.0
 ROLL_WINDOW_MM = 45.0  # planes searched this far either side of the tissue's centre
 OUTSIDE = -1e30  # resampling value outside the scan
-
-
-def head_midline_x(image: sitk.Image, modality: Optional[str] = None) -> Optional[float]:
-    """RAS x (mm) of the head's mid-sagittal plane in ``image``: the plane of best mirror
-    symmetry, or the tissue's centre of mass where the field is too narrow for that; None if
-    the image holds no tissue."""
-    modality = modality or detect_modality(image)
-    found = mirror_plane(image, modality)
-    return -found[0] if found is not None else _tissue_centre_x(image, modality)  # LPS -> RAS
 
 
 def _tissue(array: np.ndarray, modality: str) -> Optional[np.ndarray]:
@@ -58,12 +51,6 @@ def _tissue(array: np.ndarray, modality: str) -> Optional[np.ndarray]:
     if bright.size == 0:
         return None
     return array > 0.25 * np.percentile(bright, 75)
-
-
-def _tissue_centre_x(image: sitk.Image, modality: str) -> Optional[float]:
-    """RAS x (mm) of the tissue's centre of mass (``tissue_centre``)."""
-    centre = tissue_centre(image, modality)
-    return None if centre is None else float(lps_to_ras(centre)[0])
 
 
 def tissue_centre(image: sitk.Image, modality: str) -> Optional[np.ndarray]:
@@ -145,13 +132,14 @@ def mirror_plane(image: sitk.Image, modality: str, rotation: Optional[np.ndarray
     return float(lo[0] + plane * grid_mm), difference
 
 
-def midline_offset(image: sitk.Image, modality: str, rotation: np.ndarray,
-                   point_lps: np.ndarray) -> Optional[float]:
-    """How far (mm) to move ``point_lps`` along the first axis of ``rotation`` (3x3, columns =
-    a head frame's axes in LPS, turned by the head's yaw and roll) to reach the plane of best
-    mirror symmetry, searched along the frame's axes and, where the frame is turned, along the
-    scan's LPS axes too (the yaw comes from the head's outline, which a field cut off on one
-    side distorts); the better match wins. None if no plane qualifies."""
+def midline_plane(image: sitk.Image, modality: str,
+                  rotation: np.ndarray) -> Optional[Tuple[np.ndarray, float]]:
+    """The plane of best mirror symmetry, searched along the axes of ``rotation`` (3x3,
+    columns = a head frame's axes in LPS, turned by the head's yaw and roll) and, where the
+    frame is turned, along the scan's LPS axes too (the yaw comes from the head's outline,
+    which a field cut off on one side distorts); the better match wins. Returns (unit normal
+    in LPS, toward the patient's left; offset in mm): the plane holds the LPS points q with
+    normal . q = offset. None if no plane qualifies."""
     rotation = np.asarray(rotation, float)
     rotations = [rotation] + ([np.eye(3)] if not np.allclose(rotation, np.eye(3)) else [])
     found = [(plane, turn) for turn in rotations
@@ -159,8 +147,19 @@ def midline_offset(image: sitk.Image, modality: str, rotation: np.ndarray,
     if not found:
         return None
     (coordinate, _), turn = min(found, key=lambda f: f[0][1])
-    normal = turn[:, 0]  # the plane holds the LPS points q with normal . q = coordinate
-    return float((coordinate - normal @ point_lps) / (normal @ rotation[:, 0]))
+    return turn[:, 0].copy(), float(coordinate)
+
+
+def midline_offset(image: sitk.Image, modality: str, rotation: np.ndarray,
+                   point_lps: np.ndarray) -> Optional[float]:
+    """How far (mm) to move ``point_lps`` along the first axis of ``rotation`` (3x3, columns =
+    a head frame's axes in LPS) to reach the plane of best mirror symmetry
+    (``midline_plane``); None if no plane qualifies."""
+    plane = midline_plane(image, modality, rotation)
+    if plane is None:
+        return None
+    normal, offset = plane
+    return float((offset - normal @ point_lps) / (normal @ np.asarray(rotation, float)[:, 0]))
 
 
 def roll_rotation(degrees: float) -> np.ndarray:
@@ -171,35 +170,92 @@ def roll_rotation(degrees: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
+def yaw_rotation(degrees: float) -> np.ndarray:
+    """3x3 rotation by ``degrees`` about a frame's third (superior) axis, in the frame's
+    axes: ``rotation @ yaw_rotation(d)`` is ``rotation``'s frame turned."""
+    r = np.deg2rad(degrees)
+    c, s = np.cos(r), np.sin(r)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
 def head_roll(image: sitk.Image, modality: str, rotation: np.ndarray) -> float:
     """The head's roll in degrees (a tilt towards one shoulder: about the antero-posterior
     axis, the second of ``rotation``, 3x3 columns = a head frame's axes in LPS): the roll
     whose frame the scan best mirrors onto itself. A rolled head's mid-sagittal plane is not
     vertical, so a vertical plane splits its face at the wrong place at the sinuses' height
     (47 mm below the centre a 10 deg roll moves the midline 8 mm). Hill-climbs from 0 in
-    ``ROLL_STEPS_DEG`` steps up to ``MAX_ROLL_DEG``, on a ``ROLL_GRID_MM`` grid, over planes
-    within ``ROLL_WINDOW_MM`` of the tissue's centre; 0 where no plane qualifies."""
-    centre = tissue_centre(image, modality)
-    if centre is None:
-        return 0.0
-    rotation = np.asarray(rotation, float)
-    differences: dict = {}
+    ``TURN_STEPS_DEG`` steps up to ``MAX_ROLL_DEG``; 0 where no plane qualifies."""
+    score = _MirrorScore(image, modality, lambda roll: rotation @ roll_rotation(roll))
+    return _climb(score, (0.0,), (MAX_ROLL_DEG,), TURN_STEPS_DEG)[0]
 
-    def difference(degrees: float) -> float:
-        if degrees not in differences:
-            turn = rotation @ roll_rotation(degrees)
-            middle = float(turn[:, 0] @ centre)
-            found = mirror_plane(image, modality, turn, ROLL_GRID_MM,
-                                 (middle - ROLL_WINDOW_MM, middle + ROLL_WINDOW_MM))
-            differences[degrees] = np.inf if found is None else found[1]
-        return differences[degrees]
 
-    best = 0.0
-    for step in ROLL_STEPS_DEG:
+def head_yaw_and_roll(image: sitk.Image, modality: str,
+                      max_yaw_deg: float) -> Tuple[float, float]:
+    """The head's yaw (turned about the superior axis, up to ``max_yaw_deg``) and roll in
+    degrees, about the scan's LPS axes: those whose frame the scan best mirrors onto itself.
+    For fields whose outline does not show the head's long axis (one cut close around the
+    face is wider than deep). The match is sharp within about 8 deg of the true turn and flat
+    beyond it, and a yaw is only found with the right roll, so a grid of both
+    (``TURN_GRID_STEP_DEG`` apart, on a ``TURN_GRID_COARSE_MM`` grid) comes first, then a
+    hill-climb in the finer ``TURN_STEPS_DEG``;
+    (0, 0) where no plane qualifies."""
+    def turned(yaw, roll):
+        return yaw_rotation(yaw) @ roll_rotation(roll)
+
+    coarse = _MirrorScore(image, modality, turned, TURN_GRID_COARSE_MM)
+    grid = [(yaw, roll) for yaw in _angles(max_yaw_deg, TURN_GRID_STEP_DEG)
+            for roll in _angles(MAX_ROLL_DEG, TURN_GRID_STEP_DEG)]
+    start = min(grid, key=lambda angles: (coarse(*angles), np.abs(angles).sum()))
+    if not np.isfinite(coarse(*start)):
+        return 0.0, 0.0
+    score = _MirrorScore(image, modality, turned)
+    yaw, roll = _climb(score, start, (max_yaw_deg, MAX_ROLL_DEG), TURN_STEPS_DEG[1:])
+    return yaw, roll
+
+
+def _angles(limit: float, step: float) -> List[float]:
+    """0, +/-step, +/-2 step ... within +/-limit."""
+    count = int(limit // step)
+    return [float(step * n) for n in range(-count, count + 1)]
+
+
+class _MirrorScore:
+    """The scan's mirror difference in the frame ``turned(*angles)`` (3x3, columns = axes in
+    LPS): ``mirror_plane`` on a ``grid_mm`` grid over planes within ``ROLL_WINDOW_MM`` of the
+    tissue's centre; inf where no plane qualifies. Remembered per angles."""
+
+    def __init__(self, image: sitk.Image, modality: str, turned,
+                 grid_mm: float = ROLL_GRID_MM):
+        self.image, self.modality, self.turned, self.grid_mm = image, modality, turned, grid_mm
+        self.centre = tissue_centre(image, modality)
+        self.scores: dict = {}
+
+    def __call__(self, *angles: float) -> float:
+        if angles not in self.scores:
+            found = None
+            if self.centre is not None:
+                turn = np.asarray(self.turned(*angles), float)
+                middle = float(turn[:, 0] @ self.centre)
+                found = mirror_plane(self.image, self.modality, turn, self.grid_mm,
+                                     (middle - ROLL_WINDOW_MM, middle + ROLL_WINDOW_MM))
+            self.scores[angles] = np.inf if found is None else found[1]
+        return self.scores[angles]
+
+
+def _climb(score: _MirrorScore, start: Tuple[float, ...], limits: Tuple[float, ...],
+           steps) -> Tuple[float, ...]:
+    """Hill-climbs ``score`` from ``start`` over each step in ``steps`` (degrees, coarse to
+    fine): moves to the best neighbour (every angle -step, 0 or +step, within ``limits``)
+    while that is better."""
+    best = tuple(start)
+    for step in steps:
         while True:
-            candidates = [d for d in (best - step, best + step) if abs(d) <= MAX_ROLL_DEG]
-            better = min(candidates, key=difference, default=best)
-            if difference(better) >= difference(best):
+            neighbours = [tuple(b + d * step for b, d in zip(best, move))
+                          for move in itertools.product((-1, 0, 1), repeat=len(best)) if any(move)]
+            neighbours = [n for n in neighbours
+                          if all(abs(v) <= limit for v, limit in zip(n, limits))]
+            better = min(neighbours, key=lambda n: score(*n), default=best)
+            if score(*better) >= score(*best):
                 break
             best = better
     return best
