@@ -1,13 +1,16 @@
-"""How close the estimated head midline (``box_sides.head_midline_x``, behind the wrong-side box
+"""How close the estimated head midline (``head_frame.head_midplane``, behind the wrong-side box
 warning of ``predict``, Slicer and the review) lies to the middle between the two sinuses.
 
 For each phantom setting, makes a cohort in a temporary folder and compares the estimate with
-the middle of the generator's two sinus centres (RAS x), on the whole scan and with 30% of the
-scan's columns cut away on either side (a field of view centred off the midline, as a cone-beam
-field on one cheek). The tissue centre of mass, the estimate before the mirror search, is
+the middle of the generator's two sinus centres: the RAS x where the estimated plane crosses
+the left-right line through that middle, minus the middle's x. On the whole scan, with 30% of
+the scan's columns cut away on either side (a field of view centred off the midline, as a
+cone-beam field on one cheek), with the head turned 25 deg about the superior axis (yawed) and
+with it tilted 15 deg towards a shoulder (rolled), one way on even cases and the other on odd
+ones. The tissue centre of mass (its RAS x), the estimate before the mirror search, is
 reported beside it. The real Cranium CT (when installed) is scored against the middle of its
-suggested boxes, whole and with 20% and 35% cut away. Writes OUT.json and OUT.md with the
-machine and the code version.
+suggested boxes, whole, with 20% and 35% cut away, yawed and rolled. Writes OUT.json and
+OUT.md with the machine and the code version.
 
     .venv/bin/python benchmarks/midline_check.py benchmarks/results/midline_check
     .venv/bin/python benchmarks/midline_check.py OUT --cases 5 --settings ct
@@ -25,9 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ParanasalSSL"))
 
-from check_args import phantom_sides, run_phantom_checks  # noqa: E402
+from check_args import phantom_sides, run_phantom_checks, turned  # noqa: E402
 
-from paranasal_ssl.midline import _tissue_centre_x, head_midline_x  # noqa: E402
+from paranasal_ssl.geometry import lps_to_ras  # noqa: E402
+from paranasal_ssl.head_frame import head_midplane  # noqa: E402
+from paranasal_ssl.midline import tissue_centre  # noqa: E402
 from paranasal_ssl.modality import detect_modality  # noqa: E402
 from paranasal_ssl.scan_io import read_scan  # noqa: E402
 
@@ -42,23 +47,31 @@ SETTINGS = {
                         "0.7,0.7,3.5", "--orientation", "mixed"],
 }
 CUT = 0.3  # share of the columns cut away on one side
+YAW_DEG, ROLL_DEG = 25.0, 15.0  # the turned views
 
 
-def views(image, cuts=(CUT,)):
-    """(name, image): the whole scan, then each cut from the low and the high column end."""
-    yield "whole", image
+def views(image, middle, cuts=(CUT,), sign: float = 1.0):
+    """(name, image, middle): the whole scan, each cut from the low and the high column end,
+    then the head turned by ``sign`` x (``YAW_DEG``, then ``ROLL_DEG``) about ``middle`` (RAS
+    mm), with the middle turned along."""
+    yield "whole", image, middle
     n = image.GetSize()[0]
     for cut in cuts:
-        yield f"low {cut:.0%} cut", image[int(n * cut):, :, :]
-        yield f"high {cut:.0%} cut", image[:int(n * (1 - cut)), :, :]
+        yield f"low {cut:.0%} cut", image[int(n * cut):, :, :], middle
+        yield f"high {cut:.0%} cut", image[:int(n * (1 - cut)), :, :], middle
+    for name, yaw, roll in (("yawed", YAW_DEG, 0.0), ("rolled", 0.0, ROLL_DEG)):
+        moved, centre = turned(image, {"middle": middle}, sign * yaw, sign * roll)
+        yield f"{name} {sign * (yaw or roll):+.0f} deg", moved, centre["middle"]
 
 
-def errors(image, middle: float) -> dict:
+def errors(image, middle) -> dict:
+    """Errors (mm, along RAS x at ``middle``, RAS mm) of the midline estimates."""
     modality = detect_modality(image)
     start = time.perf_counter()
-    mirror = head_midline_x(image, modality)
+    mirror = head_midplane(image, modality).x_at(middle)
     seconds = time.perf_counter() - start
-    return {"mirror": mirror - middle, "centre_of_mass": _tissue_centre_x(image, modality) - middle,
+    centre_x = float(lps_to_ras(tissue_centre(image, modality))[0])
+    return {"mirror": mirror - middle[0], "centre_of_mass": centre_x - middle[0],
             "seconds": seconds}
 
 
@@ -76,11 +89,12 @@ def summary(rows) -> dict:
 def check_setting(name: str, options, cases: int, seed: int, folder: Path) -> dict:
     cases_sides = phantom_sides(folder / name, options, cases, seed)
     rows = collections.defaultdict(list)
-    for sides in cases_sides:
-        middle = (sides["left"].roi.center[0] + sides["right"].roi.center[0]) / 2.0
+    for index, sides in enumerate(cases_sides):
+        middle = (sides["left"].roi.center + sides["right"].roi.center) / 2.0
         scan = read_scan(sides["left"].image)
-        for view, image in views(scan):
-            rows["whole" if view == "whole" else "cut"].append(errors(image, middle))
+        for view, image, centre in views(scan, middle, sign=(-1.0) ** index):
+            group = "cut" if view.endswith("cut") else view.split()[0]  # whole, yawed, rolled
+            rows[group].append(errors(image, centre))
     return {"setting": name, "synth_options": list(options), "cases": len(cases_sides),
             "seed": seed, **{view: summary(r) for view, r in rows.items()}}
 
@@ -94,9 +108,10 @@ def check_cranium() -> dict | None:
         return None
     scan = load_cranium(path)
     boxes = suggest_rois(scan).rois
-    middle = (boxes["left"].center[0] + boxes["right"].center[0]) / 2.0
-    return {"middle_of_suggested_boxes_x": middle,
-            **{view: errors(image, middle) for view, image in views(scan, (0.2, 0.35))}}
+    middle = (boxes["left"].center + boxes["right"].center) / 2.0
+    return {"middle_of_suggested_boxes_x": float(middle[0]),
+            **{view: errors(image, centre) for view, image, centre
+               in views(scan, middle, (0.2, 0.35))}}
 
 
 def markdown(report: dict) -> str:
@@ -104,12 +119,15 @@ def markdown(report: dict) -> str:
              f"Machine: {report['environment'].get('processor', '?')}, "
              f"{report['environment'].get('cpu_threads', '?')} threads. Error = estimate - "
              "middle between the two sinus centres (RAS x, mm); *cut*: 30% of the scan's "
-             "columns removed on one side (both sides, so two per case). Mirror: the plane of "
-             "best mirror symmetry (the estimate in use); centre of mass: the tissue's.", "",
+             "columns removed on one side (both sides, so two per case); *yawed*, *rolled*: the "
+             f"head turned {YAW_DEG:g} deg about the superior axis, or tilted {ROLL_DEG:g} deg "
+             "towards a shoulder, one way on even cases and the other on odd ones (error at the "
+             "sinuses' level and depth). Mirror: the plane of best mirror symmetry, turned with "
+             "the head (the estimate in use); centre of mass: the tissue's.", "",
              "| setting | scans | mirror: median / max error (mm) | > 10 mm | centre of mass: "
              "median / max | > 10 mm | s/scan |", "|---|---|---|---|---|---|---|"]
     for r in report["settings"]:
-        for view in ("whole", "cut"):
+        for view in ("whole", "cut", "yawed", "rolled"):
             s = r[view]
             lines.append(f"| {r['setting']} ({view}) | {s['n']} | "
                          f"{s['mirror']['median_mm']:.1f} / {s['mirror']['max_mm']:.1f} | "
