@@ -175,9 +175,10 @@ class Midplane:
 
 def head_midplane(image: sitk.Image, modality: Optional[str] = None) -> Optional[Midplane]:
     """The head's mid-sagittal plane in ``image``: the plane of best mirror symmetry along the
-    head's frame (``head_rotation``: yaw and roll) or the scan's axes, whichever matches
-    better (``midline.midline_plane``); where the field is too narrow for that, the sagittal
-    plane through the tissue's centre of mass; None if the image holds no tissue."""
+    head's frame (``head_rotation``: yaw and roll), or along the scan's axes where the turned
+    frame does not match clearly better (``midline.midline_plane``); where the field is too
+    narrow for either, the sagittal plane through the tissue's centre of mass; None if the
+    image holds no tissue."""
     modality = modality or detect_modality(image)
     found = midline_plane(image, modality, head_rotation(image, modality))
     if found is not None:
