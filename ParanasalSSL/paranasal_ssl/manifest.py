@@ -191,7 +191,7 @@ def manifest_rows(records: Iterable[SinusRecord], relative_to: Optional[Path] = 
             "roi_size_s": _fmt(r.roi.size[2]),
             "mask": _relative(r.mask, relative_to) if r.mask else "",
             "modality": r.modality or "",
-            "roi_axes": "" if np.allclose(axes, np.eye(3)) else " ".join(_fmt(v) for v in
+            "roi_axes": "" if np.allclose(axes, np.eye(3)) else " ".join(_fmt(v, 6) for v in
                                                                          axes.ravel()),
         }
         row.update(r.extra)
@@ -232,5 +232,7 @@ def _relative(p: Optional[Path], base: Optional[Path]) -> str:
     return str(p)
 
 
-def _fmt(v: float) -> str:
-    return f"{float(v):.3f}".rstrip("0").rstrip(".") if float(v) != 0 else "0"
+def _fmt(v: float, decimals: int = 3) -> str:
+    """mm to 3 decimals (a micrometre); box axes (unit vectors) to 6, so they read back
+    orthonormal to well within ``SinusROI``'s tolerance."""
+    return f"{float(v):.{decimals}f}".rstrip("0").rstrip(".") if float(v) != 0 else "0"

@@ -115,6 +115,7 @@ GOOD = {"case_id": "a", "subject_id": "s", "image": "a.nii.gz", "side": "left", 
     ({"roi_size_s": "0"}, "roi", "ROI size"),
     ({"case_id": ""}, "case_id", "empty value"),
     ({"roi_axes": "1 0 0 0 1 0 0 0"}, "roi_axes", "must be 9 numbers"),
+    ({"roi_axes": "1 0 0 0 1 0 0 0.1 1"}, "roi", "ROI axes are not orthonormal"),
 ])
 def test_bad_manifest_values_name_file_line_and_field(tmp_path, change, field, message):
     path = tmp_path / "m.csv"
@@ -124,6 +125,24 @@ def test_bad_manifest_values_name_file_line_and_field(tmp_path, change, field, m
     text = str(err.value)
     assert str(path) in text and message in text and f"[{field}]" in text
     assert "line 3" in text
+
+
+def test_box_axes_written_to_a_few_decimals_read_back_as_a_rotation(tmp_path):
+    # a box turned with a head yawed 24 deg and rolled 6 deg, its axes typed to 3 decimals:
+    # a.T @ a is off by up to 2e-3, which a stricter check refused (the manifest that
+    # manifest-from-list wrote for such a head could not be read back)
+    from paranasal_ssl.midline import roll_rotation, yaw_rotation
+
+    turn = yaw_rotation(24.0) @ roll_rotation(6.0)
+    typed = " ".join(f"{v:.3f}" for v in turn.ravel())
+    path = tmp_path / "m.csv"
+    write_csv(path, [{**GOOD, "roi_axes": typed}], list(GOOD) + ["roi_axes"])
+    (record,) = read_manifest(path)
+    np.testing.assert_allclose(record.roi.axes.T @ record.roi.axes, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(record.roi.axes, turn, atol=2e-3)
+    write_manifest([record], tmp_path / "again.csv")  # written to 6 decimals: the same box
+    np.testing.assert_allclose(read_manifest(tmp_path / "again.csv")[0].roi.axes,
+                               record.roi.axes, atol=1e-6)
 
 
 def test_label_spellings_a_spreadsheet_or_pandas_writes_are_read(tmp_path):
