@@ -9,6 +9,7 @@ import os
 import pathlib
 from typing import Annotated
 
+import qt
 import slicer
 import vtk
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
@@ -32,6 +33,8 @@ from ParanasalSSLLib.training import (
     STAGE_CHOICES,
     cachedDemoModel,
 )
+
+SUGGESTION_POLL_MS = 50  # how often the widget looks for a finished ROI suggestion
 
 
 class ParanasalSSL(ScriptedLoadableModule):
@@ -95,6 +98,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.settings = settings
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._pendingSuggestion = None  # (future, volume node) while a suggestion runs
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -178,7 +182,7 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if _isSet(p.modelFolder) and str(p.modelFolder) != self.settings.modelFolder:
             self.settings.modelFolder = p.modelFolder
         self.analysisPanel.updateApplyButton()
-        self.ui.suggestRoisButton.enabled = bool(p.inputVolume)
+        self.ui.suggestRoisButton.enabled = bool(p.inputVolume) and self._pendingSuggestion is None
         self.ui.suggestRoisButton.toolTip = (
             "Find both maxillary sinuses automatically (air cavities beside the nasal cavity); "
             "check the boxes" if p.inputVolume else "Select a scan first")
@@ -194,12 +198,34 @@ class ParanasalSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.modules.markups.logic().StartPlaceMode(False)
 
     def onSuggestRois(self):
-        if not self.ensureDependencies():
+        """Suggest both boxes in a worker thread (``analysis.startRoiSuggestion``); the
+        result is placed when it is ready (``onRoiSuggestionPoll``)."""
+        if not self.ensureDependencies() or self._pendingSuggestion is not None:
             return
-        with slicer.util.tryWithErrorDisplay("Could not suggest the sinus ROIs.", waitCursor=True):
-            p = self._parameterNode
-            suggestion, nodes = analysis.suggestRoiNodes(
-                p.inputVolume, {"left": p.leftRoi, "right": p.rightRoi})
+        volume = self._parameterNode.inputVolume
+        with slicer.util.tryWithErrorDisplay("Could not suggest the sinus ROIs."):
+            self._pendingSuggestion = (analysis.startRoiSuggestion(volume), volume)
+            self.ui.suggestRoisButton.enabled = False
+            self.ui.roiSuggestionLabel.text = "Looking for the sinuses..."
+            qt.QTimer.singleShot(SUGGESTION_POLL_MS, self.onRoiSuggestionPoll)
+
+    def onRoiSuggestionPoll(self):
+        future, volume = self._pendingSuggestion
+        if not future.done():
+            qt.QTimer.singleShot(SUGGESTION_POLL_MS, self.onRoiSuggestionPoll)
+            return
+        self._pendingSuggestion = None
+        self.ui.roiSuggestionLabel.text = ""
+        p = self._parameterNode
+        if p is None:
+            return
+        self.ui.suggestRoisButton.enabled = bool(p.inputVolume)
+        if p.inputVolume is None or p.inputVolume.GetID() != volume.GetID():  # another scan
+            return
+        with slicer.util.tryWithErrorDisplay("Could not suggest the sinus ROIs."):
+            suggestion = future.result()
+            nodes = analysis.placeSuggestedRois(suggestion,
+                                                {"left": p.leftRoi, "right": p.rightRoi})
             p.leftRoi, p.rightRoi = nodes["left"], nodes["right"]
             self.ui.roiSuggestionLabel.text = analysis.suggestionText(suggestion)
 

@@ -42,6 +42,31 @@ def test_suggested_rois_fill_the_roi_nodes(phantom):
     assert analysis.suggestionText(suggestion).startswith("Both sinuses found")
 
 
+def test_the_suggestion_runs_in_a_worker_thread_on_the_scan_as_it_was_asked(phantom):
+    # the widget starts it and keeps the UI responding (up to ~1 s on a face field); the
+    # scan is read from its node before the worker starts, so the node may change meanwhile
+    import threading
+
+    from paranasal_ssl.roi_suggest import suggest_rois
+
+    nodes, _ = phantom
+    scan = nodes["scan"]
+    expected = suggest_rois(analysis.scanImage(scan))
+    future = analysis.startRoiSuggestion(scan)
+    assert any(t.name.startswith("ParanasalSSL-suggest") for t in threading.enumerate())
+    array = slicer.util.arrayFromVolume(scan)
+    array[:] = -1000  # the user edits the volume while the worker runs: no effect on it
+    slicer.util.arrayFromVolumeModified(scan)
+    suggestion = future.result(timeout=120)
+    assert suggestion.confidence == "high"
+    for side in ("left", "right"):
+        np.testing.assert_allclose(suggestion.rois[side].center, expected.rois[side].center)
+    roiNodes = analysis.placeSuggestedRois(suggestion)
+    assert {side: n.GetName() for side, n in roiNodes.items()} == {
+        "left": "left maxillary sinus", "right": "right maxillary sinus"}
+    assert slicer.mrmlScene.IsNodePresent(roiNodes["left"])
+
+
 def test_the_models_prediction_lands_in_the_scans_geometry(sickCase, trained_run):
     run, _ = trained_run
     logic = AnalysisLogic()
