@@ -8,8 +8,8 @@ head's midline, which catches a single box on the wrong side, or both boxes on o
 gives a warning: the midline is an estimate.
 
 The midline is ``head_frame.head_midplane``: the plane of best mirror symmetry, turned with
-the head (yaw and roll), since a head turned 20-30 deg moves an upright plane's midline at the
-sinuses by 10-30 mm, enough to flag a correct box or pass one on the other sinus. A box is
+the head (yaw and roll), since a head turned 25 deg moves an upright plane's midline at the
+sinuses by 14-36 mm, enough to flag a correct box or pass one on the other sinus. A box is
 flagged when its centre lies more than ``MIDLINE_MARGIN_MM`` past that plane on the other side:
 a warning, not a refusal, because a head turned past what the frame follows, or a field
 holding one side only, defeats the estimate.

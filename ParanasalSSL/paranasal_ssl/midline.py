@@ -41,7 +41,7 @@ MAX_ROLL_DEG = 24.0
 ROLL_WINDOW_MM = 45.0  # planes searched this far either side of the tissue's centre
 OUTSIDE = -1e30  # resampling value outside the scan
 # A turned frame's plane must mirror at least this much better than the scan's axes' to be
-# kept. Heads turned 12-25 deg match 0.3-0.73 times the upright plane's difference, and a
+# kept. Heads turned 25 deg or tilted 15 deg match 0.3-0.73 times the upright plane's, and a
 # phantom's own few degrees 0.5-0.84; on fields cut off on one side the two are close (median
 # 0.99), and there a spurious match near the cut won by 7% and put the midline 43 mm off.
 TURNED_MARGIN = 0.85
