@@ -22,20 +22,23 @@ from typing import List, Mapping, Optional
 import SimpleITK as sitk
 
 from paranasal_ssl.geometry import SinusROI, check_side, check_sides_in_place
-from paranasal_ssl.head_frame import head_midplane
+from paranasal_ssl.head_frame import Midplane, head_midplane
 
 MIDLINE_MARGIN_MM = 10.0
 
 
 def box_side_notes(image: sitk.Image, rois: Mapping[str, Optional[SinusROI]],
-                   source=None, modality: Optional[str] = None) -> List[str]:
+                   source=None, modality: Optional[str] = None,
+                   midplane: Optional[Midplane] = None) -> List[str]:
     """Raise ``InputError`` naming ``source`` if the left box lies right of the right one
     (certain); return a warning for each box that lies clearly on the other half of the head
-    (RAS: +x is the patient's right). A warning, not a refusal: the midline is an estimate."""
+    (RAS: +x is the patient's right). A warning, not a refusal: the midline is an estimate.
+    ``midplane``: the head's mid-plane when already known (a suggestion's), else searched."""
     check_sides_in_place(rois, source)
     boxes = {check_side(side, source): roi for side, roi in rois.items() if roi is not None}
-    midplane = head_midplane(image, modality) if boxes else None
-    if midplane is None:
+    if boxes and midplane is None:
+        midplane = head_midplane(image, modality)
+    if not boxes or midplane is None:
         return []
     notes = []
     for side, roi in sorted(boxes.items()):

@@ -167,6 +167,12 @@ class Midplane:
         left, negative on the right."""
         return float(self.normal @ (RAS_TO_LPS @ np.asarray(point_ras, float)) - self.offset)
 
+    def along(self, point_lps, axis_lps) -> float:
+        """How far (mm) to move ``point_lps`` along the unit vector ``axis_lps`` (both LPS)
+        to reach the plane."""
+        return float((self.offset - self.normal @ np.asarray(point_lps, float))
+                     / (self.normal @ np.asarray(axis_lps, float)))
+
     def x_at(self, point_ras) -> float:
         """RAS x (mm) where the plane crosses the left-right line through ``point_ras``: the
         midline at that point's height and depth (a turned head's plane is not sagittal)."""

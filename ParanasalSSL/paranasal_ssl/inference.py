@@ -20,6 +20,7 @@ from paranasal_ssl.crop_cache import jitter_offsets
 from paranasal_ssl.crops import extract_crop, normalise, paste, roi_box_mask, uncrop
 from paranasal_ssl.errors import InputError
 from paranasal_ssl.geometry import REGION_CODES, SinusROI, check_side, lps_to_ras, ras_to_lps
+from paranasal_ssl.head_frame import Midplane
 from paranasal_ssl.modality import detect_modality, modality_evidence
 from paranasal_ssl.model_bundle import ModelBundle, load_model
 from paranasal_ssl.residual_maps import (
@@ -123,8 +124,11 @@ def classify_call(p: float, band: Tuple[float, float]) -> str:
 def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
                  model: Union[ModelBundle, str, Path], device: str = "auto",
                  tta_crops: Optional[int] = None, threshold: float = DEFAULT_REGION_THRESHOLD,
-                 check_modality: bool = True, source: Optional[str] = None) -> ScanPrediction:
+                 check_modality: bool = True, source: Optional[str] = None,
+                 midplane: Optional[Midplane] = None) -> ScanPrediction:
     """Analyse ``image`` (a SimpleITK scan) for each side in ``rois`` (RAS mm boxes).
+    ``midplane``: the head's mid-plane when known (from a ROI suggestion on this scan), for
+    the wrong-side box check; searched otherwise.
 
     Networks run under ``torch.inference_mode`` (no autograd bookkeeping at all)."""
     bundle = model if isinstance(model, ModelBundle) else load_model(model, device)
@@ -141,7 +145,7 @@ def predict_scan(image: sitk.Image, rois: Dict[str, SinusROI],
                          + (" in Hounsfield units (air near -1000; a CT stored without its "
                             "rescale intercept reads as MRI)" if bundle.modality == "ct"
                             else "") + f", or {_article(seen)} {seen.upper()} model")
-    box_notes = box_side_notes(image, rois, source, seen)  # a swapped pair raises
+    box_notes = box_side_notes(image, rois, source, seen, midplane)  # a swapped pair raises
     for note in box_notes:
         log.warning("%s: %s", source or "scan", note)
     n = tta_crops or cfg.data.crop.test_crops_per_side

@@ -160,18 +160,6 @@ def midline_plane(image: sitk.Image, modality: str,
     return turn[:, 0].copy(), float(coordinate)
 
 
-def midline_offset(image: sitk.Image, modality: str, rotation: np.ndarray,
-                   point_lps: np.ndarray) -> Optional[float]:
-    """How far (mm) to move ``point_lps`` along the first axis of ``rotation`` (3x3, columns =
-    a head frame's axes in LPS) to reach the plane of best mirror symmetry
-    (``midline_plane``); None if no plane qualifies."""
-    plane = midline_plane(image, modality, rotation)
-    if plane is None:
-        return None
-    normal, offset = plane
-    return float((offset - normal @ point_lps) / (normal @ np.asarray(rotation, float)[:, 0]))
-
-
 def roll_rotation(degrees: float) -> np.ndarray:
     """3x3 rotation by ``degrees`` about a frame's second (antero-posterior) axis, in the
     frame's axes: ``rotation @ roll_rotation(d)`` is ``rotation``'s frame rolled."""

@@ -10,7 +10,7 @@ plane. The heuristic looks for exactly that:
 2. head mask (largest tissue component, holes filled) and the air inside it (CT: below -400 HU;
    MRI: darker than 30% of the head's median after light smoothing, i.e. "dark cavities");
 3. drop the air within ``midline_band_mm`` of the midline (the plane the scan best mirrors onto
-   itself, ``midline.midline_offset``: the nasal cavity), open the rest by one
+   itself, ``midline.midline_plane``: the nasal cavity), open the rest by one
    voxel to cut the thin ostia, and label the cavities;
 4. score every left/right pair by its smaller volume, its mirror symmetry, and whether there is
    air (the nasal cavity) between the two: frontal sinuses have a bony septum there, mastoid
@@ -44,11 +44,12 @@ from paranasal_ssl.geometry import SinusROI, moved_inside_scan
 from paranasal_ssl.head_frame import (
     CT_AIR_HU,
     HeadFrame,
+    Midplane,
     covering_frame,
     head_mask,
     head_rotation,
 )
-from paranasal_ssl.midline import midline_offset
+from paranasal_ssl.midline import midline_plane
 from paranasal_ssl.modality import detect_modality
 
 MRI_DARK_FRACTION = 0.3  # of the head's median intensity
@@ -83,6 +84,10 @@ class RoiSuggestion:
     method: str
     notes: List[str] = field(default_factory=list)
     air_ml: Dict[str, float] = field(default_factory=dict)
+    # the head's mid-plane the face was split at (None where no plane mirrors well enough),
+    # for the wrong-side check of ``predict`` on these boxes, which would otherwise search it
+    # again (``head_frame.head_midplane`` does the same search)
+    midplane: Optional[Midplane] = None
 
     @property
     def low_confidence(self) -> bool:
@@ -104,9 +109,11 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
     if modality != "ct" and grid_mm > MRI_RETRY_GRID_MM:
         grids.append(MRI_RETRY_GRID_MM)
     rotation = head_rotation(image, modality)
+    found_plane = midline_plane(image, modality, rotation)  # once for every grid
+    midplane = Midplane(*found_plane) if found_plane is not None else None
     for grid in grids:
         frame, head, head_com, choice = _search(image, modality, covering_frame(
-            image, rotation, grid), midline_band_mm, source)
+            image, rotation, grid), midplane, midline_band_mm, source)
         if choice is not None:
             break
     notes: List[str] = []
@@ -114,7 +121,8 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
         notes.append("no sinus-like cavities found; boxes placed at a typical offset from the "
                      "head's centre: move them onto the sinuses")
         boxes = _inside_scan(image, _typical_boxes(frame, head_com, head), notes)
-        return RoiSuggestion(boxes, "low", "typical-offset", notes, {"left": 0.0, "right": 0.0})
+        return RoiSuggestion(boxes, "low", "typical-offset", notes, {"left": 0.0, "right": 0.0},
+                             midplane)
     found, mirrored_side, airway = choice
     boxes = _inside_scan(image, {side: _box(frame, c, margin_mm) for side, c in found.items()},
                          notes)
@@ -132,13 +140,13 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
     if modality != "ct":
         notes.append("MRI: dark cavities taken as air; check the boxes")
     sure = modality == "ct" and mirrored_side is None and airway
-    return RoiSuggestion(boxes, "high" if sure else "low", method, notes, ml)
+    return RoiSuggestion(boxes, "high" if sure else "low", method, notes, ml, midplane)
 
 
-def _search(image: sitk.Image, modality: str, frame: HeadFrame, midline_band_mm: float,
-            source: Optional[str]):
+def _search(image: sitk.Image, modality: str, frame: HeadFrame, midplane: Optional[Midplane],
+            midline_band_mm: float, source: Optional[str]):
     """Steps 1-4 on ``frame``'s grid: (frame, head mask [k, j, i], head centre of mass in
-    frame mm (x, y, z), ``_choose``'s answer or None)."""
+    frame mm (x, y, z) moved onto ``midplane``, ``_choose``'s answer or None)."""
     grid_mm = frame.grid_mm
     array = frame.resample(image)
     head = head_mask(array, modality)
@@ -147,7 +155,8 @@ def _search(image: sitk.Image, modality: str, frame: HeadFrame, midline_band_mm:
                          field="sinus boxes", expected="a head CT or MRI to suggest them on")
     head_com = np.array(ndi.center_of_mass(head))[::-1] * grid_mm  # frame mm (x, y, z)
     # the midline: the plane of mirror symmetry (a field cut off on one side moves the COM)
-    head_com[0] += midline_offset(image, modality, frame.rotation, frame.to_lps(head_com)) or 0.0
+    if midplane is not None:
+        head_com[0] += midplane.along(frame.to_lps(head_com), frame.rotation[:, 0])
     mid_x = float(head_com[0])
     air = _air_mask(array, modality, head)
     cavities = _cavities(air, grid_mm, mid_x, midline_band_mm)

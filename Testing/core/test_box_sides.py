@@ -128,6 +128,21 @@ def test_the_midline_follows_a_turned_or_tilted_head(case, yaw_deg, roll_deg):
     assert len(box_side_notes(image, {"right": rois["left"]}, "scan.nii.gz")) == 1
 
 
+def test_a_suggestions_midplane_is_the_one_the_check_would_find(case):
+    # predict --suggest-rois hands the suggestion's plane to the wrong-side check rather than
+    # searching the head's turn a second time (0.2-0.6 s a scan): it must be the same plane
+    from paranasal_ssl.roi_suggest import suggest_rois
+
+    image, rois = _turned(*case, 20.0, 0.0)
+    given = suggest_rois(image).midplane
+    searched = head_midplane(image)
+    np.testing.assert_allclose(given.normal, searched.normal)
+    assert given.offset == pytest.approx(searched.offset)
+    wrong = {"left": rois["right"]}
+    assert box_side_notes(image, wrong, midplane=given) == box_side_notes(image, wrong)
+    assert len(box_side_notes(image, wrong, midplane=given)) == 1
+
+
 def test_the_roll_of_a_head_tilted_towards_a_shoulder_is_found(case):
     """Turned 12 deg either way about the antero-posterior axis, the head's roll estimates
     (the roll whose frame mirrors best) differ by the 24 deg between them, whatever the

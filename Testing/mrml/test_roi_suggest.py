@@ -277,15 +277,18 @@ def _mri_head_with_thin_sinuses(thickness_mm: float):
 
 
 def test_thin_mri_sinuses_are_found_on_the_finer_grid_when_the_coarse_one_finds_nothing():
-    from paranasal_ssl.head_frame import covering_frame, head_rotation
+    from paranasal_ssl.head_frame import Midplane, covering_frame, head_rotation
+    from paranasal_ssl.midline import midline_plane
     from paranasal_ssl.roi_suggest import _search
 
     thin, truth = _mri_head_with_thin_sinuses(8.0)
     assert detect_modality(thin) == "mri"
     rotation = head_rotation(thin, "mri")
+    midplane = Midplane(*midline_plane(thin, "mri", rotation))
 
     def search(grid_mm):
-        return _search(thin, "mri", covering_frame(thin, rotation, grid_mm), 12.0, None)
+        return _search(thin, "mri", covering_frame(thin, rotation, grid_mm), midplane, 12.0,
+                       None)
 
     assert search(1.5)[3] is None  # no thick core at 1.5 mm ...
     assert search(1.0)[3] is not None  # ... but at 1 mm

@@ -218,7 +218,8 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
         rois = {s: roi if roi is not None else suggestion.rois[s] for s, roi in rois.items()}
     pred = predict_scan(image, rois, bundle, tta_crops=args.tta, threshold=args.threshold,
                         check_modality=not args.allow_modality_mismatch,
-                        source=str(image_path))
+                        source=str(image_path),
+                        midplane=suggestion.midplane if suggestion is not None else None)
     out.mkdir(parents=True, exist_ok=True)
     summary = pred.summary()
     for side, source in sources.items():
