@@ -12,10 +12,15 @@
 # 4. fine-tuning at 10% labels, evaluation and predict timing (bf16 autocast);
 # 5. `speed --compare-paper` at 64^3 (the paper's network against ours on this GPU), throughput
 #    only by default: its AUPRC check ran past 2 minutes on an H200 (COMPARE_ARGS= to include it).
-# Writes OUT_DIR/gpu_check.md (and the JSON/CSV files behind it) before step 5 and again after
-# it, so a device call cut off during the comparison still returns the rest. Settings: PROFILE (paper),
-# DEVICE (cuda), PRETEXT_EPOCHS (6), LABEL_FRACTION (0.1), WORKERS (all cores, for cropping), EXTRA_SET (more --set overrides, space separated),
-# COMPARE_ARGS (`speed --compare-paper` options; default --no-auprc).
+# Writes OUT_DIR/gpu_check.md (and the JSON/CSV files behind it) after each part, so a device
+# call cut off later still returns what ran. Settings: PROFILE (paper), DEVICE (cuda),
+# PRETEXT_EPOCHS (6), LABEL_FRACTION (0.1), WORKERS (all cores, for cropping), EXTRA_SET (more
+# --set overrides, space separated), COMPARE_ARGS (`speed --compare-paper` options; default
+# --no-auprc), PARTS (default "finetune compare": which of steps 4 and 5 run; the pretext stage
+# and the network throughput always do), BASELINE_CODE (another version's package root, e.g.
+# an older checkout's ParanasalSSL folder: its pretext stage is timed in the same run, on the
+# same cohort and residuals, as row "baseline"), ARCHIVE (a .tar.gz that gets OUT_DIR after
+# each part: for a device call that returns few files).
 set -euo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [CASES]}
 cases=${2:-600}
@@ -24,6 +29,7 @@ device=${DEVICE:-cuda}
 epochs=${PRETEXT_EPOCHS:-6}
 fraction=${LABEL_FRACTION:-0.1}
 workers=${WORKERS:-$(nproc)}
+parts=" ${PARTS-finetune compare} "
 py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 mkdir -p "$out"
@@ -62,20 +68,21 @@ pretext() {  # $1: label, then env settings
     kill "$smi" 2>/dev/null || true
     cp "$run/pretext/metrics.csv" "$out/pretext_$label.csv"
 }
-stamp "pretext, crops in host memory"
-pretext host PARANASAL_RESIDENT_DATA=0
 stamp "pretext, crops in GPU memory"
 pretext gpu PARANASAL_RESIDENT_DATA=1
+if [ -n "${BASELINE_CODE:-}" ]; then
+    stamp "pretext of the baseline code ($BASELINE_CODE), crops in GPU memory"
+    pretext baseline PARANASAL_RESIDENT_DATA=1 PYTHONPATH="$BASELINE_CODE:${PYTHONPATH:-}"
+fi
+stamp "pretext, crops in host memory"
+pretext host PARANASAL_RESIDENT_DATA=0
+cp "$run/config.json" "$out/run_config.json"
 
-stamp "fine-tune ${fraction} of the labels, evaluate"
-launch finetune --run-dir "$run" --label-fraction "$fraction" --label-seed 0 --device "$device" \
-    --workers "$workers" --progress none
-cli evaluate --run "$run" --device "$device" --workers "$workers" --progress none | tee "$out/evaluate.txt"
-
-stamp "network throughput ($profile profile) and predict"
-cli speed --profile "$profile" --device "$device" --steps 10 --out "$out/speed" \
-    --model "$run" --manifest "$work/cohort/manifest.csv" > /dev/null || true
-
+stamp "network throughput ($profile profile)"
+cli speed --profile "$profile" --device "$device" --steps 10 --out "$out/speed" > /dev/null || true
+archive() {
+    if [ -n "${ARCHIVE:-}" ]; then tar czf "$ARCHIVE" -C "$(dirname "$out")" "$(basename "$out")"; fi
+}
 summarise() {
 "$py" - "$out" "$run" <<'EOF'
 import csv, json, statistics, sys
@@ -106,14 +113,18 @@ if speed:
                   f"median {pc['median_s']:.3f} s, peak RSS {pc['peak_rss_mb']:.0f} MB"]
 lines += ["", "| pretext data | epoch s (median, epochs 2+) | train samples/s | GPU busy "
           "(median of 100 ms samples) | vs pure compute |", "|---|---|---|---|---|"]
-for label in ("host", "gpu"):
+rows_named = {"gpu": "crops in GPU memory", "baseline": "baseline code, crops in GPU memory",
+              "host": "crops in host memory"}
+for label, name in rows_named.items():
+    if not (out / f"pretext_{label}.csv").exists():
+        continue
     rows = list(csv.DictReader(open(out / f"pretext_{label}.csv")))
     secs = [float(r["seconds"]) for r in rows[1:]] or [float(rows[0]["seconds"])]
     util = [int(x) for x in (out / f"util_{label}.txt").read_text().split() if x.isdigit()]
     busy = [u for u in util if u > 0]
     n = read_checkpoint(run / "pretext" / "last.pt")["meta"]["n_train_sinuses"]
     sps = (n // min(batch, n)) * min(batch, n) / statistics.median(secs)
-    lines.append(f"| {label} memory | {statistics.median(secs):.2f} | {sps:.0f} | "
+    lines.append(f"| {name} | {statistics.median(secs):.2f} | {sps:.0f} | "
                  f"{statistics.median(busy) if busy else 0}% | "
                  f"{sps / bound if bound else float('nan'):.2f} |")
     lines.append(f"<!-- {label} losses: {[r['train_loss'] for r in rows]} -->")
@@ -126,10 +137,26 @@ print(text)
 EOF
 }
 stamp summary
-cp "$run/config.json" "$out/run_config.json"
-summarise
-stamp "compare with the paper's network"
-cli speed --compare-paper --device "$device" --steps 10 --batch 32 --out "$out/compare" \
-    ${COMPARE_ARGS---no-auprc} > /dev/null || true
-
 summarise > /dev/null
+archive
+
+if [[ $parts == *" finetune "* ]]; then
+    stamp "fine-tune ${fraction} of the labels, evaluate"
+    launch finetune --run-dir "$run" --label-fraction "$fraction" --label-seed 0 \
+        --device "$device" --workers "$workers" --progress none
+    cli evaluate --run "$run" --device "$device" --workers "$workers" --progress none \
+        | tee "$out/evaluate.txt"
+    stamp "network throughput ($profile profile) and predict"
+    cli speed --profile "$profile" --device "$device" --steps 10 --out "$out/speed" \
+        --model "$run" --manifest "$work/cohort/manifest.csv" > /dev/null || true
+    summarise > /dev/null
+    archive
+fi
+if [[ $parts == *" compare "* ]]; then
+    stamp "compare with the paper's network"
+    cli speed --compare-paper --device "$device" --steps 10 --batch 32 --out "$out/compare" \
+        ${COMPARE_ARGS---no-auprc} > /dev/null || true
+    summarise > /dev/null
+    archive
+fi
+summarise

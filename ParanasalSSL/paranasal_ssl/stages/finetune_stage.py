@@ -184,6 +184,8 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
                                                                   seed=train_seed)
     params = finetune_param_groups(model, cfg.finetune, pretrained=init != "random")
 
+    pos_weight_dev = pos_weight.to(device)
+
     def train_step(m, idx, gen):
         if cfg.finetune.freeze_encoder:
             m.encoder.eval()
@@ -191,9 +193,8 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
         x = to_input(pick_crops(train_x, idx, gen, rows), device)
         if tcfg.augment:
             x, _ = augment(x, None, gen, rows=rows)
-        y = train_y[idx[rows.slice]].to(device)
-        return F.binary_cross_entropy_with_logits(m(x).float(), y,
-                                                  pos_weight=pos_weight.to(device))
+        y = train_y[idx[rows.slice]].to(device)  # before the forward: see pretext_stage
+        return F.binary_cross_entropy_with_logits(m(x).float(), y, pos_weight=pos_weight_dev)
 
     def validate(m):
         prob = predict_crops(m, val_x, t, device)

@@ -109,9 +109,11 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
             x, y = augment(x, y, gen, rows=rows)
         if not use_score:
             return pretext_loss(m(x).float(), y, rcfg)
+        # copied before the forward pass: a host-to-GPU copy waits for the work queued before
+        # it, so after the forward it would hold the GPU idle until the forward finished
+        score_target = train_s[idx, which].to(device)
         logits, score = m(x, with_score=True)
-        return pretext_loss(logits.float(), y, rcfg, score.float(),
-                            train_s[idx, which].to(device))
+        return pretext_loss(logits.float(), y, rcfg, score.float(), score_target)
 
     def validate(m):
         total, l1, loss, batches = 0.0, 0.0, 0.0, 0
