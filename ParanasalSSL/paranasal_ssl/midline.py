@@ -115,19 +115,20 @@ def mirror_plane(image: sitk.Image, modality: str, rotation: Optional[np.ndarray
                               for a in (values, inside, tissue))
     planes = []  # (pairs compared, spread-normalised difference, plane in grid columns)
     for twice_plane in range(first, last + 1):
-        # column pairs (i, twice_plane - i) on either side of the plane at twice_plane / 2
-        i = np.arange((twice_plane - 1) // 2, -1, -1)
-        j = twice_plane - i
-        keep = j < columns
-        i, j = i[keep], j[keep]
-        if len(i) < least:
+        # column pairs (i, twice_plane - i) on either side of the plane at twice_plane / 2:
+        # i down from i0, j up from j0, as slices (views: no copy of the rows)
+        i0 = (twice_plane - 1) // 2
+        j0 = twice_plane - i0
+        n = min(i0 + 1, columns - j0)
+        if n < least:
             continue
+        i, j = slice(i0, i0 - n if i0 >= n else None, -1), slice(j0, j0 + n)
         pairs = inside[i] & inside[j] & (tissue[i] | tissue[j])
-        count = int(pairs.sum())
+        count = int(np.count_nonzero(pairs))
         if count >= min_pairs:
             a, b = values[i][pairs], values[j][pairs]
-            spread = np.abs(a - a.mean()).mean() + np.abs(b - b.mean()).mean()
-            difference = float(np.abs(a - b).mean() / (spread + 1e-6))
+            spread = _mean(np.abs(a - _mean(a))) + _mean(np.abs(b - _mean(b)))
+            difference = float(_mean(np.abs(a - b)) / (spread + 1e-6))
             planes.append((count, difference, twice_plane / 2.0))
     if not planes:
         return None
@@ -135,6 +136,12 @@ def mirror_plane(image: sitk.Image, modality: str, rotation: Optional[np.ndarray
     _, difference, plane = min((p for p in planes if p[0] >= MIN_OVERLAP * most),
                                key=lambda p: p[1])
     return float(lo[0] + plane * grid_mm), difference
+
+
+def _mean(values: np.ndarray):
+    """``values.mean()`` of a 1-D float32 array, the same float32 value without the wrapper's
+    checks: a head's turn search takes ~40,000 of them, and the checks were a quarter of it."""
+    return np.add.reduce(values) / values.size
 
 
 def midline_plane(image: sitk.Image, modality: str,
