@@ -9,7 +9,13 @@ import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
-from paranasal_ssl.training.augment import AugmentConfig, _blur, _random_affine, augment
+from paranasal_ssl.training.augment import (
+    AugmentConfig,
+    _blur,
+    _random_affine,
+    augment,
+    seeded_noise,
+)
 
 
 def test_augmentation_moves_input_and_target_together_and_only_flips_left_right():
@@ -86,3 +92,21 @@ def test_augmentation_is_reproducible_from_the_generator():
     a, _ = augment(x, None, torch.Generator().manual_seed(5))
     b, _ = augment(x, None, torch.Generator().manual_seed(5))
     torch.testing.assert_close(a, b)
+
+
+def test_seeded_noise_reaches_the_drawn_rows_with_the_noise_of_their_seeds():
+    """The GPU path's noise (``augment`` draws one seed per sample there): the rows drawn
+    for it get Gaussian noise of the asked std that depends on their seed alone, so a rank's
+    rows get exactly what one process gives them; the other rows stay as they were."""
+    x = torch.rand(6, 1, 16, 16, 16)
+    rows = torch.tensor([True, False, True, True, False, True])
+    seeds = torch.randint(2 ** 62, (6,), generator=torch.Generator().manual_seed(6))
+    out = seeded_noise(x, rows, seeds, 0.5)
+    assert torch.equal(out[~rows], x[~rows])
+    noise = (out - x)[rows]
+    assert abs(float(noise.std()) - 0.5) < 0.02 and abs(float(noise.mean())) < 0.02
+    assert not torch.allclose(noise[0], noise[1])  # each row its own draw
+    for part in (slice(0, 2), slice(2, 6)):  # two ranks' shares of the batch
+        torch.testing.assert_close(seeded_noise(x[part], rows[part], seeds[part], 0.5),
+                                   out[part], rtol=0, atol=1e-6)
+    assert torch.equal(seeded_noise(x, rows, seeds, 0.5), out)
