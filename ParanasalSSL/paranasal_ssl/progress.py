@@ -118,8 +118,11 @@ class Progress:
             emit(self.stage, self.done, self.total)
         self.close()
 
-    def update(self, n: int = 1, **metrics: Any) -> None:
-        check_cancelled()
+    def update(self, n: int = 1, check_cancel: bool = True, **metrics: Any) -> None:
+        """Count ``n`` more done; raises ``CancelledError`` if a cancel was requested, unless
+        ``check_cancel`` is False (a distributed rank: the ranks decide together)."""
+        if check_cancel:
+            check_cancelled()
         self.done += n
         if self._bar is not None:
             self._bar.update(n)

@@ -17,6 +17,7 @@ import torch
 from helpers.tiny import TINY_OVERRIDES
 from paranasal_ssl.cli.main import main
 from paranasal_ssl.training.augment import augment
+from paranasal_ssl.training.checkpoint import read_checkpoint
 from paranasal_ssl.training.distributed import batch_rows
 
 # short stages; batch 4 splits 2 + 2, batch 5 splits 2 + 3 (the uneven case)
@@ -124,6 +125,77 @@ def test_a_killed_rank_fails_the_launch_loudly_instead_of_hanging(tiny_cohort, t
     assert "FAILED" in out and "SIGKILL" in out, out[-3000:]
     assert not [p for p in ranks if Path(f"/proc/{p}").exists()
                 and "zombie" not in Path(f"/proc/{p}/status").read_text()]
+
+
+# A 2-rank fit of a toy model in which one rank alone is asked to cancel: rank 1 right after
+# step 3's optimiser step, where a rank used to check its own flag ("step"), or rank 0 while
+# it validates epoch 2 (alone: "validation"); what a SIGTERM there does.
+CANCEL_PROGRAM = """
+import sys, torch, torch.nn.functional as F
+from paranasal_ssl import progress
+from paranasal_ssl.errors import CancelledError
+from paranasal_ssl.experiment import TrainConfig
+from paranasal_ssl.training import distributed as ddp
+from paranasal_ssl.training.loop import fit
+
+ddp.setup("cpu")
+progress.install_signal_handlers()
+torch.manual_seed(0)
+x = torch.rand(24, 1, 8, 8, 8)
+y = (x.mean((1, 2, 3, 4)) > 0.5).float()
+model = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.AdaptiveAvgPool3d(1),
+                            torch.nn.Flatten(), torch.nn.Linear(4, 1))
+steps = []
+
+def train_step(m, idx, gen):
+    rows = ddp.batch_rows(len(idx))
+    return F.binary_cross_entropy_with_logits(m(x[idx[rows.slice]]).squeeze(1),
+                                              y[idx[rows.slice]])
+
+def after_step(m, done, total):
+    steps.append(done)
+    if sys.argv[2] == "step" and done == 3 and ddp.rank() == 1:
+        progress.request_cancel()
+
+def validate(m):
+    if sys.argv[2] == "validation" and steps[-1] == 8:  # 4 steps an epoch
+        progress.request_cancel()
+    return {"val": 0.0}
+
+try:
+    fit(model, cfg=TrainConfig(epochs=1000, batch_size=6, lr=1e-2, patience=0),
+        run_dir=sys.argv[1], kind="toy", signature="toy", meta={}, n_train=24,
+        train_step=train_step, validate=validate, monitor="val", mode="min",
+        device=torch.device("cpu"), after_step=after_step)
+except CancelledError:
+    print(f"rank {ddp.rank()} cancelled after step {steps[-1]}", flush=True)
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("where, last_step", [("step", 3), ("validation", 8)])
+def test_a_cancel_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, python_exe, where,
+                                                                 last_step):
+    """A cancel (the job runner's SIGTERM) that reaches one rank travels with the next step's
+    loss, or with the epoch's end: both ranks stop after the same step, and rank 0 saves that
+    epoch first. A rank that stopped on its own flag left the other waiting in the next
+    collective (a hang until the collective timeout)."""
+    program = tmp_path / "cancel_one_rank.py"
+    program.write_text(CANCEL_PROGRAM)
+    proc = _torchrun(python_exe, str(tmp_path / "run"), where, program=(str(program),),
+                     start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=45)  # the collective timeout is 60 s
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    for r in (0, 1):
+        assert f"rank {r} cancelled after step {last_step}" in out, out[-3000:]
+    assert proc.returncode != 0
+    if where == "validation":  # saved on the way out: a resume continues from epoch 3
+        state = read_checkpoint(tmp_path / "run" / "last.pt")["training_state"]
+        assert state["epoch"] == 1 and state["step"] == 8
 
 
 def _children(pid: int):

@@ -121,6 +121,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any (a collective: every rank calls it).
+    ``device``: the training device (NCCL reduces GPU tensors only)."""
+    t = torch.tensor([float(flag)], dtype=torch.float64, device=device)
+    return bool(all_reduce_sum(t).item() > 0)
+
+
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return all_reduce_sum(t).div_(world_size())
 

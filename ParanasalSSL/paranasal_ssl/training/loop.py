@@ -168,23 +168,33 @@ def _loop(model, optimizer, state, cfg, run_dir, kind, signature, meta, n_train,
                 idx = order[(s * bs) % n_train:][:bs]
                 set_lr(optimizer, cfg.lr, lr_factor(state["step"], steps_per_epoch, cfg))
                 if world > 1:
-                    loss, step_loss = _ddp_step(step_model, train_step, idx, gen, device)
+                    loss, shared = _ddp_step(step_model, train_step, idx, gen, device)
                 else:
                     with autocast(device):
                         loss = train_step(model, idx, gen)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                # read back only now: on a GPU, reading the loss between the forward and the
+                # backward pass would leave the GPU idle while the host queues the backward
+                if world > 1:
+                    step_loss, cancelled = shared.tolist()
+                    if cancelled > 0:
+                        request_cancel()
+                        check_cancelled()
+                else:
                     step_loss = loss.item()
                 if not math.isfinite(step_loss):
                     raise FloatingPointError(f"{stage}: loss became {step_loss} at epoch "
                                              f"{epoch + 1}; lower the learning rate")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
                 state["step"] += 1
                 if after_step is not None:
                     after_step(model, state["step"], total_steps)
                 state["samples"] += len(idx)
                 losses.append(step_loss)
-                progress.update(1, epoch=epoch + 1, loss=losses[-1])
+                # under DDP a rank must not stop on its own cancel flag (the others would wait
+                # for it in the next collective): the shared one above decides
+                progress.update(1, check_cancel=world == 1, epoch=epoch + 1, loss=losses[-1])
             train_seconds = time.perf_counter() - t0
             model.eval()
             metrics = None
@@ -210,6 +220,8 @@ def _loop(model, optimizer, state, cfg, run_dir, kind, signature, meta, n_train,
                     and epoch + 1 >= cfg.min_epochs)
             state["epoch"] = epoch
             state["finished"] = bool(stop) or epoch + 1 >= cfg.epochs
+            if world > 1 and ddp.any_rank(cancel_requested(), device):
+                request_cancel()  # every rank stops after this epoch's save, together
             if main and (written is None or state["finished"] or cancel_requested()
                          or time.perf_counter() - written >= CHECKPOINT_EVERY_S):
                 # best.pt, metrics.csv and last.pt always describe the same epoch, so a
@@ -239,12 +251,14 @@ def _loop(model, optimizer, state, cfg, run_dir, kind, signature, meta, n_train,
 
 def _ddp_step(view: ddp.TrainView, train_step: TrainStep, idx: torch.Tensor,
               gen: torch.Generator, device: torch.device):
-    """One rank's share of a step: (loss to backpropagate, global mean loss as a float).
+    """One rank's share of a step: (loss to backpropagate, float64 ``(2,)`` tensor that becomes
+    [global mean loss, cancel requests] once read).
 
     The local mean is scaled by ``rows * world / batch`` so that DDP's average over ranks is the
     global batch mean (a factor of exactly 1 when the batch divides evenly). The global loss and
-    a cancel request travel in one small all-reduce, so every rank sees the same value (a
-    non-finite loss stops all of them) and a cancel on any rank stops all at the same step.
+    a cancel request travel in one small all-reduce on the loss's device (NCCL reduces GPU
+    tensors only), so every rank sees the same value (a non-finite loss stops all of them) and a
+    cancel on any rank stops all at the same step. The caller reads it after the backward pass.
     """
     rows = ddp.batch_rows(len(idx))
     view.calls = 0
@@ -254,13 +268,10 @@ def _ddp_step(view: ddp.TrainView, train_step: TrainStep, idx: torch.Tensor,
         raise RuntimeError("train_step did not call the model (or model.loss): under DDP its "
                            "gradients would not be averaged over the ranks")
     share = rows.size / rows.total
-    shared = torch.tensor([loss.detach().float().item() * share, float(cancel_requested())],
-                          dtype=torch.float64)
+    flag = torch.tensor([float(cancel_requested())], dtype=torch.float64, device=loss.device)
+    shared = torch.cat([loss.detach().double().reshape(1) * share, flag])
     ddp.all_reduce_sum(shared)
-    if shared[1] > 0:
-        request_cancel()
-        check_cancelled()
-    return loss * (share * ddp.world_size()), float(shared[0])
+    return loss * (share * ddp.world_size()), shared
 
 
 def _write_metrics(path: Path, history: List[Dict[str, Any]]) -> None:
