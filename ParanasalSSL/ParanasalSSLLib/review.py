@@ -109,7 +109,9 @@ class CaseReviewer:
             scanNode, heat.astype(np.float32), masks,
             {s: r.probability for s, r in pred.sides.items()}, threshold, self.opacity,
             calls={s: r.call for s, r in pred.sides.items()},
-            peaksRas={s: r.peak_ras for s, r in pred.sides.items()})
+            # a side without residual has no peak (its peak_ras is the box centre), as in
+            # analysis.addPredictionResults
+            peaksRas={s: r.peak_ras for s, r in pred.sides.items() if r.peak_value > 0})
         for node in res.nodes:
             self._own(node, caseId)
         return res

@@ -132,6 +132,25 @@ def test_loading_a_case_shows_scan_rois_heatmap_and_regions(slicerApp, reviewSes
         f"{session.prediction('a').sides['left'].region_volume_ml:.2f} mL; not reviewed"
 
 
+def test_a_side_without_residual_gets_no_peak_from_its_box_centre(slicerApp, reviewSession,
+                                                                   tmp_path):
+    """``predict`` writes a side whose heatmap is zero with its box centre as ``peak_ras`` and
+    ``peak_value`` 0; that is no peak (as Analyze shows it): the side's peak is then looked up
+    in its region (here not empty, so the heatmap's own maximum there)."""
+    _, images = reviewSession
+    summary = tmp_path / "preds" / "a" / "summary.json"
+    data = json.loads(summary.read_text())
+    data["sides"]["right"].update(peak_value=0.0,
+                                  peak_ras=data["sides"]["right"]["roi"]["center_ras"])
+    summary.write_text(json.dumps(data))
+    session = open_session(tmp_path / "cases.csv", "rad", tmp_path / "preds")
+    loaded = review.CaseReviewer(session).step("first")
+    right = loaded.results.sides["right"].peakRas
+    np.testing.assert_allclose(right, _ras_of(images["a"], 9, 8, 6), atol=1e-3)
+    np.testing.assert_allclose(loaded.results.sides["left"].peakRas,
+                               _ras_of(images["a"], 30, 20, 12), atol=1e-3)
+
+
 def test_swapping_cases_leaks_no_nodes_and_skips_unreadable_scans(slicerApp, reviewSession):
     session, _ = reviewSession
     scene = slicerApp.scene
