@@ -4,8 +4,9 @@
 #   benchmarks/gpu_check.sh OUT_DIR [CASES]          (on a CUDA machine, from the repo root)
 #
 # 1. a phantom CT cohort and a short CAE, then residuals, on the GPU;
-# 2. the pretext stage under torchrun (NCCL, one process per GPU) twice: crops in host memory
-#    (PARANASAL_RESIDENT_DATA=0) and crops kept in GPU memory (the default), with the GPU's
+# 2. the pretext stage under torchrun (one process per GPU; NCCL only with several: a world of
+#    one makes no process group): crops kept in GPU memory (the default), the BASELINE_CODE's
+#    if given, then crops in host memory (PARANASAL_RESIDENT_DATA=0), with the GPU's
 #    utilisation sampled by nvidia-smi every 100 ms;
 # 3. the pretext network's pure compute throughput at the same batch (`speed --profile paper`:
 #    random crops already on the GPU, no data handling) - the bound an epoch can reach;
