@@ -193,3 +193,28 @@ def test_report_says_how_many_label_draws_a_cell_averages_when_some_were_skipped
     assert "1.000 [1.00, 1.00] (1 of 3 draws)" in report
     assert f"- 10% labels: up to 2 draw(s) per method skipped ({reason})" in report
     assert "100% labels: up to" not in report and "(3 of 3 draws)" not in report
+
+
+def test_phantom_cohort_of_another_size_is_made_again_or_refused(tmp_path):
+    """An independent test cohort asked for at another size is made again (its first cases
+    unchanged); a benchmark cohort of another size is refused (its runs used the old one)."""
+    import pytest
+
+    from paranasal_ssl.benchmarks.cells import _phantom_cohort, synth_phantom_cohort
+    from paranasal_ssl.crop_cache import record_key
+    from paranasal_ssl.errors import ConfigError
+    from paranasal_ssl.manifest import read_manifest
+
+    small = ["--spacing", "2", "--workers", "1", "--progress", "none"]
+    folder = tmp_path / "ext"
+    first = read_manifest(synth_phantom_cohort(folder, 1, 5, small, replace=True))
+    again = read_manifest(synth_phantom_cohort(folder, 1, 5, small, replace=True))
+    assert [record_key(r) for r in again] == [record_key(r) for r in first]
+    larger = read_manifest(synth_phantom_cohort(folder, 2, 5, small, replace=True))
+    assert len({r.case_id for r in larger}) == 2
+    assert [record_key(r) for r in larger[:len(first)]] == [record_key(r) for r in first]
+    plan = make_plan("cpu-small", cases=1)
+    cohort = tmp_path / "bench" / "cohorts" / "ct"
+    synth_phantom_cohort(cohort, 2, 11, small)
+    with pytest.raises(ConfigError, match="has 2 phantom cases, this run asks for 1"):
+        _phantom_cohort(tmp_path / "bench", plan, "ct")

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from paranasal_ssl.atomic import write_json
 from paranasal_ssl.benchmarks.protocol import COHORTS, BenchmarkPlan
 from paranasal_ssl.config import load_json
-from paranasal_ssl.errors import InputError
+from paranasal_ssl.errors import ConfigError, InputError
 from paranasal_ssl.manifest import SinusRecord
 from paranasal_ssl.stages.run import Run, open_run
 
@@ -33,16 +33,43 @@ def prepare_cohort(out: Path, plan: BenchmarkPlan, name: str, device: str = "aut
 
 
 def _phantom_cohort(out: Path, plan: BenchmarkPlan, name: str) -> Path:
-    from paranasal_ssl.cli.main import main as cli
-
     args, seed = COHORTS[name]
     cohort = out / "cohorts" / name
-    if not (cohort / "manifest.csv").exists():
-        code = cli(["synth", str(cohort), "--cases", str(plan.cases), "--seed", str(seed),
-                    *args])
+    made = synth_settings(cohort)
+    if made is not None and made["cases"] != plan.cases:
+        # its runs, splits and cells were made on those cases: mixing would mislabel results
+        raise ConfigError(cohort / "cohort_config.json",
+                          f"cohort {name} of this benchmark folder has {made['cases']} phantom "
+                          f"cases, this run asks for {plan.cases}", field="--cases",
+                          expected=f"{made['cases']} (or another --out for a new benchmark)")
+    return synth_phantom_cohort(cohort, plan.cases, seed, args)
+
+
+def synth_settings(folder: Path) -> Optional[dict]:
+    """``{"cases", "seed"}`` of the phantom cohort made in ``folder``; None when it has none."""
+    if not (folder / "manifest.csv").exists():
+        return None
+    config = load_json(folder / "cohort_config.json")
+    return {"cases": int(config["cases"]), "seed": int(config["seed"])}
+
+
+def synth_phantom_cohort(folder: Path, cases: int, seed: int, args: List[str],
+                         replace: bool = False) -> Path:
+    """``folder/manifest.csv`` of ``cases`` phantoms (``paranasal-ssl synth`` with ``args``),
+    made once; ``replace``: make them again over an existing cohort of other settings (each
+    case depends only on the seed and its index, so the cases both hold are the same)."""
+    from paranasal_ssl.cli.main import main as cli
+
+    made = synth_settings(folder)
+    if made is None or (replace and made != {"cases": cases, "seed": seed}):
+        if made is not None:
+            log.info("%s holds %d cases of seed %d: making %d of seed %d", folder,
+                     made["cases"], made["seed"], cases, seed)
+        code = cli(["synth", str(folder), "--cases", str(cases), "--seed", str(seed), *args,
+                    *(["--overwrite"] if made is not None else [])])
         if code:
-            raise RuntimeError(f"synth of cohort {name} failed (exit {code})")
-    return cohort / "manifest.csv"
+            raise RuntimeError(f"synth of the phantom cohort in {folder} failed (exit {code})")
+    return folder / "manifest.csv"
 
 
 def pretrain_all(run: Run, plan: BenchmarkPlan) -> Dict[str, float]:

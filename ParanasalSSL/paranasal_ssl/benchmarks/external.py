@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from paranasal_ssl.atomic import write_json
+from paranasal_ssl.benchmarks.cells import synth_phantom_cohort
 from paranasal_ssl.benchmarks.protocol import COHORTS, EXTERNAL_SEED_OFFSET, BenchmarkPlan
 from paranasal_ssl.config import load_json
 from paranasal_ssl.errors import InputError
@@ -29,24 +30,18 @@ log = logging.getLogger(__name__)
 
 def external_manifest(out: Path, plan: BenchmarkPlan, cohort: str) -> Optional[Path]:
     """The independent test cohort's manifest: the user's (``plan.external_manifests``), or
-    ``plan.external_cases`` phantoms made once in ``OUT/cohorts/<cohort>-external``; None when
-    the plan has none for this cohort."""
+    ``plan.external_cases`` phantoms made in ``OUT/cohorts/<cohort>-external`` (once, and again
+    for another size); None when the plan has none for this cohort."""
     if cohort in plan.external_manifests:
         return Path(plan.external_manifests[cohort]).resolve()
     if plan.external_cases <= 0 or cohort not in COHORTS:
         return None
-    from paranasal_ssl.cli.main import main as cli
-
     args, seed = COHORTS[cohort]
-    folder = out / "cohorts" / f"{cohort}-external"
-    if not (folder / "manifest.csv").exists():
-        code = cli(["synth", str(folder), "--cases", str(plan.external_cases),
-                    "--seed", str(seed + EXTERNAL_SEED_OFFSET), "--id-prefix", "ext-",
-                    *args])
-        if code:
-            raise RuntimeError(f"synth of the independent test cohort of {cohort} failed "
-                               f"(exit {code})")
-    return folder / "manifest.csv"
+    # another --external-cases makes the cohort again (the first cases stay the same, and so
+    # do their cached residuals); its cells are scored again because their sinuses changed
+    return synth_phantom_cohort(out / "cohorts" / f"{cohort}-external", plan.external_cases,
+                                seed + EXTERNAL_SEED_OFFSET, [*args, "--id-prefix", "ext-"],
+                                replace=True)
 
 
 def external_records(run: Run, manifest: Path) -> List[SinusRecord]:
