@@ -17,7 +17,7 @@ from voxel 0 along the frame's axes: x toward the patient's left, y posterior, z
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -58,15 +58,17 @@ class HeadFrame:
         """Frame mm (x, y, z from voxel 0) -> LPS mm."""
         return self.origin + self.rotation @ np.asarray(point_mm, float)
 
-    def resample(self, image: sitk.Image) -> np.ndarray:
-        """``image`` on this grid, float32 ``[k, j, i]``; outside the scan its minimum."""
+    def resample(self, image: sitk.Image, nearest: bool = False) -> np.ndarray:
+        """``image`` on this grid, float32 ``[k, j, i]``; outside the scan its minimum.
+        ``nearest``: nearest-neighbour (labels) instead of linear interpolation."""
         reference = sitk.Image([int(v) for v in self.shape[::-1]], sitk.sitkFloat32)
         reference.SetOrigin(self.origin.tolist())
         reference.SetSpacing([self.grid_mm] * 3)
         reference.SetDirection(self.rotation.ravel().tolist())
         low = float(np.min(sitk.GetArrayViewFromImage(image)))
+        interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
         return sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(),
-                                                    sitk.sitkLinear, low, sitk.sitkFloat32))
+                                                    interpolator, low, sitk.sitkFloat32))
 
     def roi(self, center_mm, size_mm) -> SinusROI:
         """A box (centre and edges in frame mm) as a ``SinusROI`` turned with the frame."""
@@ -103,22 +105,38 @@ def head_rotation(image: sitk.Image, modality: str) -> np.ndarray:
     return rotation
 
 
-def covering_frame(image: sitk.Image, rotation: np.ndarray, grid_mm: float) -> HeadFrame:
-    """The ``grid_mm`` grid along ``rotation``'s axes that covers the whole of ``image``."""
+def covering_frame(image: sitk.Image, rotation: np.ndarray, grid_mm: float,
+                   also: Sequence[sitk.Image] = ()) -> HeadFrame:
+    """The ``grid_mm`` grid along ``rotation``'s axes that covers the whole of ``image``, and
+    whole grid steps more where the images ``also`` reach beyond it (the grid's voxels stay
+    where ``image`` alone puts them, so the search on the scan itself is unchanged)."""
+    lo, hi = _extent(image, rotation)
+    low, high = lo.copy(), hi.copy()
+    for each in also:
+        other_lo, other_hi = _extent(each, rotation)
+        low, high = np.minimum(low, other_lo), np.maximum(high, other_hi)
+    lo = lo - np.ceil((lo - low) / grid_mm) * grid_mm
+    shape = np.ceil((high - lo) / grid_mm).astype(int) + 1
+    return HeadFrame(rotation, rotation @ lo, tuple(int(v) for v in shape[::-1]), grid_mm)
+
+
+def _extent(image: sitk.Image, rotation: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest frame coordinates (mm, along ``rotation``'s axes) of ``image``'s
+    voxel centres."""
     size = np.array(image.GetSize())
     corners = np.array([[x, y, z] for x in (0, size[0] - 1) for y in (0, size[1] - 1)
                         for z in (0, size[2] - 1)], float)
     points = np.array([image.TransformContinuousIndexToPhysicalPoint(c.tolist())
                        for c in corners]) @ rotation  # in the frame's axes
-    lo, hi = points.min(0), points.max(0)
-    shape = np.ceil((hi - lo) / grid_mm).astype(int) + 1
-    return HeadFrame(rotation, rotation @ lo, tuple(int(v) for v in shape[::-1]), grid_mm)
+    return points.min(0), points.max(0)
 
 
-def head_mask(array: np.ndarray, modality: str) -> np.ndarray:
+def head_mask(array: np.ndarray, modality: str, lids: Optional[np.ndarray] = None
+              ) -> np.ndarray:
     """The head in ``array`` ([k, j, i]): the largest tissue component (CT: above -400 HU;
     MRI: above a quarter of the 75th percentile after light smoothing), thin attachments cut,
-    dark gaps in the outline bridged, holes filled."""
+    dark gaps in the outline bridged, holes filled. ``lids`` (bool, like ``array``): tissue
+    too, and never cut as thin (``field_edge``: cavities that the field's edge cuts open)."""
     if modality == "ct":
         tissue = array > CT_AIR_HU
     else:
@@ -128,6 +146,8 @@ def head_mask(array: np.ndarray, modality: str) -> np.ndarray:
             positive = smooth.ravel()
         tissue = smooth > 0.25 * np.percentile(positive, 75)
     tissue = ndi.binary_opening(tissue, iterations=2)  # detach thin head rests and tubes
+    if lids is not None:
+        tissue |= lids
     labels, count = ndi.label(tissue)
     if count == 0:
         return tissue

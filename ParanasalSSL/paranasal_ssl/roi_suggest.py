@@ -8,7 +8,9 @@ plane. The heuristic looks for exactly that:
    the head's yaw and roll, estimated once for every grid) so oblique scans and turned or
    tilted heads work too;
 2. head mask (largest tissue component, holes filled) and the air inside it (CT: below -400 HU;
-   MRI: darker than 30% of the head's median after light smoothing, i.e. "dark cavities");
+   MRI: darker than 30% of the head's median after light smoothing, i.e. "dark cavities"); on
+   CT a cavity that the field's edge cuts open is closed there first (``field_edge``), and its
+   box, covering the part in the scan, is flagged;
 3. drop the air within ``midline_band_mm`` of the midline (the plane the scan best mirrors onto
    itself, ``midline.midline_plane``: the nasal cavity), open the rest by one
    voxel to cut the thin ostia, and label the cavities;
@@ -33,13 +35,14 @@ suggestion, is flagged ``confidence="low"`` so the user checks them. All positio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from paranasal_ssl.errors import InputError
+from paranasal_ssl.field_edge import field_edge_lids
 from paranasal_ssl.geometry import SinusROI, moved_inside_scan
 from paranasal_ssl.head_frame import (
     CT_AIR_HU,
@@ -52,6 +55,7 @@ from paranasal_ssl.head_frame import (
 from paranasal_ssl.midline import midline_plane
 from paranasal_ssl.modality import detect_modality
 
+LID_HU = 0.0  # soft tissue: neither air nor bone
 MRI_DARK_FRACTION = 0.3  # of the head's median intensity
 MRI_MIN_CORE_ML = 0.05
 MRI_RETRY_GRID_MM = 1.0  # the finer grid an MRI is searched again on when nothing fits
@@ -72,6 +76,7 @@ class Cavity:
     box_lo: np.ndarray
     box_hi: np.ndarray
     core_ml: float = 0.0  # what survives an erosion by 2 voxels: thick cavities, not bone
+    cut: bool = False  # runs out of the scan's field (closed by a ``field_edge`` lid)
 
 
 @dataclass
@@ -111,9 +116,11 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
     rotation = head_rotation(image, modality)
     found_plane = midline_plane(image, modality, rotation)  # once for every grid
     midplane = Midplane(*found_plane) if found_plane is not None else None
+    # a sinus cut open by the field's edge, closed there so the head's hole filling keeps it
+    lids = field_edge_lids(image, CT_AIR_HU) if modality == "ct" else []
     for grid in grids:
         frame, head, head_com, choice = _search(image, modality, covering_frame(
-            image, rotation, grid), midplane, midline_band_mm, source)
+            image, rotation, grid, also=lids), midplane, midline_band_mm, source, lids)
         if choice is not None:
             break
     notes: List[str] = []
@@ -133,23 +140,34 @@ def suggest_rois(image: sitk.Image, modality: Optional[str] = None, grid_mm: flo
         method = "one-side-mirrored"
         notes.append(f"no air-filled {mirrored_side} sinus found (opacified?); its box mirrors "
                      "the other side across the midline")
+    cut = sorted(side for side, c in found.items() if c.cut and side != mirrored_side)
+    for side in cut:
+        notes.append(f"the {side} sinus runs out of the scan's field: its box covers the part "
+                     "inside; check it")
     if not airway:
         method = "one-side-mirrored-without-airway" if mirrored_side else "pair-without-airway"
         notes.append("no nasal airway seen medial to the cavities (thin or swollen passages, or "
                      "not the maxillary sinuses): check the boxes")
     if modality != "ct":
         notes.append("MRI: dark cavities taken as air; check the boxes")
-    sure = modality == "ct" and mirrored_side is None and airway
+    sure = modality == "ct" and mirrored_side is None and airway and not cut
     return RoiSuggestion(boxes, "high" if sure else "low", method, notes, ml, midplane)
 
 
 def _search(image: sitk.Image, modality: str, frame: HeadFrame, midplane: Optional[Midplane],
-            midline_band_mm: float, source: Optional[str]):
+            midline_band_mm: float, source: Optional[str], lids: Sequence[sitk.Image] = ()):
     """Steps 1-4 on ``frame``'s grid: (frame, head mask [k, j, i], head centre of mass in
-    frame mm (x, y, z) moved onto ``midplane``, ``_choose``'s answer or None)."""
+    frame mm (x, y, z) moved onto ``midplane``, ``_choose``'s answer or None). ``lids``:
+    ``field_edge.field_edge_lids`` of a CT: tissue of the head, beyond the field."""
     grid_mm = frame.grid_mm
     array = frame.resample(image)
-    head = head_mask(array, modality)
+    lidded = None
+    for lid in lids:
+        covered = frame.resample(lid, nearest=True) > 0
+        lidded = covered if lidded is None else lidded | covered
+    if lidded is not None:
+        array[lidded] = LID_HU  # not air
+    head = head_mask(array, modality, lidded)
     if not head.any():
         raise InputError(source, "no head found in the image (no tissue above the background)",
                          field="sinus boxes", expected="a head CT or MRI to suggest them on")
@@ -159,7 +177,8 @@ def _search(image: sitk.Image, modality: str, frame: HeadFrame, midplane: Option
         head_com[0] += midplane.along(frame.to_lps(head_com), frame.rotation[:, 0])
     mid_x = float(head_com[0])
     air = _air_mask(array, modality, head)
-    cavities = _cavities(air, grid_mm, mid_x, midline_band_mm)
+    edge = None if lidded is None else ndi.binary_dilation(lidded, iterations=3)
+    cavities = _cavities(air, grid_mm, mid_x, midline_band_mm, edge)
     if modality != "ct":
         # on MRI thin dense bone is as dark as air: keep cavities with a thick core
         cavities = [c for c in cavities if c.core_ml >= MRI_MIN_CORE_ML]
@@ -196,8 +215,10 @@ def _air_mask(array: np.ndarray, modality: str, head: np.ndarray) -> np.ndarray:
     return dark & inner
 
 
-def _cavities(air: np.ndarray, grid_mm: float, mid_x: float, band_mm: float) -> List[Cavity]:
-    """Air cavities away from the midline band, in frame mm."""
+def _cavities(air: np.ndarray, grid_mm: float, mid_x: float, band_mm: float,
+              edge: Optional[np.ndarray] = None) -> List[Cavity]:
+    """Air cavities away from the midline band, in frame mm; ``cut`` where one meets
+    ``edge`` (bool like ``air``: next to the field's edge where a lid closed it)."""
     x = np.arange(air.shape[2]) * grid_mm
     lateral = air & (np.abs(x - mid_x) > band_mm)[None, None, :]
     lateral = ndi.binary_opening(lateral, iterations=1)
@@ -213,7 +234,8 @@ def _cavities(air: np.ndarray, grid_mm: float, mid_x: float, band_mm: float) -> 
         kji = np.array(ndi.center_of_mass(mask)) + [s.start for s in box]
         lo = np.array([box[2].start, box[1].start, box[0].start], float) * grid_mm
         hi = np.array([box[2].stop - 1, box[1].stop - 1, box[0].stop - 1], float) * grid_mm
-        cavities.append(Cavity(volume, kji[::-1] * grid_mm, lo, hi, core))
+        cut = edge is not None and bool(edge[box][mask].any())
+        cavities.append(Cavity(volume, kji[::-1] * grid_mm, lo, hi, core, cut))
     return cavities
 
 
@@ -233,7 +255,7 @@ def _mirror(cavity: Cavity, mid_x: float) -> Cavity:
         return q
 
     return Cavity(cavity.volume_ml, flip(cavity.center), flip(cavity.box_hi),
-                  flip(cavity.box_lo), cavity.core_ml)
+                  flip(cavity.box_lo), cavity.core_ml, cavity.cut)
 
 
 def _air_between(air: np.ndarray, grid_mm: float, center: np.ndarray,

@@ -310,3 +310,18 @@ def test_suggestion_through_the_slicer_nodes(slicerApp, cranium, craniumSuggesti
         back = bridge.sinusRoiFromRoiNode(node)
         np.testing.assert_allclose(back.center, craniumSuggestion.rois[side].center, atol=1e-6)
         np.testing.assert_allclose(back.size, craniumSuggestion.rois[side].size, atol=1e-6)
+
+
+def test_a_sinus_the_field_cuts_open_is_found_and_flagged(cranium, craniumSuggestion):
+    """A field that ends 10 mm beyond the left sinus's centre cuts it open: its air runs out
+    of the scan, and the head's hole filling took it for the room's air, so the left box was
+    the mirror of the right one (6 mm off). A lid beyond the cut face closes it again."""
+    centre = cranium.TransformPhysicalPointToIndex((FLIP @ BY_HAND_RAS["left"]).tolist())
+    last = centre[0] + int(10.0 / cranium.GetSpacing()[0])
+    cut = cranium[:last + 1, :, :]
+    s = suggest_rois(cut)
+    assert s.method == "ct-air-cavities" and s.low_confidence
+    assert any("left sinus runs out of the scan's field" in n for n in s.notes), s.notes
+    assert s.air_ml["left"] > 1.0
+    for side in ("left", "right"):
+        assert np.linalg.norm(s.rois[side].center - BY_HAND_RAS[side]) < 5.0, side
