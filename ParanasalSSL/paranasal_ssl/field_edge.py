@@ -6,10 +6,10 @@ takes it for the room's air (it reaches the edge of the array), and the suggesti
 sinus and mirrors the other side, 8-16 mm off. Where the field cuts a cavity open, the cavity
 shows on the scan's outer face as air enclosed by tissue *within that face* (its bony walls
 all round), while the room's air at a face always reaches the face's own border. A "lid" of
-that shape just outside the face, painted as tissue on the search grid, makes the cavity a
-hole of the head again and takes none of its air. Only the faces of index axes that are not
-mostly superior get lids: in axial slices the hole filling already closes what the top and
-bottom faces cut.
+that shape with a rim, over the face's outer 2 mm and 4 mm beyond it, painted as tissue on the
+search grid, makes the cavity a hole of the head again at the cost of its outer 2 mm. Only the
+faces of index axes that are not mostly superior get lids: in axial slices the hole filling
+already closes what the top and bottom faces cut.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ MAX_SUPERIOR_COSINE = 0.7  # index axes closer than ~45 deg to superior are not 
 
 def field_edge_lids(image: sitk.Image, air_below: float) -> List[sitk.Image]:
     """uint8 images, one per outer face of ``image`` not mostly superior that shows air (below
-    ``air_below``, the image's units: HU on CT) enclosed by tissue within the face: the
-    ``LID_DEPTH_MM`` just beyond that face, on ``image``'s spacing and axes, 1 in front of the
-    enclosed air (of the face's outer ``FACE_DEPTH_MM``), 0 elsewhere. Empty where no face
-    shows any (a head with room around it, or a field that cuts no cavity open)."""
+    ``air_below``, the image's units: HU on CT) enclosed by tissue within the face: the face's
+    outer ``FACE_DEPTH_MM`` and ``LID_DEPTH_MM`` beyond it, on ``image``'s spacing and axes, 1
+    over that enclosed air (in those outer layers) and ``RIM_MM`` round it, 0 elsewhere. Empty
+    where no face shows any (a head with room around it, or a field that cuts no cavity
+    open)."""
     array = sitk.GetArrayViewFromImage(image)  # [k, j, i]
     if array.ndim != 3 or min(array.shape) < 3:
         return []

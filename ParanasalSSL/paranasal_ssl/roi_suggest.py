@@ -158,7 +158,7 @@ def _search(image: sitk.Image, modality: str, frame: HeadFrame, midplane: Option
             midline_band_mm: float, source: Optional[str], lids: Sequence[sitk.Image] = ()):
     """Steps 1-4 on ``frame``'s grid: (frame, head mask [k, j, i], head centre of mass in
     frame mm (x, y, z) moved onto ``midplane``, ``_choose``'s answer or None). ``lids``:
-    ``field_edge.field_edge_lids`` of a CT: tissue of the head, beyond the field."""
+    ``field_edge.field_edge_lids`` of a CT: tissue of the head, at the field's edge."""
     grid_mm = frame.grid_mm
     array = frame.resample(image)
     lidded = None
