@@ -57,7 +57,8 @@ def synth_phantom_cohort(folder: Path, cases: int, seed: int, args: List[str],
                          replace: bool = False) -> Path:
     """``folder/manifest.csv`` of ``cases`` phantoms (``paranasal-ssl synth`` with ``args``),
     made once; ``replace``: make them again over an existing cohort of other settings (each
-    case depends only on the seed and its index, so the cases both hold are the same)."""
+    case depends only on the seed and its index: at the same seed, the cases both hold are the
+    same)."""
     from paranasal_ssl.cli.main import main as cli
 
     made = synth_settings(folder)
