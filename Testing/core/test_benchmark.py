@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from helpers.tiny import TINY_OVERRIDES, synth
 from paranasal_ssl.benchmarks.aggregate import paired_difference, paper_margin
@@ -88,6 +91,18 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_cohort):
     assert earlier[0]["timings_s"] == {k: v for k, v in saved["timings_s"].items()
                                        if k != "earlier invocations"}
     assert "resumed; earlier run" in (out / "report.md").read_text()
+    # benchmarks/error_groups_check.py reads the finished benchmark: every sinus of the
+    # independent cohort in one group, every method's cells and the label-free references
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from error_groups_check import main as error_groups
+
+    groups = error_groups(out, "tiny", tmp_path / "groups", fraction=1.0)
+    assert sum(g["n"] for g in groups["groups"].values()) == 8
+    assert {"residual-pretext", "byol", "random-init", "zero-label residual",
+            FOCAL_NAME} <= set(groups["auprc"])
+    for name in ("zero-label residual", FOCAL_NAME):  # the same scores the report used
+        assert groups["auprc"][name] == pytest.approx(ext["zero_label"][name]["auprc"])
+    assert "Where the AUPRC lies" in (tmp_path / "groups.md").read_text()
 
 
 def test_paired_difference_of_a_method_with_itself_is_exactly_zero():

@@ -1,0 +1,79 @@
+"""The benchmark folder's analysis scripts (benchmarks/*.py): where the AUPRC lies by finding
+group, and how many crop voxels show a finding at each crop spacing."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from error_groups_check import finding_group, perfected  # noqa: E402
+from finding_sampling_check import main as sampling_main  # noqa: E402
+from finding_sampling_check import visible_voxels  # noqa: E402
+
+from paranasal_ssl.manifest import read_manifest  # noqa: E402
+
+
+def _row(label, true_label, findings="", sub=""):
+    return {"label": label, "true_label": true_label, "findings": findings,
+            "subthreshold_thickening_mm": sub}
+
+
+@pytest.mark.parametrize("row, group", [
+    (_row("0", "0"), "normal, no finding"),
+    (_row("0", "0", sub="2.4"), "normal, sub-threshold lining 2-3 mm"),
+    (_row("0", "0", sub="3.5"), "normal, sub-threshold lining 3-4 mm"),
+    (_row("0", "1", "retention_cyst:4.5mm"), "normal label, reportable finding (label noise)"),
+    (_row("1", "0", sub="3.9"), "anomalous label, no reportable finding (label noise)"),
+    (_row("1", "1", "retention_cyst:3.6mm"), "cyst/polyp only, < 4 mm"),
+    (_row("1", "1", "polyp:5.0mm"), "cyst/polyp only, 4-6 mm"),
+    (_row("1", "1", "polyp:7.0mm;retention_cyst:6.1mm"), "cyst/polyp only, 6-10 mm"),
+    (_row("1", "1", "polyp:7.0mm;retention_cyst:12.0mm"), "cyst/polyp only, >= 10 mm"),
+    (_row("1", "1", "mucosal_thickening:4.5mm"), "thickening only, 4-5 mm"),
+    (_row("1", "1", "mucosal_thickening:5.5mm"), "thickening only, 5-6 mm"),
+    (_row("1", "1", "mucosal_thickening:6.2mm"), "thickening only, >= 6 mm"),
+    (_row("1", "1", "mucosal_thickening:5mm;retention_cyst:6mm"),
+     "opacification, fluid or several findings"),
+    (_row("1", "1", "partial_opacification:0.84"), "opacification, fluid or several findings"),
+])
+def test_each_sinus_falls_in_the_group_its_truth_names(row, group):
+    assert finding_group(row) == group
+
+
+def test_auprc_with_a_group_ranked_perfectly_matches_the_hand_computed_value():
+    y = np.array([1, 0, 1, 0])
+    score = np.array([0.9, 0.8, 0.1, 0.2])  # AUPRC (1/1 + 2/4) / 2 = 0.75
+    assert perfected(y, score, np.zeros(4, bool)) == pytest.approx(0.75)
+    # the positive at 0.1 to the top: both positives first
+    assert perfected(y, score, np.array([0, 0, 1, 0], bool)) == pytest.approx(1.0)
+    # the normal at 0.8 to the bottom: 1, 0, 1, 0 -> (1/1 + 2/3) / 2
+    assert perfected(y, score, np.array([0, 1, 0, 0], bool)) == pytest.approx(5 / 6)
+    assert score.tolist() == [0.9, 0.8, 0.1, 0.2]  # the caller's scores are left alone
+
+
+def test_a_finer_crop_shows_a_finding_with_more_voxels_and_a_clear_side_with_none(
+        tiny_cohort, tmp_path):
+    records = [r for r in read_manifest(tiny_cohort) if r.label is not None]
+    with open(tiny_cohort, newline="") as f:
+        rows = {f"{r['case_id']}:{r['side']}": r for r in csv.DictReader(f)}
+    found = next(r for r in records if rows[r.key]["findings"] and r.label == 1)
+    clear = next(r for r in records if finding_group(rows[r.key]) == "normal, no finding")
+    counts = {}
+    for rec in (found, clear):
+        image = sitk.ReadImage(str(rec.image), sitk.sitkFloat32)
+        mask = sitk.ReadImage(str(rec.mask), sitk.sitkUInt8)
+        counts[rec.key] = [visible_voxels(image, mask, rec, s) for s in (2.0, 1.0)]
+    coarse, fine = counts[found.key]
+    # halving the spacing gives about 8 times the voxels in the same finding
+    assert coarse > 0 and 4 * coarse < fine < 12 * coarse
+    assert counts[clear.key] == [0, 0]
+    report = sampling_main(tiny_cohort, tmp_path / "sampling", cases=3, spacings=[2.0, 1.0])
+    assert sum(g["n"] for g in report["groups"].values()) == 6  # 3 cases, both sides
+    assert (tmp_path / "sampling.json").exists()
+    assert "median voxels at 2 mm" in (tmp_path / "sampling.md").read_text()
