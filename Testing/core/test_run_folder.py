@@ -107,3 +107,27 @@ def test_the_demo_refuses_a_cohort_too_small_for_its_label_draws_before_training
     assert "label fraction 0.1 of 4 subjects gives" in capsys.readouterr().err
     assert (tmp_path / "demo" / "run" / "config.json").exists()  # the split was made
     assert not any((tmp_path / "demo" / "run" / "cae").rglob("*.pt"))  # nothing trained
+
+
+def test_resume_with_more_epochs_is_refused_and_the_stage_keeps_its_recorded_settings(
+        tmp_path, tiny_cohort, capsys):
+    """`train-cae --resume --set cae_train.epochs=N` on a finished CAE once silently kept the
+    weights and wrote N into RUN/cae/config.json: the record no longer said how they were made."""
+    from paranasal_ssl.cli.main import main
+
+    run = tmp_path / "run"
+    sets = [a for o in TINY_OVERRIDES + ["cae_train.epochs=2"] for a in ("--set", o)]
+    assert main(["train-cae", "--run", str(run), "--manifest", str(tiny_cohort), *sets,
+                 "--device", "cpu", "--workers", "1", "--progress", "none"]) == 0
+    weights = (run / "cae" / "best.pt").read_bytes()
+    assert json.loads((run / "cae" / "config.json").read_text())["cae_train"]["epochs"] == 2
+    code = main(["train-cae", "--run", str(run), "--resume", "--set", "cae_train.epochs=5",
+                 "--device", "cpu", "--workers", "1", "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code != 0 and "epochs 2 -> 5" in err and "has finished" in err
+    assert json.loads((run / "cae" / "config.json").read_text())["cae_train"]["epochs"] == 2
+    assert (run / "cae" / "best.pt").read_bytes() == weights
+    # resumed with its own settings, the finished CAE is given back unchanged
+    assert main(["train-cae", "--run", str(run), "--resume", "--device", "cpu", "--workers", "1",
+                 "--progress", "none"]) == 0
+    assert (run / "cae" / "best.pt").read_bytes() == weights

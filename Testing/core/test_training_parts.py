@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from paranasal_ssl import progress
 from paranasal_ssl.config import CropConfig, DataConfig
 from paranasal_ssl.crops import extract_crop, roi_box_mask
-from paranasal_ssl.errors import CancelledError, CheckpointError
+from paranasal_ssl.errors import CancelledError, CheckpointError, ConfigError
 from paranasal_ssl.experiment import (
     ResidualConfig,
     TrainConfig,
@@ -188,14 +189,14 @@ def test_lars_and_schedule():
 
 
 def _tiny_fit(folder, epochs, resume=False, cancel_after=None, two_groups=False,
-              crash_after=None):
+              crash_after=None, lr=1e-2, on_start=None):
     torch.manual_seed(0)
     x = torch.rand(24, 1, 8, 8, 8)
     y = (x.mean((1, 2, 3, 4)) > 0.5).float()
     model = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.Dropout(0.3),
                                 torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(),
                                 torch.nn.Linear(4, 1))
-    cfg = TrainConfig(epochs=epochs, batch_size=6, lr=1e-2, patience=0)
+    cfg = TrainConfig(epochs=epochs, batch_size=6, lr=lr, patience=0)
     validations = []
 
     def step(m, idx, gen):
@@ -212,9 +213,10 @@ def _tiny_fit(folder, epochs, resume=False, cancel_after=None, two_groups=False,
 
     params = ([{"params": model[0].parameters()}, {"params": model[4].parameters()}]
               if two_groups else None)
-    return model, fit(model, cfg=cfg, run_dir=folder, kind="toy", signature="toy", meta={},
-                      n_train=24, train_step=step, validate=validate, monitor="val",
-                      mode="min", device=torch.device("cpu"), resume=resume, params=params)
+    return model, fit(model, cfg=cfg, run_dir=folder, kind="toy", signature="toy",
+                      meta={"train_cfg": asdict(cfg)}, n_train=24, train_step=step,
+                      validate=validate, monitor="val", mode="min", device=torch.device("cpu"),
+                      resume=resume, params=params, on_start=on_start)
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
@@ -231,6 +233,30 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_a_resume_with_other_training_settings_is_refused_before_anything_is_written(tmp_path):
+    started = []
+    _tiny_fit(tmp_path / "done", epochs=3, on_start=lambda: started.append("done"))
+    assert started == ["done"]
+    best = (tmp_path / "done" / "best.pt").read_bytes()
+    # a finished training is not trained further by a resume that asks for more epochs
+    with pytest.raises(ConfigError, match=r"epochs 3 -> 5.*has finished"):
+        _tiny_fit(tmp_path / "done", epochs=5, resume=True, on_start=lambda: started.append(5))
+    assert started == ["done"] and (tmp_path / "done" / "best.pt").read_bytes() == best
+    # ... with its own settings it gives back its weights, as before
+    _, again = _tiny_fit(tmp_path / "done", epochs=3, resume=True)
+    assert again.epochs_run == 3
+    # an interrupted one goes on with the settings it started with, not another learning rate
+    try:
+        with pytest.raises(CancelledError):
+            _tiny_fit(tmp_path / "part", epochs=6, cancel_after=2)
+    finally:
+        progress.reset_cancel()
+    with pytest.raises(ConfigError, match=r"lr 0.01 -> 0.1.*settings it started with"):
+        _tiny_fit(tmp_path / "part", epochs=6, lr=0.1, resume=True)
+    _, resumed = _tiny_fit(tmp_path / "part", epochs=6, resume=True)
+    assert resumed.epochs_run == 6
 
 
 def test_checkpoints_are_written_sparingly_and_a_crash_between_them_resumes_exactly(

@@ -194,15 +194,15 @@ def pretrain_baseline(run: Run, method: str, resume: bool = False) -> Tuple[FitR
             "train_cfg": asdict(tcfg), "method_defaults_applied": applied,
             "n_train_sinuses": len(train_x), "n_val_sinuses": len(val_views[0])}
     run_cfg = replace(cfg, pretext_train=tcfg)
-    if is_main():
-        save_experiment(run_cfg, out / "config.json", stage=f"baseline-{method}",
-                        manifest=str(run.manifest))
     params = [p for p in model.parameters() if p.requires_grad]  # not BYOL's target
     result = fit(model, cfg=tcfg, run_dir=out / "training", kind=full_kind, signature=full_sig,
                  meta=meta, n_train=len(train_x), train_step=train_step, validate=validate,
                  monitor="val_loss", mode="min", device=device, resume=resume,
                  stage=f"baseline {method}", params=params,
-                 after_step=after_step if hasattr(model, "after_step") else None)
+                 after_step=after_step if hasattr(model, "after_step") else None,
+                 on_start=lambda: save_experiment(run_cfg, out / "config.json",
+                                                  stage=f"baseline-{method}",
+                                                  manifest=str(run.manifest)))
     if is_main():
         _export_encoders(model, method, out, full_kind, full_sig, sig, meta, result, run)
     barrier()  # the exported encoders exist on return, on every rank

@@ -18,7 +18,7 @@ from paranasal_ssl.stages.data import crops_for, flat_tensor, pick_crops, sinus_
 from paranasal_ssl.stages.run import Run, splits_given
 from paranasal_ssl.training.augment import AugmentConfig, augment, coarse_noise
 from paranasal_ssl.training.device import prepare_model, resident, to_input
-from paranasal_ssl.training.distributed import batch_rows, is_main
+from paranasal_ssl.training.distributed import batch_rows
 from paranasal_ssl.training.foreign_patch import foreign_patches
 from paranasal_ssl.training.loop import FitResult, fit, seeded
 
@@ -124,16 +124,15 @@ def _fit_member(run: Run, k: int, train: torch.Tensor, val: torch.Tensor,
 
     out = member_dir(run.dir, k)
     out.mkdir(parents=True, exist_ok=True)
-    if is_main():
-        save_experiment(cfg, out / "config.json", stage="cae", manifest=str(run.manifest),
-                        member=k)
     meta = {"architecture": cae_architecture(run), "train_cfg": asdict(tcfg),
             "n_train_sinuses": len(train), "member": k, "crops_per_sinus": n}
     stage = "train-cae" if cfg.cae.ensemble == 1 else f"train-cae {k + 1}/{cfg.cae.ensemble}"
     return fit(model, cfg=tcfg, run_dir=out, kind=KIND,
                signature=cae_signature(cfg.cae, cfg.data.crop.shape), meta=meta,
                n_train=len(train), train_step=train_step, validate=validate, monitor="val_l1",
-               mode="min", device=device, resume=resume, stage=stage)
+               mode="min", device=device, resume=resume, stage=stage,
+               on_start=lambda: save_experiment(cfg, out / "config.json", stage="cae",
+                                                manifest=str(run.manifest), member=k))
 
 
 def load_cae(run: Run) -> torch.nn.Module:

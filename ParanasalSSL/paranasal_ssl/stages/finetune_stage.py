@@ -205,8 +205,6 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
         return {"val_loss": loss, "val_auprc": math.nan if auprc is None else auprc}
 
     out = run.stage_dir("finetune", name)
-    if is_main():
-        save_experiment(cfg, out / "config.json", stage="finetune", manifest=str(run.manifest))
     meta = {"architecture": encoder_architecture(run), "head": cfg.finetune.head_hidden,
             "train_cfg": asdict(tcfg), "init": init, "label_fraction": fraction,
             "label_seed": seed}
@@ -214,7 +212,9 @@ def finetune(run: Run, fraction: Optional[float] = None, seed: Optional[int] = N
                  signature=classifier_signature(run, model_has_prior),
                  meta=meta, n_train=len(train_x), train_step=train_step, validate=validate,
                  monitor="val_loss", mode="min", device=device, resume=resume,
-                 stage=f"finetune {name}", params=params)
+                 stage=f"finetune {name}", params=params,
+                 on_start=lambda: save_experiment(cfg, out / "config.json", stage="finetune",
+                                                  manifest=str(run.manifest)))
     heatmap_scale = load_residual_scale(run)
     cae_trained = all(p.exists() for p in cae_checkpoints(run.dir, run.config))
     fuse = cfg.finetune.residual_fusion and cae_trained

@@ -27,7 +27,7 @@ from paranasal_ssl.stages.residual_stage import ResidualSet, compute_residuals
 from paranasal_ssl.stages.run import Run
 from paranasal_ssl.training.augment import augment
 from paranasal_ssl.training.device import prepare_model, resident, to_input
-from paranasal_ssl.training.distributed import batch_rows, is_main
+from paranasal_ssl.training.distributed import batch_rows
 from paranasal_ssl.training.loop import FitResult, fit, seeded
 
 log = logging.getLogger(__name__)
@@ -134,14 +134,14 @@ def pretrain(run: Run, resume: bool = False) -> FitResult:
         return {"val_loss": loss / batches, "val_bce": total / count, "val_l1": l1 / count}
 
     out = run.stage_dir("pretext")
-    if is_main():
-        save_experiment(cfg, out / "config.json", stage="pretext", manifest=str(run.manifest),
-                        residuals=str(residuals.folder))
     meta = {"architecture": encoder_architecture(run), "train_cfg": asdict(tcfg),
             "residuals": residuals.folder.name, "n_train_sinuses": len(train_x)}
     return fit(model, cfg=tcfg, run_dir=out, kind=KIND, signature=encoder_signature(run),
                meta=meta, n_train=len(train_x), train_step=train_step, validate=validate,
-               monitor="val_loss", mode="min", device=device, resume=resume, stage="pretrain")
+               monitor="val_loss", mode="min", device=device, resume=resume, stage="pretrain",
+               on_start=lambda: save_experiment(cfg, out / "config.json", stage="pretext",
+                                                manifest=str(run.manifest),
+                                                residuals=str(residuals.folder)))
 
 
 def sinus_scores(targets: torch.Tensor, boxes: torch.Tensor, q: float = 0.99) -> torch.Tensor:

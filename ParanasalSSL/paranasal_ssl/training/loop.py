@@ -90,13 +90,21 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
         meta: Dict[str, Any], n_train: int, train_step: TrainStep, validate: Validate,
         monitor: str, mode: str, device: torch.device, resume: bool = False,
         stage: Optional[str] = None, params=None,
-        after_step: Optional[AfterStep] = None) -> FitResult:
+        after_step: Optional[AfterStep] = None,
+        on_start: Optional[Callable[[], None]] = None) -> FitResult:
     """Train ``model`` in place and leave its BEST weights loaded; see the module docstring.
 
     ``run_dir`` receives ``best.pt``, ``last.pt`` and ``metrics.csv``. ``monitor`` names the key
     of ``validate``'s dict that selects the best epoch (``mode`` 'min' or 'max').
     ``after_step(model, steps_done, total_steps)``, if given, runs after each optimiser step
     with the global step count (so a schedule it follows resumes exactly).
+    ``on_start()`` runs on the main process once the training may go on (e.g. to write the
+    stage's settings beside its weights): not when a resume is refused.
+
+    A resume continues the training with the settings it started with: ``meta["train_cfg"]``
+    that differs from the one saved in ``last.pt`` (other than ``workers``) raises
+    ``ConfigError`` before anything is written, also for a training that has finished (it is
+    not trained further; without ``resume`` it is trained again).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +127,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
     last = run_dir / "last.pt"
     if resume and last.exists():
         payload = read_checkpoint(last, kind, signature)
+        _refuse_other_settings(last, payload["meta"], meta, stage, payload["training_state"])
         load_weights(model, last, kind, signature)
         ts = payload["training_state"]
         if not ts.get("finished"):
@@ -130,6 +139,8 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
     elif not resume and main:
         for stale in ("last.pt", "best.pt", "metrics.csv"):
             (run_dir / stale).unlink(missing_ok=True)
+    if main and on_start is not None:
+        on_start()
     ddp.barrier()  # nobody starts while rank 0 may still be removing stale files
 
     swapped = ddp.sync_batchnorm(model, device) if world > 1 else []
@@ -139,6 +150,36 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: Path, kind: str, s
                      after_step)
     finally:
         ddp.restore_batchnorm(swapped)
+
+
+# Settings that do not change what a training computes: a resume may use others.
+RESUME_FREE_SETTINGS = ("workers",)
+
+
+def _refuse_other_settings(last: Path, saved_meta: Dict[str, Any], meta: Dict[str, Any],
+                           stage: str, training_state: Dict[str, Any]) -> None:
+    """``ConfigError`` naming each training setting of ``meta`` that differs from the one the
+    checkpoint ``last`` was trained with (checkpoints without them are not checked)."""
+    saved, now = saved_meta.get("train_cfg"), meta.get("train_cfg")
+    if not isinstance(saved, dict) or not isinstance(now, dict):
+        return
+    import json
+
+    now = json.loads(json.dumps(now, default=str))  # as saved: tuples become lists
+    # settings added since the checkpoint was saved are not compared: it has no value for them
+    changed = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(set(saved) & set(now))
+               if k not in RESUME_FREE_SETTINGS and saved[k] != now[k]]
+    if not changed:
+        return
+    from paranasal_ssl.errors import ConfigError
+
+    done = ("it has finished, and --resume does not train it further"
+            if training_state.get("finished")
+            else "--resume goes on with the settings it started with")
+    raise ConfigError(last, f"{stage}: saved with other training settings "
+                      f"({'; '.join(changed)}); {done}",
+                      field="--set / --resume", expected="the saved settings, or no --resume "
+                      "to train again with the new ones (a new run folder keeps these weights)")
 
 
 def _loop(model, optimizer, state, cfg, run_dir, kind, signature, meta, n_train, bs,
