@@ -45,6 +45,7 @@ def run_scores(run_dir: Path, dev: Path) -> dict:
     own_folder = run.dir / "external" / f"dev-{residual_folder(run).name}"
     crop = run.config.data.crop
     return {"run": str(run_dir), "crop": {"shape": crop.shape, "spacing_mm": crop.spacing_mm},
+            "cae_epochs": run.config.cae_train.epochs,
             "cae_members": len(list((run.dir / "cae").glob("**/best.pt"))),
             "scores": {"zero-label residual": residual_scores_for_records(run, records,
                                                                           own_folder),
@@ -85,7 +86,8 @@ def markdown(r: dict) -> str:
 
     def head(run, name):
         c = run["crop"]
-        return f"{name}, {c['shape']}^3 at {c['spacing_mm']:.3g} mm"
+        return (f"{name}, {c['shape']}^3 at {c['spacing_mm']:.3g} mm, CAEs of "
+                f"{run['cae_epochs']} epochs")
 
     lines = [f"# Label-free scores by crop spacing: `{r['dev_manifest']}`", "",
              f"{r['sinuses']} sinuses, prevalence {r['prevalence']:.3f}; code "
