@@ -178,8 +178,9 @@ def _refuse_other_settings(last: Path, saved_meta: Dict[str, Any], meta: Dict[st
             else "--resume goes on with the settings it started with")
     raise ConfigError(last, f"{stage}: saved with other training settings "
                       f"({'; '.join(changed)}); {done}",
-                      field="--set / --resume", expected="the saved settings, or no --resume "
-                      "to train again with the new ones (a new run folder keeps these weights)")
+                      field="--set / --resume", expected="the settings it was trained with; "
+                      "for others a new run folder (or the stage's command without --resume, "
+                      "which trains it again here)")
 
 
 def _loop(model, optimizer, state, cfg, run_dir, kind, signature, meta, n_train, bs,
