@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import logging
 import math
 import time
@@ -163,8 +164,6 @@ def _refuse_other_settings(last: Path, saved_meta: Dict[str, Any], meta: Dict[st
     saved, now = saved_meta.get("train_cfg"), meta.get("train_cfg")
     if not isinstance(saved, dict) or not isinstance(now, dict):
         return
-    import json
-
     now = json.loads(json.dumps(now, default=str))  # as saved: tuples become lists
     # settings added since the checkpoint was saved are not compared: it has no value for them
     changed = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(set(saved) & set(now))
