@@ -44,13 +44,13 @@ def run_scores(run_dir: Path, dev: Path) -> dict:
     records = external_records(run, dev)
     own_folder = run.dir / "external" / f"dev-{residual_folder(run).name}"
     crop = run.config.data.crop
+    # one CAE pass makes both maps (the focal ones land where the second call reads them)
+    own = residual_scores_for_records(run, records, own_folder, fusion_maps=True)
+    focal = residual_scores_for_records(focal_run(run), records, focal_folder(run, own_folder))
     return {"run": str(run_dir), "crop": {"shape": crop.shape, "spacing_mm": crop.spacing_mm},
             "cae_epochs": run.config.cae_train.epochs,
             "cae_members": len(list((run.dir / "cae").glob("**/best.pt"))),
-            "scores": {"zero-label residual": residual_scores_for_records(run, records,
-                                                                          own_folder),
-                       FOCAL_NAME: residual_scores_for_records(
-                           focal_run(run), records, focal_folder(run, own_folder))}}
+            "scores": {"zero-label residual": own, FOCAL_NAME: focal}}
 
 
 def main(dev: Path, out: Path, runs) -> dict:

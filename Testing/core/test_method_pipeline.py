@@ -155,7 +155,7 @@ def test_residual_fusion_adds_the_standardised_focal_score_to_the_classifier_log
         fused_model, tmp_path):
     from scipy.special import expit, logit
 
-    from paranasal_ssl.residual_fusion import focal_run
+    from paranasal_ssl.residual_fusion import focal_folder, focal_run
     from paranasal_ssl.stages.residual_stage import residual_scores_for_records
 
     run, folder, plain_folder = fused_model
@@ -179,6 +179,17 @@ def test_residual_fusion_adds_the_standardised_focal_score_to_the_classifier_log
     alone = score_records(run, load_classifier(run, name), test, residuals)["tta"]
     np.testing.assert_allclose(got["classifier"], alone, rtol=1e-6)
     f_test = residual_scores_for_records(focal_run(run), test, tmp_path / "test")
+    # the same focal maps made beside the run's own in one CAE pass, then only read
+    residual_scores_for_records(run, test, tmp_path / "own", fusion_maps=True)
+    made = sorted(focal_folder(run, tmp_path / "own").glob("*.npy"))
+    assert len(made) == len(test)
+    for path in made:
+        np.testing.assert_allclose(np.load(path), np.load(tmp_path / "test" / path.name),
+                                   atol=1e-3)
+    stamps = [p.stat().st_mtime_ns for p in made]
+    again = residual_scores_for_records(focal_run(run), test, focal_folder(run, tmp_path / "own"))
+    assert [p.stat().st_mtime_ns for p in made] == stamps
+    assert again == pytest.approx(f_test, rel=1e-6)
     z = (np.array([f_test[r.key] for r in test]) - stats["residual_mean"]) / stats["residual_sd"]
     expected = expit(logit(alone.astype(float)) + stats["logit_sd"] * z)
     np.testing.assert_allclose(got["tta"], expected, rtol=1e-4)

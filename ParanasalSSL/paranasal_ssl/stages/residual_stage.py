@@ -130,11 +130,14 @@ def residuals_for_records(run: Run, records: Sequence[SinusRecord], folder: Path
 
 
 def residual_scores_for_records(run: Run, records: Sequence[SinusRecord], folder: Path,
-                                batch_size: int = 16) -> Dict[str, float]:
+                                batch_size: int = 16, fusion_maps: bool = False
+                                ) -> Dict[str, float]:
     """Zero-label score per sinus key of ``records`` only, maps cached in ``folder``: no
     calibration, so none of the run's other sinuses is computed (e.g. a reference score under
-    other residual settings). Single process."""
-    return _maps_and_scores(run, records, Path(folder), batch_size)[2]
+    other residual settings). ``fusion_maps``: the residual fusion's focal maps of the same
+    sinuses too, from the same CAE pass, cached where ``focal_folder(run, folder)`` says (a
+    later call for their scores reads them). Single process."""
+    return _maps_and_scores(run, records, Path(folder), batch_size, fusion_maps=fusion_maps)[2]
 
 
 def crop_score_table(run: Run, records: Sequence[SinusRecord], folder: Path,
