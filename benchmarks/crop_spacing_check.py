@@ -53,25 +53,36 @@ def run_scores(run_dir: Path, dev: Path) -> dict:
             "scores": {"zero-label residual": own, FOCAL_NAME: focal}}
 
 
-def main(dev: Path, out: Path, runs) -> dict:
+def read_dev(dev: Path):
+    """``(keys, y, groups)`` of the labelled sides of a development manifest: ``case:side``
+    keys, ``(n,)`` labels and ``(n,)`` finding groups (``error_groups_check.finding_group``)."""
     with open(dev, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["label"] in ("0", "1")]
     keys = [f"{r['case_id']}:{r['side']}" for r in rows]
-    y = np.array([int(r["label"]) for r in rows])
-    groups = np.array([finding_group(r) for r in rows])
+    return (keys, np.array([int(r["label"]) for r in rows]),
+            np.array([finding_group(r) for r in rows]))
+
+
+def summary(keys, y, groups, scores: dict) -> dict:
+    """AUPRC of ``scores`` (per key) over all sides and the AUROC of each finding group
+    against the opposite class."""
+    s = np.array([scores[k] for k in keys])
+    row = {"auprc": float(average_precision_score(y, s)), "groups": {}}
+    for g in [g for g in GROUP_ORDER if g in set(groups)]:
+        row["groups"][g] = {"n": int((groups == g).sum()),
+                            "auroc": group_auroc(y, groups == g, s)}
+    return row
+
+
+def main(dev: Path, out: Path, runs) -> dict:
+    keys, y, groups = read_dev(dev)
     report = {"dev_manifest": str(dev), "sinuses": len(y), "prevalence": float(y.mean()),
               "code_version": code_version(), "environment": environment_info(),
               "command": " ".join(sys.argv), "runs": []}
     for run_dir in runs:
         result = run_scores(Path(run_dir), dev)
-        by_name = {}
-        for name, scores in result.pop("scores").items():
-            s = np.array([scores[k] for k in keys])
-            row = {"auprc": float(average_precision_score(y, s)), "groups": {}}
-            for g in [g for g in GROUP_ORDER if g in set(groups)]:
-                row["groups"][g] = {"n": int((groups == g).sum()),
-                                    "auroc": group_auroc(y, groups == g, s)}
-            by_name[name] = row
+        by_name = {name: summary(keys, y, groups, scores)
+                   for name, scores in result.pop("scores").items()}
         result["label_free"] = by_name
         report["runs"].append(result)
         print(f"{run_dir}: " + ", ".join(f"{n} {r['auprc']:.3f}" for n, r in by_name.items()),
@@ -89,20 +100,24 @@ def markdown(r: dict) -> str:
         return (f"{name}, {c['shape']}^3 at {c['spacing_mm']:.3g} mm, CAEs of "
                 f"{run['cae_epochs']} epochs")
 
-    lines = [f"# Label-free scores by crop spacing: `{r['dev_manifest']}`", "",
-             f"{r['sinuses']} sinuses, prevalence {r['prevalence']:.3f}; code "
-             f"{r['code_version']}.", "",
-             "| | n | " + " | ".join(head(*c) for c in cols) + " |",
-             "|---|---|" + "---|" * len(cols),
-             "| AUPRC, all sinuses | | " + " | ".join(
-                 f"{run['label_free'][n]['auprc']:.3f}" for run, n in cols) + " |"]
-    first = cols[0][0]["label_free"][cols[0][1]]["groups"]
-    for g, row in first.items():
-        values = [run["label_free"][n]["groups"][g]["auroc"] for run, n in cols]
-        lines.append(f"| AUROC: {g} | {row['n']} | " + " | ".join(
-            "-" if v is None else f"{v:.3f}" for v in values) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([f"# Label-free scores by crop spacing: `{r['dev_manifest']}`", "",
+                      f"{r['sinuses']} sinuses, prevalence {r['prevalence']:.3f}; code "
+                      f"{r['code_version']}.", ""]
+                     + group_table([(head(run, n), run["label_free"][n]) for run, n in cols]))
 
+
+def group_table(columns) -> list:
+    """Markdown lines of a table: one column per ``(header, summary row)``, the AUPRC over all
+    sides, then each finding group's AUROC (see ``summary``)."""
+    lines = ["| | n | " + " | ".join(h for h, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns),
+             "| AUPRC, all sinuses | | " + " | ".join(
+                 f"{row['auprc']:.3f}" for _, row in columns) + " |"]
+    for g, first in columns[0][1]["groups"].items():
+        values = [row["groups"][g]["auroc"] for _, row in columns]
+        lines.append(f"| AUROC: {g} | {first['n']} | " + " | ".join(
+            "-" if v is None else f"{v:.3f}" for v in values) + " |")
+    return lines + [""]
 
 if __name__ == "__main__":
     import argparse

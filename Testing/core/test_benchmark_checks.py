@@ -1,5 +1,5 @@
 """The benchmark folder's analysis scripts (benchmarks/*.py): where the AUPRC lies by finding
-group, and how many crop voxels show a finding at each crop spacing."""
+group, how many crop voxels show a finding at each crop spacing, and the focal map's shape."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from error_groups_check import finding_group, perfected  # noqa: E402
 from finding_sampling_check import main as sampling_main  # noqa: E402
 from finding_sampling_check import visible_voxels  # noqa: E402
+from focal_shape_check import crop_shape_scores  # noqa: E402
 
 from paranasal_ssl.manifest import read_manifest  # noqa: E402
 
@@ -77,3 +78,21 @@ def test_a_finer_crop_shows_a_finding_with_more_voxels_and_a_clear_side_with_non
     assert sum(g["n"] for g in report["groups"].values()) == 6  # 3 cases, both sides
     assert (tmp_path / "sampling.json").exists()
     assert "median voxels at 2 mm" in (tmp_path / "sampling.md").read_text()
+
+
+def test_a_dome_stands_out_from_its_surroundings_where_a_layer_of_equal_height_does_not():
+    import torch
+
+    s = 24
+    z, y, x = torch.meshgrid(*[torch.arange(s, dtype=torch.float32)] * 3, indexing="ij")
+    dome = torch.exp(-((z - 12) ** 2 + (y - 12) ** 2 + (x - 4) ** 2) / (2 * 2.0 ** 2))
+    layer = torch.exp(-((x - 4) ** 2) / (2 * 2.0 ** 2))  # along a whole wall, same height
+    maps = torch.stack([dome, layer])[:, None]  # (2, 1, S, S, S)
+    box = torch.zeros_like(maps, dtype=torch.bool)
+    box[..., 2:22, 2:22, 2:22] = True
+    scores = {k: v.tolist() for k, v in crop_shape_scores(maps, box).items()}
+    assert scores["max"][0] == pytest.approx(scores["max"][1], rel=1e-6)  # the peak alone ties
+    for name in ("peak over its surroundings, sigma 2.5", "max - 90th percentile"):
+        assert scores[name][0] > scores[name][1] + 0.2, name
+    # the layer's peak still stands out across the wall (its thickness), less than the dome's
+    assert scores["peak over its surroundings, sigma 1.5"][1] > 0
