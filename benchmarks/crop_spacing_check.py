@@ -44,7 +44,8 @@ def run_scores(run_dir: Path, dev: Path) -> dict:
     records = external_records(run, dev)
     own_folder = run.dir / "external" / f"dev-{residual_folder(run).name}"
     crop = run.config.data.crop
-    # one CAE pass makes both maps (the focal ones land where the second call reads them)
+    # one CAE pass makes both maps where the run fuses (the focal ones land where the second
+    # call reads them); otherwise the second call makes its own
     own = residual_scores_for_records(run, records, own_folder, fusion_maps=True)
     focal = residual_scores_for_records(focal_run(run), records, focal_folder(run, own_folder))
     return {"run": str(run_dir), "crop": {"shape": crop.shape, "spacing_mm": crop.spacing_mm},
