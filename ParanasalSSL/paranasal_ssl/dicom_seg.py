@@ -47,12 +47,30 @@ def require_highdicom() -> None:
                          field="--dicom-seg", expected="pip install highdicom")
 
 
-def check_dicom_input(path: Path) -> None:
-    """A SEG refers to the scan's own DICOM series: refuse any other input by name."""
+# what a SEG refers to: without them no viewer can place it on the series
+REFERENCED_TAGS = ("FrameOfReferenceUID", "StudyInstanceUID")
+
+
+def check_dicom_input(path: Path, series_uid: Optional[str] = None) -> None:
+    """A SEG refers to the scan's own DICOM series: refuse any other input, or a series
+    without the tags a SEG refers to, by name (before any work is done on it)."""
     if not is_dicom_input(path):
         raise InputError(path, "a DICOM SEG refers to the scan's DICOM series",
                          field="--dicom-seg",
                          expected="a DICOM folder or file of a series as the scan")
+    _check_referenced_tags(dicom_series_files(path, series_uid)[0])
+
+
+def _check_referenced_tags(first_file) -> None:
+    import pydicom
+
+    header = pydicom.dcmread(first_file, stop_before_pixels=True)
+    missing = [k for k in REFERENCED_TAGS if not getattr(header, k, None)]
+    if missing:
+        raise InputError(first_file, f"the series has no {' or '.join(missing)}, which a "
+                         "DICOM SEG must refer to", field=", ".join(missing),
+                         expected="a DICOM series with these tags (or predict without "
+                         "--dicom-seg: the heatmap and region are written as NIfTI/NRRD)")
 
 
 def write_region_seg(region_image: sitk.Image, dicom_input: Path, out: Path,
@@ -71,6 +89,7 @@ def write_region_seg(region_image: sitk.Image, dicom_input: Path, out: Path,
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # not a line per copied module
 
     files = dicom_series_files(dicom_input, series_uid)
+    _check_referenced_tags(files[0])
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]  # headers suffice
     frames = int(getattr(sources[0], "NumberOfFrames", 1) or 1)
     if len(sources) == 1 and frames > 1:  # one multi-frame file: a SEG frame per its frames
@@ -86,11 +105,6 @@ def write_region_seg(region_image: sitk.Image, dicom_input: Path, out: Path,
         raise InputError(dicom_input, f"region of shape {region.shape} does not match the "
                          f"series ({frames} slices of {sources[0].Rows} x "
                          f"{sources[0].Columns})", expected="the region predicted on this series")
-    missing = [k for k in ("FrameOfReferenceUID", "StudyInstanceUID")
-               if not getattr(sources[0], k, None)]
-    if missing:
-        raise InputError(files[0], f"the series has no {' or '.join(missing)}",
-                         field="dicom", expected="a DICOM series with the tags a SEG refers to")
     version = code_version()
     algorithm = hd.AlgorithmIdentificationSequence(
         name="ParanasalSSL residual heatmap", version=version,

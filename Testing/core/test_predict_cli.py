@@ -281,6 +281,35 @@ def test_dicom_seg_of_a_nifti_scan_is_refused_before_any_work(trained_run, sick_
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_a_series_without_a_frame_of_reference_gets_no_seg_and_loses_no_prediction(
+        trained_run, sick_case, tmp_path, capsys):
+    """A SEG must refer to the series' frame of reference: for one scan that is refused before
+    any work, naming the file and the tag; in a folder the case is predicted all the same,
+    and its summary says why it has no SEG."""
+    import pydicom
+
+    run, truth = trained_run[0], sick_case[1]
+    image = sick_case[0]
+    folder = write_dicom_series(sitk.ReadImage(str(image)), tmp_path / "scans" / "nofor")
+    for f in folder.glob("*.dcm"):  # as some exporters write it: no FrameOfReferenceUID
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(f)
+    box = [f"{v:g}" for v in (*truth["left"].center_ras, *truth["left"].size_mm)]
+    assert _predict(run, folder, tmp_path / "one", "--dicom-seg", "--sides", "left",
+                    "--roi-left", *box) == 2
+    err = capsys.readouterr().err
+    assert "[FrameOfReferenceUID]" in err and "--dicom-seg" in err and "nofor" in err
+    assert not (tmp_path / "one").exists() or not any((tmp_path / "one").iterdir())
+    assert main(["predict", "--model", str(run.dir), "--cases", str(tmp_path / "scans"),
+                 "--out", str(tmp_path / "many"), "--device", "cpu", "--progress", "none",
+                 "--sides", "left", "--dicom-seg", "--threshold", "0.2"]) == 0
+    summary = json.loads((tmp_path / "many" / "nofor" / "summary.json").read_text())
+    assert summary["dicom_seg"] is None and "FrameOfReferenceUID" in summary["dicom_seg_note"]
+    assert 0 <= summary["sides"]["left"]["probability"] <= 1
+    assert not (tmp_path / "many" / "nofor" / "region.seg.dcm").exists()
+
+
 def test_boxes_placed_by_screen_side_are_refused_as_swapped(trained_run, sick_case, tmp_path,
                                                             capsys):
     """In radiological view the patient's left is on the screen's right: a "left" box put on

@@ -122,7 +122,7 @@ def run(args) -> int:
 
         require_highdicom()
         if args.image:
-            check_dicom_input(args.image)
+            check_dicom_input(args.image, args.series_uid)
     device = ddp.setup(args.device)  # under torchrun: one device per rank
     check_writable_dir(args.out)
     if args.image and not ddp.is_main():
@@ -200,6 +200,7 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
     source and, when one was suggested, the suggestion's method, confidence and notes."""
     from paranasal_ssl.atomic import write_json
     from paranasal_ssl.dicom_seg import write_region_seg
+    from paranasal_ssl.errors import ParanasalError
     from paranasal_ssl.inference import predict_scan
     from paranasal_ssl.scan_io import is_dicom_input, read_scan, scan_notes, write_image
 
@@ -239,9 +240,14 @@ def predict_one(args, bundle, image_path: Path, rois, out: Path, case_id: str = 
     if make_seg:
         labels = {side: f"{side} maxillary sinus, p = {s['probability']:.2f} ({s['call']})"
                   for side, s in summary["sides"].items()}
-        seg = write_region_seg(region, image_path, out / "region.seg.dcm", args.series_uid,
-                               labels)
-        summary["dicom_seg"] = seg.name if seg else None  # None: no highlighted voxel
+        try:
+            seg = write_region_seg(region, image_path, out / "region.seg.dcm", args.series_uid,
+                                   labels)
+            summary["dicom_seg"] = seg.name if seg else None  # None: no highlighted voxel
+        except ParanasalError as exc:  # a case of a list: its prediction stands without a SEG
+            summary["dicom_seg"] = None
+            summary["dicom_seg_note"] = f"no DICOM SEG: {exc}"
+            log.warning("case %s: %s", case_id or image_path, summary["dicom_seg_note"])
     elif args.dicom_seg:
         summary["dicom_seg"] = None
         summary["dicom_seg_note"] = "not a DICOM series: no DICOM SEG refers to it"
