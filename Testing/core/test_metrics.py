@@ -356,3 +356,25 @@ def test_an_evaluation_of_one_class_says_why_its_ranking_metrics_are_missing():
     assert "n/a: every sinus" not in report_markdown(
         dict(results, methods=method_metrics(y, np.repeat(np.arange(3), 2), [("polyp",)] * 6,
                                              scores, 0.5, None, n_boot=10)))
+
+
+def test_a_report_on_few_labelled_sinuses_warns_that_its_intervals_are_rough():
+    """One sinus of each class: every resample holding both ranks them alike, so the interval
+    is a single point; the report says so, and says nothing once both classes have ten."""
+    from paranasal_ssl.stages.evaluate_stage import method_metrics, report_markdown
+
+    def report(y):
+        scores = {"model (crop-averaged)": np.linspace(0.9, 0.1, len(y))}
+        methods = method_metrics(y, np.arange(len(y)), [()] * len(y), scores, 0.5, None,
+                                 n_boot=200)
+        return methods, report_markdown({"methods": methods, "split": "test", "model": "m",
+                                         "n_sinuses": len(y), "n_subjects": len(y),
+                                         "prevalence": float(y.mean()), "code_version": "x"})
+
+    methods, text = report(np.array([0, 1]))
+    assert methods["model (crop-averaged)"]["auroc_ci"] == [0.0, 0.0]  # a point, by chance
+    assert "**Few labels:** only 1 anomalous and 1 normal sinuses" in text
+    _, text = report(np.array([0] * 10 + [1] * 9))
+    assert "only 9 anomalous and 10 normal" in text
+    _, text = report(np.array([0] * 10 + [1] * 10))
+    assert "Few labels" not in text

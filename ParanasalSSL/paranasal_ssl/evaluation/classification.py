@@ -80,6 +80,23 @@ def choose_threshold_max_f1(y_true_val: Any, y_score_val: Any) -> float:
 MIN_VALIDATION_PER_CLASS = 10
 
 
+# Below this many of either class a bootstrap interval resamples too few sinuses to mean much:
+# with one of each, every resample that holds both classes ranks them the same way and the
+# interval shrinks to a point, however uncertain the metric is.
+MIN_EVALUATION_PER_CLASS = 10
+
+
+def few_labels_note(positives: int, negatives: int,
+                    min_per_class: int = MIN_EVALUATION_PER_CLASS) -> Optional[str]:
+    """A warning for a report when either class has fewer than ``min_per_class`` sinuses, else
+    None."""
+    if min(positives, negatives) >= min_per_class:
+        return None
+    return (f"only {positives} anomalous and {negatives} normal sinuses: the 95% intervals "
+            "resample these few and can be narrow (even a single point) by chance; read every "
+            f"figure as rough until at least {min_per_class} of each are labelled")
+
+
 def choose_decision_threshold(y_true_val: Any, y_score_val: Any,
                               min_per_class: int = MIN_VALIDATION_PER_CLASS
                               ) -> Tuple[float, str]:

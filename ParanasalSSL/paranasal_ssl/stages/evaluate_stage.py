@@ -19,6 +19,7 @@ from paranasal_ssl.evaluation import (
     aggregate_localisation,
     bootstrap_ci,
     classification_metrics,
+    few_labels_note,
     format_table,
     per_group_metrics,
 )
@@ -213,6 +214,9 @@ def report_markdown(results: dict) -> str:
             f"{results.get('label_fraction')}; code {results['code_version']}.\n\n")
     text += format_table(rows, list(rows[0])) + "\n"
     first = next(iter(results["methods"].values()), {})
+    if first.get("n_pos") is not None:
+        few = few_labels_note(first["n_pos"], results["n_sinuses"] - first["n_pos"])
+        text += f"\n**Few labels:** {few}.\n" if few else ""
     if first.get("auprc") is None and first.get("notes", {}).get("auprc"):
         only = "anomalous" if first["n_pos"] else "normal"
         text += (f"\nAUPRC, AUROC and sensitivity are n/a: every sinus here is {only}, and they "
