@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from helpers.images import tilted_copy, write_dicom_series
 from paranasal_ssl.cli.main import main
+from paranasal_ssl.geometry import ras_to_lps
 from paranasal_ssl.manifest import read_manifest
 from paranasal_ssl.version import code_version
 
@@ -183,10 +184,19 @@ def test_a_tilted_dicom_series_is_analysed_where_its_slices_lie(trained_run, sic
     plain = json.loads((tmp_path / "plain" / "summary.json").read_text())
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "gantry tilt" in summary["scan_notes"][0]
-    for side in ("left", "right"):  # read as stacked, the peaks moved by 3.6 and 11.5 mm
+    # read as stacked, the peaks moved by 3.6 and 11.5 mm. Regularised, each side's peak is a
+    # peak of the untilted analysis too: a tiny model's heatmap has near-ties, so the strongest
+    # voxel itself may be another of them (2-3.4 mm away seen on an Intel Xeon)
+    plain_heat = sitk.ReadImage(str(tmp_path / "plain" / "heatmap.nrrd"))
+
+    def plain_heat_at(ras):
+        return plain_heat[plain_heat.TransformPhysicalPointToIndex(ras_to_lps(ras).tolist())]
+
+    for side in ("left", "right"):
         tilted_side, plain_side = summary["sides"][side], plain["sides"][side]
         assert tilted_side["probability"] == pytest.approx(plain_side["probability"], abs=0.05)
-        assert np.linalg.norm(np.subtract(tilted_side["peak_ras"], plain_side["peak_ras"])) < 2
+        assert plain_heat_at(tilted_side["peak_ras"]) >= 0.9 * plain_heat_at(
+            plain_side["peak_ras"]) > 0
     region = sitk.ReadImage(str(tmp_path / "out" / "region.nrrd"))
     plain_region = sitk.ReadImage(str(tmp_path / "plain" / "region.nrrd"))
     on_plain = sitk.GetArrayFromImage(sitk.Resample(region, plain_region, sitk.Transform(),

@@ -96,7 +96,8 @@ def compute_residuals(run: Run, batch_size: int = 16,
         batches = [[i for i in range(s, min(s + per_batch, len(paths))) if not paths[i].exists()]
                    for s in range(0, len(paths), per_batch)][index::count]
         batches = [b for b in batches if b]
-    _write_maps(run, crops, paths, batches, _fusion_companions(run, folder, crops.records))
+    _write_maps(run, crops, paths, batches, _fusion_companions(run, folder, crops.records),
+                batch_records=per_batch)
     rewrite = bool(missing)
     if shard is not None and count > 1:
         if not all(p.exists() for p in paths):
@@ -189,7 +190,8 @@ def _maps_and_scores(run: Run, records: Sequence[SinusRecord], folder: Path, bat
     per_batch = max(1, batch_size // n)
     companions = _fusion_companions(run, folder, crops.records) if fusion_maps else []
     _write_maps(run, crops, paths, [missing[s:s + per_batch]
-                                    for s in range(0, len(missing), per_batch)], companions)
+                                    for s in range(0, len(missing), per_batch)], companions,
+                batch_records=per_batch)
     maps = [np.load(p, mmap_mode="r") for p in paths]
     if not sinus_scores:
         return crops, maps, {}
@@ -197,11 +199,16 @@ def _maps_and_scores(run: Run, records: Sequence[SinusRecord], folder: Path, bat
 
 
 def _write_maps(run: Run, crops: CropSet, paths: List[Path], batches: List[List[int]],
-                companions: Sequence[Tuple[ResidualConfig, List[Path]]] = ()) -> None:
+                companions: Sequence[Tuple[ResidualConfig, List[Path]]] = (),
+                batch_records: int = 0) -> None:
     """Compute and atomically save the ``(n, S, S, S)`` float16 residuals of crop-set rows
     ``batches`` (lists of indices into ``crops``/``paths``), one CAE forward per batch.
     ``companions``: other residual settings with their own paths (one per crop-set row),
-    whose missing maps of the same rows come from the same CAE forward."""
+    whose missing maps of the same rows come from the same CAE forward. A batch shorter than
+    ``batch_records`` sinuses is padded with empty crops to that size: CPU kernels (oneDNN,
+    MKL) may sum in another order for another batch size (1e-7 apart on Intel Xeons), which
+    can flip a gate or a float16 rounding, so a sinus' map would depend on which sinuses were
+    computed with it; at one batch size it does not."""
     if not batches:
         return
     n = n_crops(run)
@@ -210,13 +217,18 @@ def _write_maps(run: Run, crops: CropSet, paths: List[Path], batches: List[List[
     outputs = [paths] + [p for _, p in companions]
     with Progress("residuals", total=sum(map(len, batches)), unit="sinus") as progress:
         for chunk in batches:
-            x = torch.from_numpy(np.stack([np.asarray(crops.crops[i][:n]) for i in chunk]))
+            stack = np.stack([np.asarray(crops.crops[i][:n]) for i in chunk])
+            if len(chunk) < batch_records:
+                stack = np.concatenate([stack, np.zeros((batch_records - len(chunk),
+                                                         *stack.shape[1:]), stack.dtype)])
+            x = torch.from_numpy(stack)
             x = to_input(x.reshape(-1, 1, *x.shape[2:]), run.device)
             wanted = [0] + [k for k in range(1, len(configs))
                             if any(not outputs[k][i].exists() for i in chunk)]
             maps = residuals_of(cae, x, [configs[k] for k in wanted], run.config.data)
             for k, r in zip(wanted, maps):
-                r = r.cpu().numpy().reshape(len(chunk), n, *r.shape[2:]).astype(np.float16)
+                r = r[:len(chunk) * n].cpu().numpy().reshape(len(chunk), n, *r.shape[2:])
+                r = r.astype(np.float16)
                 for j, i in enumerate(chunk):
                     if k == 0 or not outputs[k][i].exists():
                         with atomic_path(outputs[k][i]) as tmp:
