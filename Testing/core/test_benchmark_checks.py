@@ -14,6 +14,7 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from error_groups_check import finding_group, perfected  # noqa: E402
+from false_alarm_check import main as false_alarm_main  # noqa: E402
 from finding_sampling_check import main as sampling_main  # noqa: E402
 from finding_sampling_check import visible_voxels  # noqa: E402
 from focal_shape_check import crop_shape_scores  # noqa: E402
@@ -97,3 +98,39 @@ def test_a_dome_stands_out_from_its_surroundings_where_a_layer_of_equal_height_d
     # the layer's peak still stands out across the wall (its thickness), less than the dome's
     fine = scores["peak over its surroundings, sigma 1.5"]
     assert 0 < fine[1] < fine[0]
+
+
+def test_a_variant_whose_normal_sides_score_high_is_named_as_a_false_alarm(tiny_cohort,
+                                                                           tmp_path):
+    """On a real phantom manifest, with scores built so that the clean normal sides carrying
+    one variant score above every anomalous side and the other clean normals below: that
+    variant raises the score (AUROC 1 against the others), ranks above every anomalous side
+    (AUROC 0), and holds every "anomalous" call among clean normals."""
+    import json
+
+    with open(tiny_cohort, newline="") as f:
+        rows = list(csv.DictReader(f))
+    clean = [r for r in rows if r["label"] == "0" and r["true_label"] == "0"
+             and not float(r["subthreshold_thickening_mm"] or 0)]
+    variant = next(v for r in clean for v in r["normal_variants"].split(";") if v)
+    high = {(r["case_id"], r["side"]) for r in clean if variant in r["normal_variants"]}
+    assert 0 < len(high) < len(clean)
+    with open(tmp_path / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case_id", "side", "subject_id", "label", "probability", "call",
+                    "classifier_probability", "focal_residual_score"])
+        for r in rows:
+            p = 0.9 if (r["case_id"], r["side"]) in high else (0.5 if r["label"] == "1" else 0.1)
+            w.writerow([r["case_id"], r["side"], r["subject_id"], r["label"], p,
+                        "anomalous" if p > 0.7 else "uncertain" if p > 0.3 else "normal", p, p])
+    assert false_alarm_main([str(tmp_path / "predictions.csv"), str(tiny_cohort),
+                             str(tmp_path / "fa")]) == 0
+    report = json.loads((tmp_path / "fa.json").read_text())
+    assert report["clean_normal"] == len(clean)
+    entry = report["factors"][f"variant: {variant.replace('_', ' ')}"]
+    assert entry["n"] == len(high) and entry["false_alarms"]["anomalous"] == 1.0
+    assert entry["auroc_vs_anomalous"]["model"] == 0.0
+    assert entry["raises_score"]["model"][0] == 1.0
+    share = report["false_alarms_all_clean_normals"]["anomalous"]
+    assert share == pytest.approx(len(high) / len(clean))
+    assert "| variant: " in (tmp_path / "fa.md").read_text()
