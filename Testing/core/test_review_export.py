@@ -152,6 +152,7 @@ def test_review_and_report_commands(reviewed, tmp_path, capsys):
             "--progress", "none"]
     assert main(["review", "record", *args, "--case", c, "--side", "left", "--verdict",
                  "anomalous", "--type", "cyst", "--on-target", "no", "--comment", "x"]) == 0
+    assert f"{c}: unreviewed (right side to review); saved" in capsys.readouterr().out
     assert main(["review", "record", *args, "--case", c, "--side", "right", "--verdict",
                  "normal", "--flag", "on"]) == 0
     assert main(["review", "status", *args]) == 0

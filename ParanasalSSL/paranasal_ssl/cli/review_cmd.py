@@ -149,7 +149,13 @@ def run_record(args) -> int:
     if args.flag:
         session.set_flag(args.case, args.flag == "on")
     session.go_to(args.case)
-    print(f"{args.case}: {session.status(args.case)}; saved to {session.path}")
+    status = session.status(args.case)
+    state = session.state(args.case)
+    pending = [s for s in session.case_list.case(args.case).sides
+               if not (s in state.sides and state.sides[s].decided)]
+    if status == "unreviewed" and pending:  # e.g. one side recorded: say which one is left
+        status += f" ({' and '.join(pending)} side{'s' if len(pending) > 1 else ''} to review)"
+    print(f"{args.case}: {status}; saved to {session.path}")
     return 0
 
 
