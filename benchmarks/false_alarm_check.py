@@ -20,7 +20,9 @@ Only the **clean normal sides** are grouped (label 0, truly normal, no sub-thres
 - ``false_alarms``: the share the model calls anomalous (its decision threshold) and the share
   it calls uncertain or anomalous;
 - ``raises_score``: AUROC of the sides with the factor against the clean normal sides without
-  it (0.5 = the factor leaves the score alone, 1 = always higher).
+  it (0.5 = the factor leaves the score alone, 1 = always higher), with a 95% interval;
+
+and the Spearman correlation of the normal lining's thickness with each score.
 
 Writes OUT.json (with code version and machine) and OUT.md.
 """
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
+from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from paranasal_ssl.atomic import write_json, write_text
@@ -135,8 +138,15 @@ def analyse(rows: list) -> dict:
     all_calls = {"anomalous": float(np.mean(calls == "anomalous")) if len(calls) else None,
                  "uncertain or anomalous": float(np.mean(calls != "normal")) if len(calls)
                  else None}
+    lining = np.array([float(r.get("mucosa_mm") or "nan") for r in clean])
+    spearman = OrderedDict()  # the normal lining's thickness (1-3 mm) against each score
+    for name, column in SCORES.items():
+        scores = score_of(clean, column)
+        if scores is not None and np.isfinite(lining).all() and len(clean) > 2:
+            spearman[name] = float(spearmanr(lining, scores)[0])
     return {"sides": len(rows), "anomalous": len(anomalous), "clean_normal": len(clean),
-            "false_alarms_all_clean_normals": all_calls, "factors": table}
+            "false_alarms_all_clean_normals": all_calls, "factors": table,
+            "lining_spearman": spearman}
 
 
 def markdown(report: dict) -> str:
@@ -162,6 +172,16 @@ def markdown(report: dict) -> str:
                      f"{e['false_alarms']['uncertain or anomalous']:.1%} | "
                      + " | ".join(fmt(e["auroc_vs_anomalous"].get(n)) for n in names) + " | "
                      + " | ".join(ci(e["raises_score"].get(n)) for n in names) + " |")
+    if report.get("lining_spearman"):
+        lines += ["", "Spearman correlation of the normal mucosal lining's thickness (mm) with "
+                  "each score, over the clean normal sides: " + ", ".join(
+                      f"{name} {rho:+.2f}" for name, rho in report["lining_spearman"].items())
+                  + "."]
+    made = report.get("evaluation")
+    if made:
+        lines += ["", f"Scores: `evaluate --manifest` of model `{made['model']}` "
+                  f"({made['model_dir']}, code {made['code_version']}) on "
+                  f"`{made['manifest_path']}` (SHA-256 {str(made['manifest_sha256'])[:12]})."]
     return "\n".join(lines) + "\n"
 
 
@@ -174,6 +194,13 @@ def main(argv=None) -> int:
     report = {"predictions": str(args.predictions), "manifest": str(args.manifest),
               "code_version": code_version(), "environment": environment_info(),
               "command": " ".join(sys.argv)}
+    evaluation = args.predictions.parent / "results.json"  # what evaluate --manifest recorded
+    if evaluation.is_file():
+        import json
+
+        made = json.loads(evaluation.read_text())
+        report["evaluation"] = {k: made.get(k) for k in ("model", "model_dir", "manifest_path",
+                                                         "manifest_sha256", "code_version")}
     report.update(analyse(read_rows(args.predictions, args.manifest)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out.with_suffix(".json"), report)

@@ -134,3 +134,6 @@ def test_a_variant_whose_normal_sides_score_high_is_named_as_a_false_alarm(tiny_
     share = report["false_alarms_all_clean_normals"]["anomalous"]
     assert share == pytest.approx(len(high) / len(clean))
     assert "| variant: " in (tmp_path / "fa.md").read_text()
+    # the lining's thickness against scores built without it: a correlation, not a constant
+    assert set(report["lining_spearman"]) == {"model", "classifier alone", "focal residual"}
+    assert all(-1 <= rho <= 1 for rho in report["lining_spearman"].values())
