@@ -4,7 +4,6 @@ corrected boxes saved with the verdict, and export with a .seg.nrrd Slicer reads
 
 from __future__ import annotations
 
-import csv
 import json
 import types
 
@@ -17,7 +16,7 @@ import vtk
 from helpers.images import oblique_image
 from paranasal_ssl.cli.main import build_parser
 from paranasal_ssl.geometry import SinusROI, lps_to_ras
-from paranasal_ssl.manifest import read_manifest
+from paranasal_ssl.manifest import read_manifest, write_manifest
 from paranasal_ssl.review.case_list import open_case_list
 from paranasal_ssl.review.session import open_session
 from ParanasalSSLLib import mrml_bridge as bridge
@@ -343,23 +342,16 @@ def test_the_model_is_evaluated_on_the_readers_labels(panel, trained_run, tiny_c
     evaluate_on_manifest(params.modelFolder, tiny_cohort, args.out, device="cpu", n_boot=20)
     panel.onJobFinished(ui.reviewEvaluateButton, True)
     assert ui.reviewStatusLabel.text.startswith("Model vs your labels on 28 sides: AUPRC ")
-    positives = sum(r.label for r in read_manifest(tiny_cohort))  # under 10 of a class: rough
+    records = read_manifest(tiny_cohort)
+    positives = sum(r.label for r in records)  # under 10 of a class: the line says "rough"
     assert ("rough until 10 of each" in ui.reviewStatusLabel.text) == (
         min(positives, 28 - positives) < 10)
-    # a reader who labelled a few cases only is told the figures are rough
-    records = read_manifest(tiny_cohort)
-    cases = [next(r.case_id for r in records if r.label == label) for label in (0, 1)]
-    with open(tiny_cohort, newline="") as f:
-        rows = [row for row in csv.DictReader(f) if row["case_id"] in cases]
-    few = args.out.parent / "few_labels.csv"  # one or two cases, both classes
-    with open(few, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(dict(row, image=str(tiny_cohort.parent / row["image"]),
-                              mask=str(tiny_cohort.parent / row["mask"])) for row in rows)
-    results = evaluate_on_manifest(params.modelFolder, few, args.out.parent / "few_eval",
-                                   device="cpu", n_boot=20)
-    assert results["n_sinuses"] == len(rows) <= 4
+    cases = {next(r.case_id for r in records if r.label == label) for label in (0, 1)}
+    few = [r for r in records if r.case_id in cases]
+    write_manifest(few, args.out.parent / "few_labels.csv")
+    results = evaluate_on_manifest(params.modelFolder, args.out.parent / "few_labels.csv",
+                                   args.out.parent / "few_eval", device="cpu", n_boot=20)
+    assert results["n_sinuses"] == len(few) <= 4  # a reader who labelled 1-2 cases: rough
     assert "sides: rough until 10 of each are labelled" in review.evaluationText(results)
     assert str(args.out / "report.md") in ui.reviewStatusLabel.text
 
