@@ -117,33 +117,32 @@ def analyse(rows: list) -> dict:
         f["noisiest third of the scans"] = noisy[i]
     calls = np.array([r["call"] for r in clean])
     subjects = np.array([r["subject_id"] for r in clean])
+    scores = OrderedDict()  # name -> (clean normal sides' scores, anomalous sides' scores)
+    for name, column in SCORES.items():
+        normal_scores, positive_scores = score_of(clean, column), score_of(anomalous, column)
+        if normal_scores is not None and positive_scores is not None:
+            scores[name] = normal_scores, positive_scores
     table = OrderedDict()
     for factor in flags[0] if flags else []:
         sel = np.array([f[factor] for f in flags])
         if not sel.any():
             continue
-        entry = {"n": int(sel.sum()),
-                 "false_alarms": {"anomalous": float(np.mean(calls[sel] == "anomalous")),
-                                  "uncertain or anomalous": float(np.mean(calls[sel] != "normal"))},
-                 "auroc_vs_anomalous": {}, "raises_score": {}}
-        for name, column in SCORES.items():
-            normal_scores, positive_scores = score_of(clean, column), score_of(anomalous, column)
-            if normal_scores is None or positive_scores is None:
-                continue
-            # 1 - AUROC(group above positives): how well positives rank above this group
-            above = _auroc(positive_scores, normal_scores[sel])
-            entry["auroc_vs_anomalous"][name] = None if above is None else 1.0 - above
-            entry["raises_score"][name] = raises_score(sel, normal_scores, subjects)
-        table[factor] = entry
+        table[factor] = {
+            "n": int(sel.sum()),
+            "false_alarms": {"anomalous": float(np.mean(calls[sel] == "anomalous")),
+                             "uncertain or anomalous": float(np.mean(calls[sel] != "normal"))},
+            "auroc_vs_anomalous": {name: _auroc(normal[sel], positive)
+                                   for name, (normal, positive) in scores.items()},
+            "raises_score": {name: raises_score(sel, normal, subjects)
+                             for name, (normal, _) in scores.items()}}
     all_calls = {"anomalous": float(np.mean(calls == "anomalous")) if len(calls) else None,
                  "uncertain or anomalous": float(np.mean(calls != "normal")) if len(calls)
                  else None}
     lining = np.array([float(r.get("mucosa_mm") or "nan") for r in clean])
     spearman = OrderedDict()  # the normal lining's thickness (1-3 mm) against each score
-    for name, column in SCORES.items():
-        scores = score_of(clean, column)
-        if scores is not None and np.isfinite(lining).all() and len(clean) > 2:
-            spearman[name] = float(spearmanr(lining, scores)[0])
+    if np.isfinite(lining).all() and len(clean) > 2:
+        spearman = OrderedDict((name, float(spearmanr(lining, normal)[0]))
+                               for name, (normal, _) in scores.items())
     return {"sides": len(rows), "anomalous": len(anomalous), "clean_normal": len(clean),
             "false_alarms_all_clean_normals": all_calls, "factors": table,
             "lining_spearman": spearman}
