@@ -75,7 +75,6 @@ def factors(row: dict) -> Dict[str, bool]:
     rotation = [float(v) for v in (row.get("head_rotation_deg") or "0 0 0").split()]
     out["head turned or tilted > 5 deg"] = max(map(abs, rotation)) > 5
     out["cone-beam CT"] = row.get("scanner") == "cbct"
-    out["inflamed (denser) air"] = row.get("inflamed_air") == "1"
     return out
 
 

@@ -289,7 +289,7 @@ def evaluateCommand(modelFolder, labelsCsv, outFolder, device: str = "auto") -> 
 
 def evaluationText(results: dict) -> str:
     """One line on an evaluation against the reader's labels (``external_eval`` results)."""
-    from paranasal_ssl.evaluation.classification import MIN_EVALUATION_PER_CLASS, few_labels_note
+    from paranasal_ssl.evaluation.classification import MIN_EVALUATION_PER_CLASS
     from paranasal_ssl.external_eval import MODEL_ROW
 
     m = results["methods"][MODEL_ROW]
@@ -299,10 +299,10 @@ def evaluationText(results: dict) -> str:
             f"{m['auroc']:.2f}")
     if results.get("skipped"):
         text += f"; {len(results['skipped'])} case(s) left out"
-    positives = m.get("n_pos")
-    if positives is not None and few_labels_note(positives, results["n_sinuses"] - positives):
-        text += (f"; only {positives} anomalous and {results['n_sinuses'] - positives} normal "
-                 f"sides: rough until {MIN_EVALUATION_PER_CLASS} of each are labelled")
+    positives, normals = m.get("n_pos"), results["n_sinuses"] - (m.get("n_pos") or 0)
+    if positives is not None and min(positives, normals) < MIN_EVALUATION_PER_CLASS:
+        text += (f"; only {positives} anomalous and {normals} normal sides: rough until "
+                 f"{MIN_EVALUATION_PER_CLASS} of each are labelled")
     return text + f" - report: {results.get('folder', '')}"
 
 
